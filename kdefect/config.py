@@ -1,0 +1,289 @@
+"""Typed, layered run configuration.
+
+Layers, each overriding the one before: dataclass defaults, then a YAML file,
+then ``--set a.b=value`` overrides from the CLI.  Unknown keys anywhere are
+rejected with the closest valid key suggested, and values are checked against
+the field types, so a typo never silently trains the wrong model.  The
+resolved config is saved beside every run (``config.yaml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdefect.errors import ConfigError
+from kdefect.utils.io import write_text
+
+
+@dataclass
+class SyntheticConfig:
+    """The built-in procedural defect data (the embedded default)."""
+
+    classes: list[str] = field(default_factory=lambda: ["good", "scratch", "spot", "crack", "patch"])
+    n_per_class: int = 80
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation; every op is off when its value is 0/false."""
+
+    flip: bool = True
+    rot90: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    crop_min_area: float = 1.0
+    noise_std: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are fed."""
+
+    source: str = "synthetic"
+    format: str = "auto"
+    image_size: list[int] = field(default_factory=lambda: [64, 64])
+    channels: int = 3
+    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
+    batch_size: int = 32
+    cache: str = "auto"
+    on_bad_image: str = "fail"
+    good_label: str | None = "good"
+    label_rule: str = "largest_area"
+    subsample: dict[str, float] = field(default_factory=dict)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    """The network: a registered backbone plus head options."""
+
+    backbone: str = "tiny_cnn"
+    weights: str = "none"
+    alpha: float = 1.0
+    attention: str = "none"
+    attention_in_blocks: bool = False
+    dropout: float = 0.2
+
+
+@dataclass
+class LossConfig:
+    """Loss for (possibly imbalanced) classes."""
+
+    name: str = "crossentropy"
+    class_weights: str = "none"
+    beta: float = 0.999
+    gamma: float = 2.0
+    alpha: str = "class_weights"
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the transfer-learning schedule."""
+
+    epochs: int = 10
+    freeze_epochs: int = 0
+    fine_tune_layers: int = -1
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    patience: int = 0
+    steps_per_epoch: int | None = None
+    strategy: str = "default"
+    time_budget_s: float | None = None
+
+
+@dataclass
+class DetectConfig:
+    """Detection-only settings (used when ``task: detect``)."""
+
+    architecture: str = "yolov8"
+    backbone: str = "yolo_v8_xs"
+    fpn_depth: int = 1
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.5
+    max_detections: int = 100
+    augment_mosaic: bool = False
+
+
+@dataclass
+class Config:
+    """A whole run: what to learn, from what data, how."""
+
+    task: str = "classify"
+    name: str = "run"
+    runs_dir: str = "runs"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "task": ("classify", "detect"),
+    "data.format": ("auto", "folder", "voc", "synthetic", "tfds"),
+    "data.cache": ("auto", "memory", "none"),
+    "data.on_bad_image": ("fail", "skip"),
+    "data.label_rule": ("largest_area", "most_boxes", "first"),
+    "model.attention": ("none", "se", "cbam"),
+    "loss.name": ("crossentropy", "focal"),
+    "loss.class_weights": ("none", "inverse", "effective"),
+    "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.strategy": ("default", "mirrored", "one_device"),
+    "detect.architecture": ("yolov8", "retinanet"),
+}
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(sorted(valid))}."
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        last: ConfigError | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                last = exc
+        raise last or ConfigError(f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}.")
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}.")
+        kt, vt = args or (str, Any)
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}.")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}.")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}.")
+        return str(value) if value is not None else "none"
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{where}'.{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], where)
+        choices = CHOICES.get(where)
+        if choices and kwargs[key] not in choices:
+            raise ConfigError(
+                f"{where}: '{kwargs[key]}' is not one of {', '.join(choices)}.{_suggest(str(kwargs[key]), list(choices))}"
+            )
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "subsample":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``a.b=value`` into ``{'a': {'b': value}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value (e.g. model.backbone=mobilenet_v2).")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has no key.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node: dict[str, Any] = {}
+    cur = node
+    parts = key.split(".")
+    for p in parts[:-1]:
+        cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = value
+    return node
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve defaults <- YAML file <- ``extra`` dict <- ``--set`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' does not exist. Shipped configs are in the configs/ folder.")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{p}' must hold a mapping of settings at the top level.")
+        values = _merge(values, loaded)
+    if extra:
+        values = _merge(values, extra)
+    for ov in overrides:
+        values = _merge(values, parse_override(ov))
+    return _build(Config, values)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Strictly build a Config from a plain dict (e.g. a saved ``config.yaml``)."""
+    return _build(Config, values)

@@ -1,0 +1,1 @@
+"""Small TF-free helpers shared by every part of kdefect (including ``edge``)."""

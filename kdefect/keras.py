@@ -13,10 +13,10 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
 
-__all__ = ["keras", "tf", "keras_cv", "tfmot"]
+__all__ = ["keras", "keras_cv", "tf", "tfmot"]
 
 
 def keras_cv():  # pragma: no cover - trivial

@@ -1,0 +1,118 @@
+"""The run folder: the contract between training and everything after it.
+
+``runs/<name>/`` holds the resolved config, class names, split lists, class
+weights, the model, history, metrics and a manifest with the sha256 of every
+artefact.  Later steps (evaluate, export, trust) read a run only through here.
+TF-free so that reports and monitors can read runs without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdefect.errors import DataError
+from kdefect.utils.io import read_json, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_SKIP_IN_MANIFEST = {MANIFEST}
+
+
+@dataclass
+class RunDir:
+    """A run folder on disk with typed accessors for its artefacts."""
+
+    path: Path
+
+    # ---- creation -------------------------------------------------------
+    @classmethod
+    def create(cls, runs_dir: str | Path, name: str, exist_ok: bool = False) -> RunDir:
+        """Make ``runs_dir/name``; if taken (and not exist_ok) use ``name-2``, ``name-3``..."""
+        base = Path(runs_dir)
+        path = base / name
+        if not exist_ok:
+            i = 2
+            while path.exists():
+                path = base / f"{name}-{i}"
+                i += 1
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """Open an existing run folder (anything with a config.yaml)."""
+        p = Path(path)
+        if p.is_file():
+            p = p.parent
+        if not (p / "config.yaml").is_file():
+            raise DataError(f"'{path}' is not a kdefect run folder (no config.yaml). Pass the folder `kdefect fit` made.")
+        return cls(p)
+
+    # ---- well-known paths -------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.keras"
+
+    @property
+    def saved_model_path(self) -> Path:
+        return self.path / "saved_model"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoints" / "best.keras"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    # ---- small JSON artefacts ---------------------------------------------
+    def save_classes(self, classes: list[str], good_label: str | None) -> None:
+        good = good_label if good_label in classes else None
+        write_json(self.path / "classes.json", {"classes": list(classes), "good_label": good})
+
+    def classes(self) -> tuple[list[str], str | None]:
+        d = read_json(self.path / "classes.json")
+        return list(d["classes"]), d.get("good_label")
+
+    def config(self) -> Any:
+        """The resolved config this run was trained with (a ``kdefect.config.Config``)."""
+        import yaml
+
+        from kdefect.config import config_from_dict
+
+        return config_from_dict(yaml.safe_load(self.config_path.read_text(encoding="utf-8")))
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path / name)
+
+    # ---- integrity ----------------------------------------------------------
+    def write_manifest(self) -> Path:
+        """sha256 of every artefact, so an auditor can tell nothing changed after training."""
+        files = {}
+        for f in sorted(p for p in self.path.rglob("*") if p.is_file()):
+            rel = f.relative_to(self.path).as_posix()
+            if rel in _SKIP_IN_MANIFEST or rel.startswith("tensorboard/") or "/." in "/" + rel:
+                continue
+            files[rel] = sha256_file(f)
+        return write_json(self.path / MANIFEST, {"files": files})
+
+    def verify_manifest(self) -> list[str]:
+        """Return the artefacts whose content no longer matches the manifest."""
+        man = read_json(self.path / MANIFEST)["files"]
+        bad = []
+        for rel, digest in man.items():
+            f = self.path / rel
+            if not f.is_file() or sha256_file(f) != digest:
+                bad.append(rel)
+        return bad

@@ -19,7 +19,7 @@ from typing import Any
 
 
 def _tmp_path(path: Path, suffix: str = "") -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -36,12 +36,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = _tmp_path(path, suffix or path.suffix)
     try:
         yield tmp
-        if tmp.exists():
+        if tmp.is_file():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
             tmp.unlink()
 
 

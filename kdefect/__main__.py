@@ -1,0 +1,3 @@
+from kdefect.cli import main
+
+main()

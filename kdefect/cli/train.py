@@ -1,0 +1,64 @@
+"""``kdefect fit / evaluate / predict``: thin wrappers over ``kdefect.engine``."""
+
+from __future__ import annotations
+
+import click
+
+from kdefect.cli import main
+
+
+def _overrides(sets: tuple[str, ...], **named: object) -> list[str]:
+    out = list(sets)
+    out += [f"{k}={v}" for k, v in named.items() if v is not None]
+    return out
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (see configs/).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.backbone=mobilenet_v2.")
+@click.option("--data", help="Data source: a class-per-folder path, voc:PATH, tfds:NAME or 'synthetic'.")
+@click.option("--backbone", help="Registered backbone name (shortcut for --set model.backbone=...).")
+@click.option("--epochs", type=int, help="Training epochs (shortcut for --set train.epochs=...).")
+@click.option("--name", help="Run name; the folder is runs_dir/NAME (suffixed -2, -3... if taken).")
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), help="Stop on unreadable images, or skip and record them.")
+@click.pass_context
+def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data: str | None, backbone: str | None,
+        epochs: int | None, name: str | None, on_bad_image: str | None) -> None:
+    """Train a model from a config; writes a complete run folder."""
+    from kdefect.config import load_config
+    from kdefect.engine import fit as fit_
+
+    cfg = load_config(config_path, _overrides(sets, **{"data.source": data, "model.backbone": backbone,
+                                                        "train.epochs": epochs, "name": name,
+                                                        "data.on_bad_image": on_bad_image}))
+    run = fit_(cfg, quiet=ctx.obj["quiet"])
+    click.echo(str(run.path))
+
+
+@main.command()
+@click.argument("target", type=click.Path(exists=True))
+@click.option("--data", help="Evaluate on this labelled data instead of the run's saved test split.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for metrics.json and plots.")
+@click.pass_context
+def evaluate(ctx: click.Context, target: str, data: str | None, out: str | None) -> None:
+    """Recompute metrics for a run folder, a .keras model or a .tflite model."""
+    import json
+
+    from kdefect.engine import evaluate as evaluate_
+
+    metrics = evaluate_(target, data=data, out=out, quiet=ctx.obj["quiet"])
+    keys = [k for k in ("n", "accuracy", "macro_recall", "escape_rate", "agreement", "map50", "map") if k in metrics]
+    click.echo(json.dumps({k: metrics[k] for k in keys}, indent=2))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
+              help="CSV with class, score and every class probability per image.")
+def predict(model: str, inputs: tuple[str, ...], out: str) -> None:
+    """Classify images (files or folders) with a run, .keras or .tflite model."""
+    from kdefect.engine import predict as predict_
+
+    rows = predict_(model, list(inputs), out=out)
+    click.echo(f"{len(rows)} predictions -> {out}")

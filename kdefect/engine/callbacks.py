@@ -1,0 +1,100 @@
+"""Keras callbacks that keep the run folder crash-safe and within budget."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from kdefect.keras import keras
+from kdefect.utils.io import atomic_path, write_text
+
+log = logging.getLogger(__name__)
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Save the best model (by ``monitor``) atomically, so a crash never leaves half a checkpoint."""
+
+    def __init__(self, path: str | Path, monitor: str = "val_loss", mode: str = "min") -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        if self.best is None or self.sign * value < self.sign * self.best:
+            self.best, self.best_epoch = float(value), epoch
+            with atomic_path(self.path, suffix=".keras") as tmp:
+                self.model.save(tmp)
+            log.debug("epoch %d: %s improved to %.4f, checkpoint saved", epoch + 1, self.monitor, value)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Rewrite ``history.csv`` atomically after every epoch (survives a crash, never half-written)."""
+
+    def __init__(self, path: str | Path, rows: list[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = rows if rows is not None else []
+        self._t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        lr = self.model.optimizer.learning_rate
+        row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._t0, 3),
+               "learning_rate": float(keras.backend.get_value(lr)) if not callable(lr) else None}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self.rows.append(row)
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.rows)
+        write_text(self.path, buf.getvalue())
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training once the wall-clock budget is spent (checked after each batch)."""
+
+    def __init__(self, seconds: float, start: float | None = None) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.start = start if start is not None else time.perf_counter()
+        self.exhausted = False
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if time.perf_counter() - self.start > self.seconds:
+            if not self.exhausted:
+                log.info("time budget of %.0f s reached: stopping training", self.seconds)
+            self.exhausted = True
+            self.model.stop_training = True
+
+
+class ImageCounter(keras.callbacks.Callback):
+    """Count training images and time spent in ``fit`` batches (for images/s)."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.images = 0
+        self.seconds = 0.0
+        self._t = 0.0
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.seconds += time.perf_counter() - self._t
+        self.images += self.batch_size

@@ -1,0 +1,130 @@
+"""``evaluate``: recompute a run's metrics on its saved test split or on new data.
+
+The test split is read from the run folder, so every later evaluation (Keras
+or TFLite) scores exactly the images the run never trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdefect.config import Config
+from kdefect.engine.metrics import classification_metrics, plot_confusion_matrix
+from kdefect.engine.run import RunDir
+from kdefect.errors import DataError
+from kdefect.keras import keras
+from kdefect.utils.io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def predict_probs(model: keras.Model, paths: list[str], cfg: Config, quiet: bool = True) -> np.ndarray:
+    """Class probabilities for image files, through the same tf.data path as training."""
+    from kdefect.data.pipeline import make_dataset
+
+    k = int(model.output_shape[-1])
+    ds = make_dataset(list(paths), np.zeros(len(paths), int), k, cfg.data, training=False, seed=cfg.seed)
+    ds = ds.map(lambda x, y: x)
+    return model.predict(ds, verbose=0 if quiet else 1)
+
+
+def _per_class_csv(metrics: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["class", "precision", "recall", "f1", "support"])
+    for c, m in metrics["per_class"].items():
+        w.writerow([c, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]])
+    return buf.getvalue()
+
+
+def evaluate_model(model: keras.Model, paths: list[str], labels: np.ndarray, classes: list[str], cfg: Config,
+                   out_dir: str | Path | None = None, good_label: str | None = None, skipped: int = 0,
+                   quiet: bool = True) -> dict[str, Any]:
+    """Score ``model`` on labelled image files; write the confusion matrix and per-class CSV to ``out_dir``."""
+    probs = predict_probs(model, paths, cfg, quiet=quiet)
+    metrics = classification_metrics(np.asarray(labels), probs, classes, good_label, skipped=skipped)
+    if out_dir is not None:
+        out = Path(out_dir)
+        plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), classes, str(out / "confusion_matrix.png"))
+        write_text(out / "per_class.csv", _per_class_csv(metrics))
+        _write_predictions(out / "test_predictions.csv", paths, labels, probs, classes)
+    return metrics
+
+
+def _write_predictions(path: Path, paths: list[str], labels: np.ndarray, probs: np.ndarray,
+                       classes: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "true", "pred", "score", *[f"p_{c}" for c in classes]])
+    for p, y, pr in zip(paths, labels, probs):
+        w.writerow([p, classes[int(y)], classes[int(pr.argmax())], f"{pr.max():.6f}", *[f"{v:.6f}" for v in pr]])
+    write_text(path, buf.getvalue())
+
+
+def resolve_run(target: str | Path) -> RunDir:
+    """A run folder, or a model file inside one."""
+    return RunDir.open(target)
+
+
+def _labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str], np.ndarray, int]:
+    from kdefect.data.sources import index_dataset
+
+    dcfg = copy.deepcopy(cfg.data)
+    dcfg.source, dcfg.format = str(data), "auto"
+    index = index_dataset(dcfg, task="classify")
+    unknown = sorted(set(index.classes) - set(classes))
+    if unknown:
+        raise DataError(f"'{data}' has classes the model was not trained on: {', '.join(unknown)}. "
+                        f"The model knows: {', '.join(classes)}.")
+    remap = np.array([classes.index(c) for c in index.classes])
+    return list(index.paths), remap[index.labels], len(index.skipped)
+
+
+def evaluate(target: str | Path, data: str | None = None, out: str | Path | None = None,
+             quiet: bool = False) -> dict[str, Any]:
+    """Evaluate a run folder, a ``.keras`` model in one, or a ``.tflite`` model."""
+    target = Path(target)
+    if target.suffix == ".tflite":
+        from kdefect.export.evaluate import evaluate_tflite
+
+        return evaluate_tflite(target, data=data, out=out)
+    run = resolve_run(target)
+    cfg = run.config()
+    if cfg.task == "detect":
+        from kdefect.tasks.detect import evaluate_detector
+
+        return evaluate_detector(run.path, data=data)
+    import kdefect.losses
+    import kdefect.models  # noqa: F401
+
+    model_file = target if target.suffix in (".keras", ".h5") else run.model_path
+    if not model_file.is_file():
+        raise DataError(f"'{model_file}' does not exist: the run did not finish. Run `kdefect fit` again.")
+    model = keras.models.load_model(model_file, compile=False)
+    classes, good = run.classes()
+    if data is None:
+        from kdefect.data.split import load_split
+
+        paths, names = load_split(run.path)["test"]
+        labels = np.array([classes.index(n) for n in names])
+        skipped = 0
+        out_dir = Path(out) if out else run.path / "evaluation" / "test"
+    else:
+        paths, labels, skipped = _labelled_data(data, cfg, classes)
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data)).strip("_")[-60:]
+        out_dir = Path(out) if out else run.path / "evaluation" / slug
+    metrics = evaluate_model(model, paths, labels, classes, cfg, out_dir=out_dir, good_label=good,
+                             skipped=skipped, quiet=quiet)
+    metrics.update({"model": str(model_file), "data": data or "run test split"})
+    write_json(out_dir / "metrics.json", metrics)
+    log.info("accuracy %.4f, macro recall %.4f on %d images -> %s", metrics["accuracy"], metrics["macro_recall"],
+             metrics["n"], out_dir)
+    return metrics

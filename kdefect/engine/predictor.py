@@ -1,0 +1,106 @@
+"""``predict``: class, score and every class probability per image, as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdefect.engine.run import RunDir
+from kdefect.errors import DataError
+from kdefect.utils.io import write_text
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted) in folders."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"'{p}' does not exist: pass image files or folders of images.")
+    if not files:
+        raise DataError(f"no images (jpg, png, bmp, tif) found in {', '.join(map(str, inputs))}.")
+    return files
+
+
+def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
+    from PIL import Image
+
+    good, bad = [], {}
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.load()
+            good.append(p)
+        except Exception as exc:
+            bad[str(p)] = f"unreadable image: {exc}"
+    return good, bad
+
+
+def _keras_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str]]:
+    import kdefect.losses
+    import kdefect.models  # noqa: F401
+    from kdefect.engine.evaluator import predict_probs
+    from kdefect.keras import keras
+
+    run = RunDir.open(target)
+    cfg = run.config()
+    model_file = target if target.suffix in (".keras", ".h5") else run.model_path
+    model = keras.models.load_model(model_file, compile=False)
+    return predict_probs(model, [str(f) for f in files], cfg), run.classes()[0]
+
+
+def _tflite_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str]]:
+    from kdefect.data.pipeline import load_images
+    from kdefect.edge.interpreter import TFLiteRunner
+    from kdefect.edge.sidecar import read_sidecar
+
+    sc = read_sidecar(target)
+    runner = TFLiteRunner(target)
+    h, w = sc.input.size
+    imgs = load_images([str(f) for f in files], (h, w), sc.input.channels)
+    return np.stack([runner(im.astype(np.float32))[0][0] for im in imgs]), list(sc.labels)
+
+
+def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Classify images with a run, a ``.keras`` model or a ``.tflite`` model; optionally write a CSV."""
+    target = Path(model)
+    files = collect_images(list(inputs))
+    readable, bad = _readable(files)
+    probs, classes = (np.zeros((0, 0)), [])
+    if readable:
+        probs, classes = (_tflite_probs if target.suffix == ".tflite" else _keras_probs)(target, readable)
+    rows: list[dict[str, Any]] = []
+    by_path = {str(f): p for f, p in zip(readable, probs)}
+    for f in files:
+        p = by_path.get(str(f))
+        if p is None:
+            rows.append({"path": str(f), "class": "", "score": "", "error": bad[str(f)]})
+            continue
+        row: dict[str, Any] = {"path": str(f), "class": classes[int(p.argmax())], "score": float(p.max()), "error": ""}
+        row.update({f"p_{c}": float(v) for c, v in zip(classes, p)})
+        rows.append(row)
+    if bad:
+        log.warning("%d file(s) could not be read; they are listed with an error in the output", len(bad))
+    if out is not None:
+        keys = ["path", "class", "score", *[f"p_{c}" for c in classes], "error"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+        write_text(out, buf.getvalue())
+        log.info("%d predictions -> %s", len(rows), out)
+    return rows

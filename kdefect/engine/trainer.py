@@ -1,0 +1,185 @@
+"""``fit``: the training lifecycle for a classification run.
+
+One call goes from a config to a complete run folder: index and split the
+data, compute class weights, build the model under the configured
+``tf.distribute`` strategy, train (optionally head-first on a frozen backbone,
+then fine-tune the top layers), keep the best checkpoint, evaluate on the
+held-out test split and write every artefact atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from kdefect.config import Config
+from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget
+from kdefect.engine.run import RunDir
+from kdefect.engine.strategy import make_strategy
+from kdefect.keras import keras, tf
+from kdefect.utils.io import atomic_dir, atomic_path, write_text
+
+log = logging.getLogger(__name__)
+
+
+def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=weight_decay or 1e-4)
+    return keras.optimizers.Adam(lr)
+
+
+def _write_skipped(run: RunDir, skipped: list[tuple[str, str]]) -> None:
+    if skipped:
+        lines = ["path,reason"] + [f'"{p}","{r.replace(chr(34), chr(39))}"' for p, r in skipped]
+        write_text(run.path / "skipped.csv", "\n".join(lines) + "\n")
+        log.warning("%d bad image(s) skipped; see %s", len(skipped), run.path / "skipped.csv")
+
+
+def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
+    """Index the data, split it, create the run folder and write the data artefacts."""
+    from kdefect.data.sources import index_dataset, subsample_indices
+    from kdefect.data.split import save_split, stratified_split
+
+    index = index_dataset(cfg.data, task="classify")
+    if split is None:
+        split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
+    if cfg.data.subsample:
+        train = np.asarray(split["train"])
+        keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
+        split = dict(split, train=train[keep])
+    run = RunDir.create(cfg.runs_dir, cfg.name)
+    cfg.save(run.config_path)
+    run.save_classes(index.classes, cfg.data.good_label)
+    save_split(run.path, index, split)
+    _write_skipped(run, index.skipped)
+    log.info("run folder %s: %d classes, split %s", run.path, len(index.classes),
+             {k: len(v) for k, v in split.items()})
+    return run, index, split
+
+
+def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str, tf.data.Dataset]:
+    from kdefect.data.pipeline import make_dataset
+
+    k = len(index.classes)
+    paths = np.asarray(index.paths)
+    out = {}
+    for name, idx in split.items():
+        if len(idx) == 0:
+            continue
+        out[name] = make_dataset(list(paths[idx]), index.labels[idx], k, cfg.data, training=(name == "train"),
+                                 seed=cfg.seed)
+    return out
+
+
+def _compile(model: keras.Model, cfg: Config, loss: Any, lr: float) -> None:
+    model.compile(optimizer=_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay), loss=loss,
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def _verbose(quiet: bool) -> int:
+    if quiet:
+        return 0
+    return 1 if sys.stderr.isatty() or sys.stdout.isatty() else 2
+
+
+def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool = False
+                ) -> tuple[keras.Model, dict[str, Any]]:
+    """Build, compile and train the classifier; return the best model and training stats."""
+    from kdefect.losses import build_loss, compute_class_weights
+    from kdefect.tasks.classify import build_classifier_from_config, freeze_backbone, unfreeze_top
+
+    k = len(index.classes)
+    counts = np.bincount(index.labels[split["train"]], minlength=k)
+    weights = compute_class_weights(counts, cfg.loss.class_weights, cfg.loss.beta)
+    run.write_json("class_weights.json", {"mode": cfg.loss.class_weights, "counts": dict(zip(index.classes,
+                   counts.tolist())), "weights": dict(zip(index.classes, np.asarray(weights).tolist()))})
+    data = _datasets(cfg, index, split)
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = make_strategy(cfg.train.strategy)
+    with strategy.scope():
+        model = build_classifier_from_config(cfg, k)
+        loss = build_loss(cfg.loss, weights)
+    t0 = time.perf_counter()
+    history = HistoryCSV(run.path / "history.csv")
+    counter = ImageCounter(cfg.data.batch_size)
+    has_val = "val" in data
+    ckpt = AtomicBestCheckpoint(run.checkpoint_path, monitor="val_loss" if has_val else "loss")
+    callbacks: list[keras.callbacks.Callback] = [history, counter, ckpt,
+                                                 keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
+    budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
+    if budget:
+        callbacks.append(budget)
+    if cfg.train.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
+                                                       patience=cfg.train.patience))
+    fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
+                  verbose=_verbose(quiet), callbacks=callbacks)
+    phases = []
+    if cfg.train.freeze_epochs > 0:
+        phases.append(("head (frozen backbone)", cfg.train.freeze_epochs, cfg.train.learning_rate, "freeze"))
+        phases.append((f"fine-tune (top {cfg.train.fine_tune_layers} layers)", cfg.train.epochs,
+                       cfg.train.fine_tune_learning_rate, "unfreeze"))
+    else:
+        phases.append(("full", cfg.train.epochs, cfg.train.learning_rate, None))
+    epoch = 0
+    for title, until, lr, action in phases:
+        if (budget and budget.exhausted) or until <= epoch:
+            continue
+        with strategy.scope():
+            if action == "freeze":
+                freeze_backbone(model)
+            elif action == "unfreeze":
+                unfreeze_top(model, cfg.train.fine_tune_layers)
+            _compile(model, cfg, loss, lr)
+        n_train = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        log.info("phase %s: epochs %d-%d, lr %g, %d trainable parameters", title, epoch + 1, until, lr, n_train)
+        model.fit(data["train"], initial_epoch=epoch, epochs=until, **fit_kw)
+        epoch = len(history.rows)
+    train_s = time.perf_counter() - t0
+    if run.checkpoint_path.is_file():
+        best = keras.models.load_model(run.checkpoint_path, compile=False)
+        model.set_weights(best.get_weights())
+        log.info("restored best weights from epoch %s", (ckpt.best_epoch or 0) + 1)
+    stats = {"train_seconds": round(train_s, 2), "epochs_run": epoch, "best_epoch": (ckpt.best_epoch or 0) + 1,
+             "train_images": counter.images, "train_images_per_s": round(counter.images / max(counter.seconds, 1e-9), 2),
+             "time_budget_exhausted": bool(budget and budget.exhausted),
+             "params": int(model.count_params())}
+    return model, stats
+
+
+def save_model(model: keras.Model, run: RunDir) -> None:
+    """Write model.keras and a SavedModel, each atomically."""
+    with atomic_path(run.model_path, suffix=".keras") as tmp:
+        model.save(tmp)
+    with atomic_dir(run.saved_model_path) as tmp:
+        tf.saved_model.save(model, str(tmp))
+
+
+def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = False) -> RunDir:
+    """Train a model from ``cfg`` and return its complete run folder."""
+    if cfg.task == "detect":
+        from kdefect.tasks.detect import fit_detector
+
+        return fit_detector(cfg)
+    from kdefect.engine.evaluator import evaluate_model
+
+    run, index, split = prepare_run(cfg, split)
+    model, stats = train_model(cfg, run, index, split, quiet=quiet)
+    save_model(model, run)
+    paths = np.asarray(index.paths)
+    eval_split = "test" if len(split.get("test", [])) else "val"
+    metrics = evaluate_model(model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
+                             index.classes, cfg, out_dir=run.path, good_label=cfg.data.good_label,
+                             skipped=len(index.skipped), quiet=quiet)
+    metrics.update({"split": eval_split, "training": stats})
+    run.write_json("metrics.json", metrics)
+    run.write_manifest()
+    log.info("done: %s accuracy %.4f, macro recall %.4f -> %s", eval_split, metrics["accuracy"],
+             metrics["macro_recall"], run.path)
+    return run

@@ -1,0 +1,74 @@
+"""Layered, strict config: defaults <- YAML <- --set, typos caught with a suggestion."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from kdefect.config import Config, config_from_dict, load_config, parse_override
+from kdefect.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_synthetic_quickstart():
+    cfg = load_config()
+    assert cfg.task == "classify"
+    assert cfg.data.source == "synthetic"
+    assert cfg.model.weights == "none"
+
+
+def test_yaml_then_overrides_win(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"model": {"backbone": "mobilenet_v2", "alpha": 0.35}, "train": {"epochs": 3}}))
+    cfg = load_config(p, ["train.epochs=7", "data.image_size=[96, 96]", "data.good_label=null"])
+    assert cfg.model.backbone == "mobilenet_v2"
+    assert cfg.model.alpha == 0.35
+    assert cfg.train.epochs == 7
+    assert cfg.data.image_size == [96, 96]
+    assert cfg.data.good_label is None
+    assert cfg.data.augment.flip is True  # untouched nested defaults survive
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.backbnoe'.*Did you mean 'backbone'"):
+        load_config(None, ["model.backbnoe=resnet50_v2"])
+    with pytest.raises(ConfigError, match=r"'trian'.*Did you mean 'train'"):
+        load_config(None, ["trian.epochs=3"])
+
+
+def test_bad_types_and_choices_are_named():
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"model.attention: 'cbma' is not one of.*Did you mean 'cbam'"):
+        load_config(None, ["model.attention=cbma"])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("model.backbone")
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(top)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["model.attention=se", "data.subsample={scratch: 0.1}", "loss.name=focal"])
+    cfg.save(tmp_path / "config.yaml")
+    back = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert back == cfg
+    assert isinstance(back, Config)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert configs, "configs/ should ship example configs"
+    for p in configs:
+        load_config(p)

@@ -31,6 +31,7 @@ class SyntheticConfig:
     n_per_class: int = 80
     size: int = 64
     seed: int = 0
+    contrast: float = 1.0
 
 
 @dataclass
@@ -73,6 +74,7 @@ class ModelConfig:
     alpha: float = 1.0
     attention: str = "none"
     attention_in_blocks: bool = False
+    pooling: str = "avg"
     dropout: float = 0.2
 
 
@@ -97,6 +99,7 @@ class TrainConfig:
     fine_tune_layers: int = -1
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
+    lr_schedule: str = "plateau"
     optimizer: str = "adam"
     weight_decay: float = 0.0
     patience: int = 0
@@ -116,6 +119,11 @@ class DetectConfig:
     iou_threshold: float = 0.5
     max_detections: int = 100
     augment_mosaic: bool = False
+    jitter: list[float] = field(default_factory=lambda: [0.75, 1.25])  # JitteredResize scale range; [] = off
+    head_convs: int = 3  # RetinaNet head depth (3 = the paper; 1-2 for CPU budgets)
+    max_boxes: int = 50  # boxes per image after padding (more are dropped in training)
+    class_agnostic_nms: bool = False
+    eval_score_threshold: float = 0.001  # candidates kept for COCO mAP (recall is reported at score_threshold)
 
 
 @dataclass
@@ -144,11 +152,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "folder", "voc", "synthetic", "tfds"),
     "data.cache": ("auto", "memory", "none"),
     "data.on_bad_image": ("fail", "skip"),
-    "data.label_rule": ("largest_area", "most_boxes", "first"),
+    "data.label_rule": ("largest_area", "most_boxes", "first", "filename"),
     "model.attention": ("none", "se", "cbam"),
+    "model.pooling": ("avg", "max"),
     "loss.name": ("crossentropy", "focal"),
     "loss.class_weights": ("none", "inverse", "effective"),
     "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.lr_schedule": ("constant", "plateau"),
     "train.strategy": ("default", "mirrored", "one_device"),
     "detect.architecture": ("yolov8", "retinanet"),
 }

@@ -7,7 +7,9 @@ Edge TPU delegate is optional and falls back to the CPU with one warning.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +22,29 @@ log = logging.getLogger(__name__)
 EDGETPU_LIB = "libedgetpu.so.1"
 
 
+BACKENDS = ("ai_edge_litert", "tflite_runtime")
+BACKEND_ENV = "KDEFECT_TFLITE_BACKEND"
+
+
 def _modules() -> tuple[Any, str]:
-    try:
-        from ai_edge_litert import interpreter as mod
+    """The interpreter module: LiteRT first, tflite_runtime second.
 
-        return mod, "ai_edge_litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime import interpreter as mod  # type: ignore[no-redef]
-
-        return mod, "tflite_runtime"
-    except ImportError as exc:
-        raise EdgeError(
-            "no TFLite interpreter found. Install one: `pip install ai-edge-litert` "
-            "(or `pip install tflite-runtime` on older devices)."
-        ) from exc
+    ``KDEFECT_TFLITE_BACKEND=tflite_runtime`` (or ``ai_edge_litert``) forces one,
+    e.g. where the LiteRT wheel crashes (the aarch64 wheel under qemu does).
+    """
+    forced = os.environ.get(BACKEND_ENV, "").strip()
+    if forced and forced not in BACKENDS:
+        raise EdgeError(f"{BACKEND_ENV}={forced!r} is not one of {', '.join(BACKENDS)}; unset it or pick one of those.")
+    errors = []
+    for name in (forced,) if forced else BACKENDS:
+        try:
+            return importlib.import_module(f"{name}.interpreter"), name
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+    raise EdgeError(
+        "no TFLite interpreter found (" + "; ".join(errors) + "). Install one: `pip install ai-edge-litert` "
+        "(or `pip install tflite-runtime` on older devices)."
+    )
 
 
 def interpreter_backend() -> str:
@@ -74,8 +83,21 @@ def load_interpreter(
         interp = mod.Interpreter(model_path=path, num_threads=num_threads, experimental_delegates=delegates or None)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise EdgeError(f"'{path}' could not be loaded by {name}: {exc}") from exc
+        hint = ""
+        if not delegates and is_edgetpu_compiled(path):
+            hint = (" This model is compiled for the Edge TPU (edgetpu-custom-op) and cannot run on the CPU alone: "
+                    "plug in the Coral accelerator with libedgetpu installed, or use the uncompiled model.tflite.")
+        raise EdgeError(f"'{path}' could not be loaded by {name}: {exc}.{hint}") from exc
+    if edgetpu and delegates and not is_edgetpu_compiled(path):
+        log.warning("'%s' is not compiled for the Edge TPU (run edgetpu_compiler or `kdefect tflite --edgetpu`); "
+                    "every op runs on the CPU.", path)
     return interp
+
+
+def is_edgetpu_compiled(model_path: str | Path) -> bool:
+    """True when the model holds the Edge TPU custom op (output of ``edgetpu_compiler``)."""
+    with open(model_path, "rb") as fh:
+        return b"edgetpu-custom-op" in fh.read()
 
 
 def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -107,6 +129,7 @@ class TFLiteRunner:
     def __init__(self, model_path: str | Path, num_threads: int = 1, edgetpu: bool = False,
                  require_edgetpu: bool = False) -> None:
         self.path = Path(model_path)
+        self.backend = interpreter_backend()
         self.interpreter = load_interpreter(model_path, num_threads, edgetpu, require_edgetpu)
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_details = self.interpreter.get_output_details()

@@ -43,6 +43,8 @@ class Sidecar:
     output: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=lambda: {"review_below": 0.0, "temperature": 1.0})
     detection: dict[str, Any] | None = None
+    # Optional out-of-distribution gate for the edge runtime: {"method": "msp"|"entropy"|"energy", "threshold": t}.
+    ood: dict[str, Any] | None = None
     quantization: str = "float32"
     source_run: str | None = None
     kdefect_version: str = ""

@@ -83,18 +83,38 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 class ImageCounter(keras.callbacks.Callback):
-    """Count training images and time spent in ``fit`` batches (for images/s)."""
+    """Training images/s over the training steps (input wait included, validation excluded).
+
+    The first epoch is reported apart: it pays for tracing and filling the cache.
+    """
 
     def __init__(self, batch_size: int) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.images = 0
         self.seconds = 0.0
+        self.warm_images = 0
+        self.warm_seconds = 0.0
+        self._epoch = 0
         self._t = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._t = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.seconds += time.perf_counter() - self._t
+        dt = time.perf_counter() - self._t
+        self.seconds += dt
         self.images += self.batch_size
+        if self._epoch > 0:
+            self.warm_seconds += dt
+            self.warm_images += self.batch_size
+
+    @property
+    def images_per_s(self) -> float:
+        """Steady-state rate (after epoch 1) when available, else the overall rate."""
+        if self.warm_images:
+            return self.warm_images / max(self.warm_seconds, 1e-9)
+        return self.images / max(self.seconds, 1e-9)

@@ -115,9 +115,11 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)
+    monitor = "val_loss" if has_val else "loss"
     if cfg.train.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss",
-                                                       patience=cfg.train.patience))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.train.patience))
+    if cfg.train.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=2, min_lr=1e-6))
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
                   verbose=_verbose(quiet), callbacks=callbacks)
     phases = []
@@ -147,7 +149,7 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
         model.set_weights(best.get_weights())
         log.info("restored best weights from epoch %s", (ckpt.best_epoch or 0) + 1)
     stats = {"train_seconds": round(train_s, 2), "epochs_run": epoch, "best_epoch": (ckpt.best_epoch or 0) + 1,
-             "train_images": counter.images, "train_images_per_s": round(counter.images / max(counter.seconds, 1e-9), 2),
+             "train_images": counter.images, "train_images_per_s": round(counter.images_per_s, 2),
              "time_budget_exhausted": bool(budget and budget.exhausted),
              "params": int(model.count_params())}
     return model, stats

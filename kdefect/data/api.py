@@ -1,0 +1,48 @@
+"""``load_dataset``: index, split and pipeline in one call, for users' own Keras code."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from kdefect.config import Config, DataConfig
+from kdefect.errors import DataError
+
+from .pipeline import make_dataset
+from .sources import DatasetIndex, index_dataset
+from .split import stratified_split
+
+
+def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[int] | None = None,
+                 batch_size: int | None = None, seed: int | None = None, split: Sequence[float] | None = None):
+    """``(train_ds, val_ds, test_ds, index)`` for classification.
+
+    ``source_or_cfg``: a source string (``synthetic``, a folder, ``voc:PATH``,
+    ``tfds:NAME``, ``neu``), a DataConfig or a whole Config.  Arguments left as
+    None come from the config (for a string: 64x64, batch 32, seed 0, 60/20/20).
+    Datasets yield (float32 0..255 images, one-hot labels); only train_ds
+    shuffles and augments.
+    """
+    if isinstance(source_or_cfg, Config):
+        if source_or_cfg.task != "classify":
+            raise DataError("load_dataset builds classification datasets; detection data comes from kdefect.tasks.")
+        cfg, seed = copy.deepcopy(source_or_cfg.data), source_or_cfg.seed if seed is None else seed
+    elif isinstance(source_or_cfg, DataConfig):
+        cfg = copy.deepcopy(source_or_cfg)
+    else:
+        cfg = DataConfig(source=str(source_or_cfg))
+    if image_size is not None:
+        cfg.image_size = [int(v) for v in image_size]
+    if batch_size is not None:
+        cfg.batch_size = int(batch_size)
+    if split is not None:
+        cfg.split = [float(v) for v in split]
+    seed = 0 if seed is None else int(seed)
+    index: DatasetIndex = index_dataset(cfg, "classify")
+    parts = stratified_split(index.labels, cfg.split, seed)
+    out = []
+    for name in ("train", "val", "test"):
+        sel = parts[name]
+        out.append(make_dataset([index.paths[i] for i in sel], index.labels[sel], index.num_classes, cfg,
+                                training=name == "train", seed=seed))
+    return (*out, index)

@@ -1,0 +1,73 @@
+"""Finding image files and checking that each one really decodes.
+
+Why check up front: a corrupt or truncated file otherwise kills training hours
+in (or, worse, is silently decoded as garbage).  Each file is ``verify()``-ed
+and then fully loaded with Pillow (the load catches truncation), in a small
+thread pool because Pillow releases the GIL while decoding.  TF-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+TIFF_EXTS = frozenset({".tif", ".tiff"})
+# Pillow format names tf.io.decode_image can read directly; TIFF goes through Pillow (see pipeline.py).
+TF_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "MPO"})
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def list_files(folder: Path) -> list[Path]:
+    """Every non-hidden file below ``folder`` (recursive, sorted, hidden folders skipped)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_hidden(p, folder))
+
+
+def is_image_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def check_image(path: str | Path) -> str | None:
+    """None when the file decodes completely, else a short human reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not is_image_name(path):
+        return f"not an image file (extension '{path.suffix or '(none)'}'; use jpg, png, bmp or tif)"
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as im:
+            fmt = im.format
+            im.verify()
+        with Image.open(path) as im:
+            im.load()
+            if im.width < 1 or im.height < 1:
+                return "image has no pixels"
+    except UnidentifiedImageError:
+        return "not a readable image (unknown or corrupt content)"
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow raises these for corrupt / truncated data
+        return f"corrupt or truncated image ({exc})"
+    except Exception as exc:  # decoders can raise anything on hostile input; never crash the scan
+        return f"cannot decode image ({type(exc).__name__}: {exc})"
+    if fmt not in TF_FORMATS and not (fmt == "TIFF" and path.suffix.lower() in TIFF_EXTS):
+        return f"content is {fmt}, which does not match its '{path.suffix}' name; convert it to PNG"
+    return None
+
+
+def check_images(paths: Iterable[str | Path], workers: int | None = None) -> list[str | None]:
+    """check_image over many files in parallel (order kept)."""
+    paths = list(paths)
+    workers = workers or min(8, (os.cpu_count() or 2) * 2)
+    if len(paths) < 64:
+        return [check_image(p) for p in paths]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(check_image, paths, chunksize=32))

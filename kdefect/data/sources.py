@@ -1,0 +1,281 @@
+"""Turn ``data.source`` into a checked list of files, labels and (for detection) boxes.
+
+Every source ends as files on disk (synthetic and TFDS data are materialised as
+PNG in the cache), so splitting, the run folder's split lists, evaluation and
+export all work on plain paths.  Each source is a registered function; the
+bad-input policy (``data.on_bad_image``) is applied once, here.  TF-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdefect.errors import ConfigError, DataError
+
+from .images import check_images, is_image_name, list_files
+from .voc import image_label, parse_voc
+
+log = logging.getLogger(__name__)
+
+SourceFn = Callable[[str, object, str], "DatasetIndex"]
+SOURCES: dict[str, SourceFn] = {}  # the data-source registry (name -> indexer)
+
+
+@dataclass
+class DatasetIndex:
+    """Files of one dataset.  ``labels`` are class indices; for ``task='detect'`` an image
+    without objects has label -1 (used only to stratify the split) and ``classes`` are the
+    object classes.  ``skipped`` holds (path, reason) for every bad file left out."""
+
+    root: Path
+    classes: list[str]
+    paths: list[str]
+    labels: np.ndarray
+    boxes: list[np.ndarray] | None = None
+    box_labels: list[np.ndarray] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    task: str = "classify"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, indices: np.ndarray) -> DatasetIndex:
+        """A new index holding only ``indices`` (same classes, root and skipped list)."""
+        idx = np.asarray(indices, int)
+        pick = (lambda seq: [seq[i] for i in idx]) if len(idx) else (lambda seq: [])
+        return DatasetIndex(self.root, list(self.classes), pick(self.paths), self.labels[idx],
+                            pick(self.boxes) if self.boxes is not None else None,
+                            pick(self.box_labels) if self.box_labels is not None else None,
+                            list(self.skipped), self.task)
+
+
+def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
+    """Decorator: ``@register_source('folder')`` on ``fn(location, data_cfg, task) -> DatasetIndex``."""
+
+    def deco(fn: SourceFn) -> SourceFn:
+        SOURCES[name] = fn
+        return fn
+
+    return deco
+
+
+def _apply_policy(bad: list[tuple[str, str]], data_cfg, root: Path) -> list[tuple[str, str]]:
+    if bad and data_cfg.on_bad_image != "skip":
+        lines = "\n".join(f"  {p}: {r}" for p, r in bad)
+        raise DataError(
+            f"{len(bad)} bad input file(s) in '{root}':\n{lines}\n"
+            "Fix or remove them, or rerun with --on-bad-image skip (data.on_bad_image=skip) to leave them out; "
+            "skipped files are listed in the run folder (skipped.csv)."
+        )
+    for p, r in bad:
+        log.warning("skipping %s: %s", p, r)
+    return bad
+
+
+def _check_classes(classes: list[str], counts: np.ndarray, root: Path, what: str = "class folder") -> None:
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise DataError(
+            f"{what}(s) {', '.join(repr(c) for c in empty)} in '{root}' have no usable images. "
+            "Add images there or remove the class."
+        )
+    if len(classes) < 2:
+        raise DataError(
+            f"only one class ({classes[0]!r}) found in '{root}'; a classifier needs at least two "
+            "(e.g. a 'good' folder beside the defect folders)."
+        )
+
+
+@register_source("folder")
+def index_folder(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    """Class-per-folder images: ``<root>/<class>/**/<image>``; class order is alphabetical."""
+    if task != "classify":
+        raise DataError(f"'{location}' is a class-per-folder dataset, which has no boxes; detection needs VOC "
+                        "folders (images/ + annotations/).")
+    root = Path(location).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"data folder '{location}' does not exist. Pass a folder with one subfolder per class.")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        loose = [p for p in root.iterdir() if p.is_file() and is_image_name(p)]
+        hint = f" ({len(loose)} images lie directly in it)" if loose else ""
+        raise DataError(f"data folder '{root}' has no class subfolders{hint}. Put each class's images in its own "
+                        "subfolder, e.g. good/ and scratch/.")
+    files = {c: list_files(root / c) for c in classes}
+    every = [p for c in classes for p in files[c]]
+    reasons = check_images(every)
+    paths, labels, bad = [], [], []
+    for (c_idx, p), reason in zip(((i, p) for i, c in enumerate(classes) for p in files[c]), reasons):
+        if reason:
+            bad.append((str(p), reason))
+        else:
+            paths.append(str(p))
+            labels.append(c_idx)
+    if not paths and not bad:
+        raise DataError(f"no images found below '{root}'. Supported: jpg, jpeg, png, bmp, tif, tiff.")
+    skipped = _apply_policy(bad, data_cfg, root)
+    labels_arr = np.asarray(labels, np.int64)
+    _check_classes(classes, np.bincount(labels_arr, minlength=len(classes)), root)
+    return DatasetIndex(root, classes, paths, labels_arr, skipped=skipped, task=task)
+
+
+def index_voc_root(root: Path, data_cfg, task: str, classes: list[str] | None = None) -> DatasetIndex:
+    """Index ``<root>/images`` + ``<root>/annotations/*.xml``.
+
+    classify: one label per image by ``data.label_rule`` (images without objects
+    are ``data.good_label``).  detect: per-image boxes and box label indices.
+    ``classes`` fixes the class order (else: sorted object names).
+    """
+    ann = root / "annotations"
+    xmls = sorted(p for p in ann.glob("*.xml") if not p.name.startswith(".")) if ann.is_dir() else []
+    if not xmls:
+        raise DataError(f"no VOC annotations found in '{ann}'. A VOC dataset needs images/ and annotations/*.xml.")
+    records, bad = [], []
+    for x in xmls:
+        try:
+            records.append(parse_voc(x))
+        except DataError as exc:
+            bad.append((str(x), str(exc)))
+    reasons = check_images([r.image_path for r in records])
+    good_recs = []
+    for r, reason in zip(records, reasons):
+        if reason:
+            bad.append((str(r.image_path), reason))
+        else:
+            good_recs.append(r)
+    annotated = {r.image_path.resolve() for r in records}
+    xml_stems = {x.stem for x in xmls}  # an image whose XML is broken is reported once, via its XML
+    img_dir = root / "images"
+    if img_dir.is_dir():
+        bad += [(str(p), "image has no annotation XML in annotations/") for p in list_files(img_dir)
+                if is_image_name(p) and p.resolve() not in annotated and p.stem not in xml_stems]
+    names = sorted({n for r in good_recs for n in r.labels})
+    good = data_cfg.good_label
+    if classes is None:
+        classes = names + ([good] if task == "classify" and good and good not in names
+                           and any(not r.labels for r in good_recs) else [])
+    elif unknown := sorted(set(names) - set(classes)):
+        raise DataError(f"VOC data in '{root}' has unknown classes {unknown}; expected {classes}.")
+    kept, labels = [], []
+    for r in good_recs:
+        try:
+            name = image_label(r, data_cfg.label_rule, classes if task == "classify" else None, good)
+            labels.append(classes.index(name) if name in classes else -1)
+            kept.append(r)
+        except DataError as exc:
+            bad.append((str(r.xml_path), str(exc)))
+    skipped = _apply_policy(bad, data_cfg, root)
+    if not kept:
+        raise DataError(f"no usable annotated images in '{root}'.")
+    labels_arr = np.asarray(labels, np.int64)
+    if task == "classify":
+        _check_classes(classes, np.bincount(labels_arr, minlength=len(classes)), root, "class")
+        return DatasetIndex(root, classes, [str(r.image_path) for r in kept], labels_arr, skipped=skipped, task=task)
+    if not classes:
+        raise DataError(f"VOC data in '{root}' has no objects at all; detection needs annotated boxes.")
+    return DatasetIndex(
+        root, classes, [str(r.image_path) for r in kept], labels_arr,
+        boxes=[r.boxes for r in kept],
+        box_labels=[np.asarray([classes.index(n) for n in r.labels], np.int64) for r in kept],
+        skipped=skipped, task=task,
+    )
+
+
+@register_source("voc")
+def index_voc(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    root = Path(location).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"VOC folder '{location}' does not exist. It needs images/ and annotations/ subfolders.")
+    return index_voc_root(root, data_cfg, task)
+
+
+@register_source("synthetic")
+def index_synthetic(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    """The embedded procedural data: folder layout to classify, VOC layout to detect."""
+    from .synthetic import materialize_synthetic
+
+    cfg = data_cfg.synthetic
+    if task == "classify":
+        root = materialize_synthetic(cfg, "folder")
+        idx = index_folder(str(root), data_cfg, task)
+        order = [c for c in cfg.classes if c in idx.classes]  # keep the configured class order
+        remap = np.asarray([order.index(c) for c in idx.classes])
+        idx.labels, idx.classes = remap[idx.labels], order
+        return idx
+    root = materialize_synthetic(cfg, "voc")
+    return index_voc_root(root, data_cfg, task, [c for c in cfg.classes if c != "good"])
+
+
+@register_source("tfds")
+def index_tfds(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    from .tfds_source import materialize_tfds
+
+    root = materialize_tfds(location, task)
+    return index_voc_root(root, data_cfg, task) if task == "detect" else index_folder(str(root), data_cfg, task)
+
+
+@register_source("neu")
+def index_neu(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    """``source: neu``: NEU-DET from $KDEFECT_NEU_DIR or ../shared/datasets/neu-det (VOC layout)."""
+    from .neu import neu_dir
+
+    root = neu_dir()
+    if root is None:
+        raise DataError("NEU-DET not found: set $KDEFECT_NEU_DIR to the folder holding images/ and annotations/.")
+    return index_voc_root(root, data_cfg, task)
+
+
+def resolve_source(data_cfg) -> tuple[str, str]:
+    """(source kind, location) from ``data.source`` and ``data.format``."""
+    src, fmt = str(data_cfg.source), data_cfg.format
+    if src == "neu":
+        return "neu", ""
+    for prefix in ("voc", "tfds", "folder", "synthetic"):
+        if src.startswith(prefix + ":"):
+            return prefix, src[len(prefix) + 1:]
+    if src == "synthetic" or fmt == "synthetic":
+        return "synthetic", src
+    if fmt == "auto":
+        p = Path(src).expanduser()
+        return ("voc" if (p / "annotations").is_dir() and (p / "images").is_dir() else "folder"), src
+    return fmt, src
+
+
+def index_dataset(data_cfg, task: str = "classify") -> DatasetIndex:
+    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME) for ``task``."""
+    if task not in ("classify", "detect"):
+        raise ConfigError(f"task '{task}' is unknown; use classify or detect.")
+    kind, location = resolve_source(data_cfg)
+    if kind not in SOURCES:
+        raise ConfigError(f"data.source kind '{kind}' is unknown; registered: {', '.join(sorted(SOURCES))}.")
+    idx = SOURCES[kind](location, data_cfg, task)
+    log.info("indexed %d images in %d classes from %s (%d skipped)", len(idx), idx.num_classes, idx.root,
+             len(idx.skipped))
+    return idx
+
+
+def subsample_indices(labels: np.ndarray, classes: list[str], fractions: dict[str, float],
+                      seed: int = 0) -> np.ndarray:
+    """Sorted indices kept when class ``c`` keeps ``fractions[c]`` of its items (at least 1; seeded)."""
+    labels = np.asarray(labels)
+    unknown = sorted(set(fractions) - set(classes))
+    if unknown:
+        raise ConfigError(f"data.subsample names unknown classes {unknown}; classes are {', '.join(classes)}.")
+    rng = np.random.default_rng(seed)
+    keep = [np.arange(len(labels))[~np.isin(labels, [classes.index(c) for c in fractions])]]
+    for c, frac in fractions.items():
+        if not 0 < frac <= 1:
+            raise ConfigError(f"data.subsample.{c}: fraction must be in (0, 1], got {frac}.")
+        idx = np.flatnonzero(labels == classes.index(c))
+        n = max(1, round(frac * len(idx))) if len(idx) else 0
+        keep.append(rng.choice(idx, n, replace=False))
+    return np.sort(np.concatenate(keep)).astype(np.int64)

@@ -1,0 +1,137 @@
+"""Stratified, seeded train / val / test splits and their lists in the run folder.
+
+Why saved lists: every later ``evaluate``, calibration or export must use the
+same test images as training did, even if files are added to the dataset
+folder later.  Lists hold paths relative to the dataset root (plus
+``split/root.txt`` naming that root) so a run folder survives a moved dataset
+(``load_split(run_dir, root=NEW)``).  TF-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kdefect.errors import ConfigError, DataError
+from kdefect.utils.io import atomic_dir, write_text
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
+    """Counts per split: rounded, but every split with a positive fraction gets >=1 item when n allows."""
+    counts = [round(f * n) for f in fractions]
+    counts[0] = n - sum(counts[1:])
+    wanted = [i for i, f in enumerate(fractions) if f > 0]
+    if n >= len(wanted):
+        for i in wanted:
+            while counts[i] < 1:
+                donor = max(range(len(counts)), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    while counts[0] < 0:  # rounding overshoot on tiny classes
+        j = max(range(1, len(counts)), key=lambda k: counts[k])
+        counts[j] -= 1
+        counts[0] += 1
+    return counts
+
+
+def stratified_split(labels: Sequence[int] | np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2),
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Indices per split (sorted), class proportions kept; each class with >=3 items is in every split."""
+    labels = np.asarray(labels)
+    fr = [float(f) for f in fractions]
+    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
+        raise ConfigError(f"data.split must be three fractions (train, val, test) summing to 1, got {list(fractions)}.")
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        for name, cnt in zip(SPLITS, _allocate(len(idx), fr)):
+            parts[name].append(idx[start:start + cnt])
+            start += cnt
+    return {s: np.sort(np.concatenate(parts[s])).astype(np.int64) if parts[s] else np.zeros(0, np.int64)
+            for s in SPLITS}
+
+
+def kfold_splits(labels: Sequence[int] | np.ndarray, k: int = 5, seed: int = 0,
+                 val_fraction: float = 0.2) -> list[dict[str, np.ndarray]]:
+    """Stratified K folds for cross-validation: fold i tests on its 1/k; its val is carved from the rest."""
+    labels = np.asarray(labels)
+    if k < 2:
+        raise ConfigError(f"k-fold needs k >= 2, got {k}.")
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        fold_of[idx] = (np.arange(len(idx)) + offset) % k  # rotate so small classes spread over folds
+        offset += len(idx)
+    folds = []
+    for i in range(k):
+        test = np.flatnonzero(fold_of == i)
+        rest = np.flatnonzero(fold_of != i)
+        inner = stratified_split(labels[rest], (1 - val_fraction, val_fraction, 0.0), seed + i + 1)
+        folds.append({"train": rest[inner["train"]], "val": rest[inner["val"]], "test": test})
+    return folds
+
+
+def save_split(run_dir: str | Path, index, split: dict[str, np.ndarray]) -> Path:
+    """Write ``run_dir/split/{train,val,test}.txt`` (``path<TAB>label``) and ``root.txt``, atomically."""
+    root = Path(index.root).resolve()
+    out = Path(run_dir) / "split"
+    with atomic_dir(out) as tmp:
+        for name in SPLITS:
+            lines = []
+            for i in split.get(name, []):
+                p = Path(index.paths[i])
+                rel = p.relative_to(root) if p.is_relative_to(root) else p
+                lab = int(index.labels[i])
+                lines.append(f"{rel.as_posix()}\t{index.classes[lab] if lab >= 0 else ''}\n")
+            (tmp / f"{name}.txt").write_text("".join(lines), encoding="utf-8")
+        (tmp / "root.txt").write_text(f"{root}\n", encoding="utf-8")
+    return out
+
+
+def load_split(run_dir: str | Path, root: str | Path | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """``{split: (absolute paths, label names)}`` from a run folder; ``root`` re-bases a moved dataset."""
+    folder = Path(run_dir) / "split"
+    if not (folder / "train.txt").is_file():
+        raise DataError(f"no split lists in '{folder}'. Is '{run_dir}' a kdefect run folder?")
+    if root is None:
+        root_file = folder / "root.txt"
+        root = root_file.read_text(encoding="utf-8").strip() if root_file.is_file() else folder.parent
+    base = Path(root)
+    result = {}
+    for name in SPLITS:
+        f = folder / f"{name}.txt"
+        paths, labels = [], []
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines() if f.is_file() else []):
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise DataError(f"{f}:{n + 1}: expected 'path<TAB>label', got {line!r}.")
+            p, lab = line.rsplit("\t", 1)
+            paths.append(str(base / p) if not Path(p).is_absolute() else p)
+            labels.append(lab)
+        result[name] = (paths, labels)
+    return result
+
+
+def write_skipped(run_dir: str | Path, skipped: Sequence[tuple[str, str]]) -> Path | None:
+    """``run_dir/skipped.csv`` (path, reason) when files were skipped; None when there were none."""
+    if not skipped:
+        return None
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "reason"])
+    w.writerows(skipped)
+    return write_text(Path(run_dir) / "skipped.csv", buf.getvalue())

@@ -1,0 +1,180 @@
+"""Pascal VOC annotation parsing with strict, file-naming validation.
+
+Why strict: a box outside its image or an unknown class silently corrupts a
+detector's training, so every problem raises a DataError naming the XML file.
+Parsing uses defusedxml (annotation files are untrusted input).  TF-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree.ElementTree import ParseError
+from xml.sax.saxutils import escape
+
+import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import parse as safe_parse
+
+from kdefect.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
+LABEL_RULES = ("largest_area", "most_boxes", "first", "filename")
+BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image before it is an error (then clipped)
+
+
+@dataclass
+class VocRecord:
+    """One annotated image: boxes are float32 (N, 4) ``[xmin, ymin, xmax, ymax]`` in pixels."""
+
+    xml_path: Path
+    image_path: Path
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: list[str] = field(default_factory=list)
+
+
+def find_image(xml_path: Path, filename: str | None) -> Path | None:
+    """Resolve ``<filename>`` in the sibling ``images/`` folder (tolerating a missing extension).
+
+    NEU-DET writes some file names without ``.jpg``; other tools put the image
+    beside the XML.  We try, in order: images/<filename>, <xml dir>/<filename>,
+    then <stem>.<any image ext> in both places, using the XML's own stem last.
+    """
+    dirs = [xml_path.parent.parent / "images", xml_path.parent]
+    names = [Path(filename).name] if filename else []
+    for d in dirs:
+        for n in names:
+            if (d / n).is_file():
+                return d / n
+    stems = [Path(n).stem if Path(n).suffix.lower() in IMAGE_EXTS else n for n in names] + [xml_path.stem]
+    for d in dirs:
+        for s in stems:
+            for ext in IMAGE_EXTS:
+                for e in (ext, ext.upper()):
+                    if (d / f"{s}{e}").is_file():
+                        return d / f"{s}{e}"
+    return None
+
+
+def _num(node, tag: str, where: str) -> float:
+    text = node.findtext(tag)
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: <{tag}> is missing or not a number ({text!r}). Fix or remove this annotation.") \
+            from None
+
+
+def _image_size(root, image_path: Path, where: str) -> tuple[int, int]:
+    size = root.find("size")
+    if size is not None and size.findtext("width") and size.findtext("height"):
+        w, h = int(_num(size, "width", where)), int(_num(size, "height", where))
+        if w > 0 and h > 0:
+            return w, h
+    from PIL import Image  # <size> missing or 0: read it from the image header
+
+    with Image.open(image_path) as im:
+        return im.size
+
+
+def parse_voc(xml_path: str | Path, class_names: list[str] | None = None) -> VocRecord:
+    """Parse and validate one VOC XML; raises DataError naming the file on any problem."""
+    xml_path = Path(xml_path)
+    where = f"VOC annotation '{xml_path}'"
+    try:
+        root = safe_parse(str(xml_path)).getroot()
+    except (ParseError, DefusedXmlException) as exc:
+        raise DataError(f"{where} is not valid XML ({exc}). Fix or delete the file.") from exc
+    except OSError as exc:
+        raise DataError(f"{where} cannot be read ({exc}).") from exc
+    if root.tag != "annotation":
+        raise DataError(f"{where}: root element is <{root.tag}>, expected <annotation>.")
+    image_path = find_image(xml_path, (root.findtext("filename") or "").strip() or None)
+    if image_path is None:
+        raise DataError(
+            f"{where}: its image '{root.findtext('filename')}' was not found in "
+            f"'{xml_path.parent.parent / 'images'}'. Add the image or delete the annotation."
+        )
+    w, h = _image_size(root, image_path, where)
+    boxes, labels = [], []
+    for i, obj in enumerate(root.findall("object")):
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise DataError(f"{where}: object {i} has no <name>.")
+        if class_names is not None and name not in class_names:
+            raise DataError(f"{where}: object {i} has unknown class '{name}'; known: {', '.join(class_names)}.")
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise DataError(f"{where}: object {i} ('{name}') has no <bndbox>.")
+        x0, y0, x1, y1 = (_num(bb, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        if x1 <= x0 or y1 <= y0:
+            raise DataError(
+                f"{where}: object {i} ('{name}') has an empty or negative box "
+                f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}] (xmax must exceed xmin, ymax must exceed ymin)."
+            )
+        tol = BOX_TOLERANCE
+        if x0 < -tol or y0 < -tol or x1 > w + tol or y1 > h + tol:
+            raise DataError(
+                f"{where}: object {i} ('{name}') box [{x0:g}, {y0:g}, {x1:g}, {y1:g}] lies outside the "
+                f"{w}x{h} image. Fix the box coordinates."
+            )
+        boxes.append([max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))])
+        labels.append(name)
+    return VocRecord(xml_path, image_path, w, h, np.asarray(boxes, np.float32).reshape(-1, 4), labels)
+
+
+def image_label(record: VocRecord, rule: str = "largest_area", classes: list[str] | None = None,
+                good_label: str | None = "good") -> str:
+    """One class per image for classification.
+
+    ``largest_area`` (default): the class whose boxes cover the most total area
+    (ties: the class seen first) - the defect that dominates the image.
+    ``most_boxes``: the class with the most boxes.  ``first``: the first object.
+    ``filename``: the class the image's file name starts with (NEU's ``scratches_12.jpg``:
+    the dataset's own labelling, 300 per class), longest match wins.
+    An image without objects is ``good_label`` when that is a class (or no class
+    list is given); otherwise DataError.
+    """
+    if rule not in LABEL_RULES:
+        raise DataError(f"label rule '{rule}' is unknown; use one of {', '.join(LABEL_RULES)}.")
+    if not record.labels:
+        if good_label and (classes is None or good_label in classes):
+            return good_label
+        raise DataError(
+            f"VOC annotation '{record.xml_path}' has no objects and there is no '{good_label}' class to give it. "
+            "Add objects, remove the file, or set data.good_label."
+        )
+    if rule == "filename":
+        stem = Path(record.image_path).stem
+        names = sorted(set(classes or record.labels), key=len, reverse=True)
+        match = next((c for c in names if stem.startswith(c)), None)
+        if match is None:
+            raise DataError(f"'{record.image_path}': file name does not start with a class name "
+                            f"({', '.join(sorted(names))}); use data.label_rule=largest_area.")
+        return match
+    if rule == "first":
+        return record.labels[0]
+    score: dict[str, float] = defaultdict(float)
+    areas = (record.boxes[:, 2] - record.boxes[:, 0]) * (record.boxes[:, 3] - record.boxes[:, 1])
+    for name, area in zip(record.labels, areas):
+        score[name] += float(area) if rule == "largest_area" else 1.0
+    return max(score, key=score.__getitem__)  # dict keeps first-seen order, so ties go to the first class
+
+
+def voc_xml(filename: str, width: int, height: int, boxes: np.ndarray, labels: list[str]) -> str:
+    """A minimal Pascal VOC annotation (pixel xyxy boxes), as written for synthetic / TFDS data."""
+    objs = "".join(
+        f"<object><name>{escape(n)}</name><bndbox><xmin>{b[0]:g}</xmin><ymin>{b[1]:g}</ymin>"
+        f"<xmax>{b[2]:g}</xmax><ymax>{b[3]:g}</ymax></bndbox></object>"
+        for b, n in zip(np.asarray(boxes).reshape(-1, 4), labels)
+    )
+    return (
+        f"<annotation><filename>{escape(filename)}</filename><size><width>{width}</width>"
+        f"<height>{height}</height><depth>3</depth></size>{objs}</annotation>\n"
+    )

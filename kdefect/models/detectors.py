@@ -1,0 +1,153 @@
+"""Detector architectures: keras-cv YOLOv8 and RetinaNet at a fixed input size, built offline.
+
+Why fixed size and no presets: a fixed input shape is what converts to a
+full-integer INT8 TFLite model (dynamic shapes leave ``tf.Conv2D`` unlowered),
+and presets download weights, so every size is spelled out here instead.
+Backbones: keras-cv's YOLOv8 / CSPDarkNet / ResNet (v1) backbones, or any kdefect
+registry backbone wrapped to expose its stride-8/16/32 feature maps as P3-P5.
+The *raw head* model (box regression + class logits, no decoding, no NMS) is
+what gets exported; ``kdefect.edge.detect_decode`` decodes it in numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kdefect.errors import ConfigError, ModelError
+from kdefect.keras import keras, keras_cv
+
+log = logging.getLogger(__name__)
+
+# name -> (keras-cv class, constructor kwargs); xs / s / m mirror keras-cv's presets (checked by param count)
+KCV_BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
+    "yolo_v8_tiny": ("YOLOV8Backbone", {"stackwise_channels": [8, 16, 32, 64], "stackwise_depth": [1, 1, 1, 1]}),
+    "yolo_v8_n": ("YOLOV8Backbone", {"stackwise_channels": [16, 32, 64, 128], "stackwise_depth": [1, 2, 2, 1]}),
+    # xs = keras-cv's yolo_v8_xs_backbone preset (1.28 M params) = Ultralytics YOLOv8n widths / depths
+    "yolo_v8_xs": ("YOLOV8Backbone", {"stackwise_channels": [32, 64, 128, 256], "stackwise_depth": [1, 2, 2, 1]}),
+    "yolo_v8_s": ("YOLOV8Backbone", {"stackwise_channels": [64, 128, 256, 512], "stackwise_depth": [1, 2, 2, 1]}),
+    "yolo_v8_m": ("YOLOV8Backbone", {"stackwise_channels": [96, 192, 384, 768], "stackwise_depth": [2, 4, 4, 2]}),
+    "csp_darknet_tiny": ("CSPDarkNetBackbone", {"stackwise_channels": [48, 96, 192, 384],
+                                                "stackwise_depth": [1, 3, 3, 1]}),
+    "resnet_tiny_v1": ("ResNetBackbone", {"stackwise_filters": [64, 64, 96, 128], "stackwise_blocks": [1, 1, 1, 1],
+                                          "stackwise_strides": [1, 2, 2, 2], "block_type": "basic_block"}),
+    "resnet18_v1": ("ResNetBackbone", {"stackwise_filters": [64, 128, 256, 512], "stackwise_blocks": [2, 2, 2, 2],
+                                       "stackwise_strides": [1, 2, 2, 2], "block_type": "basic_block"}),
+    "resnet50_v1": ("ResNetBackbone", {"stackwise_filters": [64, 128, 256, 512], "stackwise_blocks": [3, 4, 6, 3],
+                                       "stackwise_strides": [1, 2, 2, 2], "block_type": "block"}),
+}
+
+
+def backbone_names() -> list[str]:
+    """Every backbone a detector accepts (keras-cv ones plus kdefect's registry)."""
+    from kdefect.models.backbones import BACKBONES
+
+    return sorted(KCV_BACKBONES) + BACKBONES.names()
+
+
+def _wrap_registry(name: str, shape: tuple[int, int, int], weights: str) -> keras.Model:
+    """A kdefect registry backbone as a keras-cv style backbone: P3-P5 = last layer at stride 8/16/32."""
+    from kdefect.models.backbones import BACKBONES, build_backbone
+
+    if name not in BACKBONES:
+        raise ConfigError(f"detect.backbone '{name}' is unknown. Available: {', '.join(backbone_names())}.")
+    inputs = keras.Input(shape, name="images")
+    pre = BACKBONES.meta(name).get("preprocess", "tf")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs) if pre == "tf" else inputs
+    feats = build_backbone(name, x, weights=weights)
+    model = keras.Model(inputs, feats, name=f"{name}_pyramid")
+    levels: dict[str, str] = {}
+    best: dict[str, int] = {}
+    for layer in model.layers:  # deepest layer with the fewest channels at each stride (a block output,
+        out = layer.output      # not an expansion: keeps the FPN small)
+        if isinstance(out, list) or len(getattr(out, "shape", ())) != 4:
+            continue
+        for lvl, stride in (("P3", 8), ("P4", 16), ("P5", 32)):
+            if out.shape[1] == shape[0] // stride and out.shape[2] == shape[1] // stride \
+                    and int(out.shape[-1]) <= best.get(lvl, 1 << 30):
+                levels[lvl], best[lvl] = layer.name, int(out.shape[-1])
+    if set(levels) != {"P3", "P4", "P5"}:
+        raise ModelError(f"backbone '{name}' has no stride-8/16/32 feature maps at input {shape[:2]} "
+                         f"(found {sorted(levels)}); pick another detect.backbone.")
+    model.pyramid_level_inputs = levels
+    return model
+
+
+def build_backbone_pyramid(name: str, size: tuple[int, int], weights: str = "none") -> keras.Model:
+    """A backbone with ``pyramid_level_inputs`` {P3, P4, P5} on a fixed (h, w, 3) input of raw 0..255 pixels."""
+    if size[0] % 32 or size[1] % 32:
+        raise ConfigError(f"data.image_size {list(size)}: detectors need height and width divisible by 32 "
+                          "(e.g. 64, 160, 256, 320).")
+    shape = (int(size[0]), int(size[1]), 3)
+    if name in KCV_BACKBONES:
+        cls_name, kwargs = KCV_BACKBONES[name]
+        backbone = getattr(keras_cv().models, cls_name)(include_rescaling=True, input_shape=shape, **kwargs)
+        if weights not in ("none", "", None):
+            if weights == "imagenet":
+                raise ConfigError(f"model.weights=imagenet: '{name}' has no offline ImageNet weights; "
+                                  "use a weights file or a registry backbone such as mobilenet_v2.")
+            backbone.load_weights(weights, skip_mismatch=True, by_name=str(weights).endswith(".h5"))
+        return backbone
+    return _wrap_registry(name, shape, weights)
+
+
+def build_detector(architecture: str, backbone: str, num_classes: int, size: tuple[int, int],
+                   fpn_depth: int = 1, weights: str = "none", head_convs: int = 3) -> keras.Model:
+    """A trainable keras-cv detector (``xyxy`` pixel boxes) at a fixed input size."""
+    from kdefect.data.boxes import BOX_FORMAT
+
+    kcv = keras_cv()
+    bb = build_backbone_pyramid(backbone, size, weights)
+    if architecture == "yolov8":
+        return kcv.models.YOLOV8Detector(backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
+                                         fpn_depth=fpn_depth)
+    if architecture == "retinanet":
+        import numpy as np
+        from keras_cv.src.models.object_detection.retinanet import PredictionHead
+
+        prior = keras.initializers.Constant(-np.log((1 - 0.01) / 0.01))
+        return kcv.models.RetinaNet(
+            backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
+            classification_head=PredictionHead(9 * num_classes, prior, num_conv_layers=head_convs),
+            box_head=PredictionHead(9 * 4, keras.initializers.Zeros(), num_conv_layers=head_convs))
+    raise ConfigError(f"detect.architecture '{architecture}' is unknown; use yolov8 or retinanet.")
+
+
+def compile_detector(model: keras.Model, architecture: str, learning_rate: float) -> None:
+    """The standard keras-cv losses: CIoU + BCE (YOLOv8), smooth-L1 + focal (RetinaNet); clipped Adam."""
+    opt = keras.optimizers.Adam(learning_rate, global_clipnorm=10.0)
+    if architecture == "yolov8":
+        model.compile(box_loss="ciou", classification_loss="binary_crossentropy", optimizer=opt, jit_compile=False)
+    else:
+        model.compile(box_loss="smoothl1", classification_loss="focal", optimizer=opt, jit_compile=False)
+
+
+def raw_head(model: keras.Model, architecture: str) -> keras.Model:
+    """Image (raw 0..255 pixels) -> [box regression (1, A, 64|4), class *logits* (1, A, C)].
+
+    For YOLOv8 the sigmoid is skipped and boxes / logits are taken before
+    keras-cv concatenates them, so INT8 gives each its own quantisation scale.
+    """
+    if architecture == "yolov8":
+        boxes, logits = [], []
+        for i in range(1, 4):
+            b = model.get_layer(f"yolo_v8_head_{i}_box_3_conv").output
+            c = model.get_layer(f"yolo_v8_head_{i}_class_3_conv").output
+            boxes.append(keras.layers.Reshape((-1, b.shape[-1]), name=f"raw_box_{i}")(b))
+            logits.append(keras.layers.Reshape((-1, c.shape[-1]), name=f"raw_cls_{i}")(c))
+        outs = [keras.layers.Concatenate(axis=1, name="raw_boxes")(boxes),
+                keras.layers.Concatenate(axis=1, name="raw_scores")(logits)]
+        return keras.Model(model.inputs[0], outs, name="yolov8_raw_head")
+    outs = [model.get_layer("box").output, model.get_layer("classification").output]
+    return keras.Model(model.inputs[0], outs, name="retinanet_raw_head")
+
+
+def decoding_params(architecture: str, size: tuple[int, int]) -> dict[str, Any]:
+    """What ``kdefect.edge.detect_decode`` needs besides thresholds (the sidecar's ``detection``)."""
+    from kdefect.edge import detect_decode as dd
+
+    if architecture == "yolov8":
+        return {"architecture": "yolov8", "input_size": list(size), "strides": list(dd.YOLO_STRIDES), "reg_max": 16}
+    return {"architecture": "retinanet", "input_size": list(size), "strides": list(dd.RETINA_STRIDES),
+            "anchor_sizes": list(dd.RETINA_SIZES), "anchor_scales": list(dd.RETINA_SCALES),
+            "aspect_ratios": list(dd.RETINA_RATIOS), "box_variance": list(dd.RETINA_VARIANCE)}

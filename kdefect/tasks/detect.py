@@ -1,0 +1,147 @@
+"""Object detection task: train keras-cv YOLOv8 / RetinaNet into a kdefect run folder.
+
+``kdefect fit`` calls :func:`fit_detector` for ``task: detect``; the run folder
+has the same layout as a classifier's (config, classes, split lists, history,
+model, metrics, manifest) plus ``detector.weights.h5`` (weights of the model the
+config rebuilds: robust across keras-cv versions) and PR-curve plots.
+Evaluation, prediction and export live in ``detect_infer`` and are re-exported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdefect.config import Config
+from kdefect.engine.run import RunDir
+from kdefect.keras import keras
+from kdefect.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "detector.weights.h5"
+
+
+def input_size(cfg: Config) -> tuple[int, int]:
+    s = list(cfg.data.image_size)
+    return (int(s[0]), int(s[-1]))
+
+
+def build_from_config(cfg: Config, num_classes: int) -> keras.Model:
+    """The trainable detector ``cfg`` describes (no weights loaded unless ``model.weights`` is a file)."""
+    from kdefect.models.detectors import build_detector
+
+    d = cfg.detect
+    return build_detector(d.architecture, d.backbone, num_classes, input_size(cfg), d.fpn_depth,
+                          cfg.model.weights, d.head_convs)
+
+
+def load_detector(run: str | Path | RunDir) -> tuple[keras.Model, Config, list[str]]:
+    """Rebuild a run's detector from its config and load its trained weights."""
+    from kdefect.errors import DataError
+
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    cfg = run.config()
+    classes, _ = run.classes()
+    if not (run.path / WEIGHTS).is_file():
+        raise DataError(f"'{run.path / WEIGHTS}' does not exist: the detection run did not finish. Run `kdefect fit`.")
+    cfg.model.weights = "none"
+    model = build_from_config(cfg, len(classes))
+    model.load_weights(str(run.path / WEIGHTS))
+    return model, cfg, classes
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """Remember the best weights in memory (a detector's .keras checkpoint is slow and keras-cv specific)."""
+
+    def __init__(self, monitor: str) -> None:
+        super().__init__()
+        self.monitor, self.best, self.weights, self.epoch = monitor, np.inf, None, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and np.isfinite(value) and value < self.best:
+            self.best, self.weights, self.epoch = float(value), self.model.get_weights(), epoch
+
+
+def prepare_detect_run(cfg: Config) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
+    """Index VOC data, split (stratified by each image's dominant class; empty images form their own group)."""
+    from kdefect.data.sources import index_dataset
+    from kdefect.data.split import save_split, stratified_split, write_skipped
+
+    index = index_dataset(cfg.data, task="detect")
+    split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
+    run = RunDir.create(cfg.runs_dir, cfg.name)
+    cfg.save(run.config_path)
+    run.save_classes(index.classes, None)
+    save_split(run.path, index, split)
+    write_skipped(run.path, index.skipped)
+    log.info("detection run %s: classes %s, split %s", run.path, index.classes, {k: len(v) for k, v in split.items()})
+    return run, index, split
+
+
+def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
+    """Train, evaluate on the test split and write a complete detection run folder."""
+    from kdefect.data.detection_pipeline import load_arrays, make_dataset
+    from kdefect.engine.callbacks import HistoryCSV, ImageCounter, TimeBudget
+    from kdefect.models.detectors import compile_detector
+    from kdefect.tasks.detect_infer import evaluate_arrays
+
+    run, index, split = prepare_detect_run(cfg)
+    size, d = input_size(cfg), cfg.detect
+    arrays = {k: load_arrays(index.subset(v), size) for k, v in split.items() if len(v)}
+    train = make_dataset(arrays["train"], cfg.data.batch_size, True, max_boxes=d.max_boxes,
+                         flip=cfg.data.augment.flip, jitter=d.jitter, mosaic=d.augment_mosaic, seed=cfg.seed,
+                         repeat=cfg.train.steps_per_epoch is not None)
+    val = make_dataset(arrays["val"], cfg.data.batch_size, False, max_boxes=d.max_boxes) if "val" in arrays else None
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_from_config(cfg, len(index.classes))
+    compile_detector(model, d.architecture, cfg.train.learning_rate)
+    t0 = time.perf_counter()
+    history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
+    best = _KeepBest("val_loss" if val is not None else "loss")
+    callbacks = [history, counter, best]
+    budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
+    if budget:
+        callbacks.append(budget)
+    if cfg.train.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=best.monitor, patience=cfg.train.patience))
+    model.fit(train, validation_data=val, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
+              callbacks=callbacks, verbose=0 if quiet else 2)
+    train_s = time.perf_counter() - t0
+    if best.weights is not None:
+        model.set_weights(best.weights)
+    with atomic_path(run.path / WEIGHTS, suffix=".weights.h5") as tmp:
+        model.save_weights(str(tmp))
+    try:
+        with atomic_path(run.model_path, suffix=".keras") as tmp:
+            model.save(tmp)
+    except Exception as exc:  # a wrapped registry backbone may not serialise; the weights file is what we load
+        log.warning("model.keras not written (%s); the run loads from %s", exc, WEIGHTS)
+    stats = {"train_seconds": round(train_s, 2), "epochs_run": len(history.rows), "best_epoch": best.epoch + 1,
+             "train_images": counter.images,
+             "train_images_per_s": round(counter.images / max(counter.seconds, 1e-9), 2),
+             "time_budget_exhausted": bool(budget and budget.exhausted), "params": int(model.count_params())}
+    metrics = {"training": stats}
+    if "test" in arrays:
+        metrics.update(evaluate_arrays(model, cfg, index.classes, arrays["test"], out_dir=run.path))
+    run.write_json("metrics.json", metrics)
+    run.write_manifest()
+    log.info("detection run %s done: %s", run.path, {k: metrics.get(k) for k in ("map50", "map", "recall")})
+    return run
+
+
+def __getattr__(name: str) -> Any:  # evaluate / predict / export live in detect_infer (keeps files small)
+    if name in ("evaluate_detector", "export_detector"):
+        from kdefect.tasks import detect_infer
+
+        return getattr(detect_infer, name)
+    if name == "predict_detector":
+        from kdefect.tasks.detect_predict import predict_detector
+
+        return predict_detector
+    raise AttributeError(f"module 'kdefect.tasks.detect' has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""Stratified splits, K folds and the run folder's split lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdefect.data.sources import DatasetIndex
+from kdefect.data.split import kfold_splits, load_split, save_split, stratified_split
+from kdefect.errors import ConfigError
+
+LABELS = np.repeat([0, 1, 2, 3], [100, 50, 10, 3])
+
+
+def test_proportions_and_coverage():
+    s = stratified_split(LABELS, (0.6, 0.2, 0.2), seed=0)
+    allidx = np.concatenate(list(s.values()))
+    assert sorted(allidx.tolist()) == list(range(len(LABELS)))  # a partition
+    for name, frac in zip(("train", "val", "test"), (0.6, 0.2, 0.2)):
+        counts = np.bincount(LABELS[s[name]], minlength=4)
+        assert (counts >= 1).all()  # every class, even the 3-image one
+        assert abs(counts[0] - 100 * frac) <= 1 and abs(counts[1] - 50 * frac) <= 1
+
+
+def test_deterministic_and_seeded():
+    a, b = stratified_split(LABELS, seed=5), stratified_split(LABELS, seed=5)
+    c = stratified_split(LABELS, seed=6)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["test"], c["test"])
+
+
+def test_bad_fractions():
+    with pytest.raises(ConfigError, match="summing to 1"):
+        stratified_split(LABELS, (0.5, 0.2, 0.2))
+
+
+def test_kfold():
+    folds = kfold_splits(LABELS, k=5, seed=0)
+    tests = np.concatenate([f["test"] for f in folds])
+    assert sorted(tests.tolist()) == list(range(len(LABELS)))  # each item tested exactly once
+    for f in folds:
+        assert not set(f["train"]) & set(f["val"]) and not set(f["train"]) & set(f["test"])
+        assert len(f["train"]) + len(f["val"]) + len(f["test"]) == len(LABELS)
+        assert abs(np.sum(LABELS[f["test"]] == 0) - 20) <= 1
+
+
+def test_save_load_roundtrip(tmp_path):
+    root = tmp_path / "data"
+    paths = [str(root / f"c{lab}" / f"{i}.png") for i, lab in enumerate(LABELS)] + ["/elsewhere/x.png"]
+    idx = DatasetIndex(root, ["a", "b", "c", "d"], paths, np.append(LABELS, 0))
+    split = stratified_split(idx.labels, seed=1)
+    save_split(tmp_path / "run", idx, split)
+    lines = (tmp_path / "run" / "split" / "test.txt").read_text().splitlines()
+    assert all("\t" in ln and not ln.startswith("/work") for ln in lines if "elsewhere" not in ln)
+    loaded = load_split(tmp_path / "run")
+    for name, sel in split.items():
+        assert loaded[name][0] == [paths[i] for i in sel]
+        assert loaded[name][1] == [idx.classes[idx.labels[i]] for i in sel]
+    moved = load_split(tmp_path / "run", root=tmp_path / "moved")
+    assert all(p.startswith(str(tmp_path / "moved")) or p.startswith("/elsewhere") for p in moved["train"][0])

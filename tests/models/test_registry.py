@@ -1,0 +1,44 @@
+"""Registry behaviour and backbone metadata."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdefect.errors import ConfigError
+from kdefect.models import BACKBONES, Registry
+
+EXPECTED = {
+    "tiny_cnn", "resnet_small", "resnet50_v2", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "densenet121", "efficientnet_b0",
+}
+
+
+def test_generic_registry_register_get_names_meta():
+    reg = Registry("widget")
+
+    @reg.register("Alpha", colour="red")
+    def alpha():
+        return 1
+
+    assert reg.get("alpha") is alpha and reg.get("ALPHA") is alpha
+    assert reg.names() == ["alpha"] and "alpha" in reg and len(reg) == 1
+    assert reg.meta("alpha") == {"colour": "red"}
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("alpha")(lambda: 2)
+
+
+def test_unknown_backbone_suggests_closest_name():
+    with pytest.raises(ConfigError, match=r"unknown backbone 'mobilenetv2'\. Did you mean 'mobilenet_v2'\?"):
+        BACKBONES.get("mobilenetv2")
+
+
+def test_every_backbone_registered_with_full_metadata():
+    assert set(BACKBONES.names()) == EXPECTED
+    keys = {"preprocess", "default_size", "min_size", "supports_alpha", "imagenet", "attention_in_blocks"}
+    for name in BACKBONES.names():
+        meta = BACKBONES.meta(name)
+        assert keys <= set(meta), name
+        assert meta["preprocess"] in ("tf", "torch", "unit", "raw")
+    assert BACKBONES.meta("efficientnet_b0")["preprocess"] == "raw"
+    assert BACKBONES.meta("densenet121")["preprocess"] == "torch"
+    assert BACKBONES.meta("resnet_small")["attention_in_blocks"] is True

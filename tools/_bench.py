@@ -1,0 +1,71 @@
+"""Shared helpers for benchmark scripts: machine description and result files.
+
+Every benchmark writes JSON (machine-readable, the source of README figures)
+and a Markdown table, each with the exact command, the machine and the date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from kdefect.utils.io import read_json, write_json, write_text
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import tensorflow as tf  # noqa: F401  (already imported by kdefect.keras in benchmarks)
+
+        tfv = sys.modules["tensorflow"].__version__
+    except Exception:  # pragma: no cover
+        tfv = None
+    mem = None
+    with contextlib.suppress(ValueError, OSError):
+        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(), "tensorflow": tfv}
+
+
+def header() -> dict[str, Any]:
+    return {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
+
+
+def merge_results(path: Path, key: str, value: Any) -> dict[str, Any]:
+    """Add one section to a results file, keeping the others (benchmarks run in parts)."""
+    data = read_json(path) if path.is_file() else {}
+    data[key] = {**header(), **value} if isinstance(value, dict) else value
+    write_json(path, data)
+    return data
+
+
+def md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return str(v)
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def write_md(path: Path, text: str) -> None:
+    write_text(path, text)

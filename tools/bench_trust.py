@@ -1,0 +1,208 @@
+"""Trust benchmark: calibration, review share, leave-one-class-out OOD, Grad-CAM pointing, optional K-fold CV.
+
+NEU (the lead's run, seed 0 split):
+    python tools/bench_trust.py --run runs/neu_best --cv-config configs/neu_cls_X.yaml --cv-folds 5
+Proof on a tiny synthetic run (trains its own run first; a few minutes on 2 cores):
+    python tools/bench_trust.py --demo --out tools/results/trust_demo
+Writes <out>.json and <out>.md (command, date, machine, every number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kdefect.utils.io import write_json, write_text
+
+log = logging.getLogger("bench_trust")
+
+
+def calibration_and_review(run: Path, target_risk: float) -> dict:
+    from kdefect.engine.run import RunDir
+    from kdefect.trust.calibrate import apply_temperature, calibrate_run
+    from kdefect.trust.outputs import split_outputs
+    from kdefect.trust.uncertainty import review_share_for_risk
+
+    cal = calibrate_run(run, target_risk=target_risk)
+    test = split_outputs(RunDir.open(run), "test")
+    p = apply_temperature(test["logits"], cal["temperature"])
+    correct = p.argmax(1) == test["y"]
+    return {"temperature": cal["temperature"], "val_ece_before": cal["ece_before"], "val_ece_after": cal["ece_after"],
+            "test_ece_before": cal["test_ece_before"], "test_ece_after": cal["test_ece_after"],
+            "test_accuracy": float(correct.mean()), "target_residual_error": target_risk,
+            "test_review_share_oracle": review_share_for_risk(p.max(1), correct, target_risk),
+            "val_threshold_on_test": cal["test_review"], "operating_point": cal.get("operating_point")}
+
+
+def _train(cfg, x, y, k, epochs, seed):
+    from kdefect.keras import keras
+    from kdefect.tasks.classify import build_classifier_from_config
+
+    keras.utils.set_random_seed(seed)
+    model = build_classifier_from_config(cfg, k)
+    model.compile(keras.optimizers.Adam(cfg.train.learning_rate), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+    return model
+
+
+def leave_one_class_out(run: Path, epochs: int, size: int, seed: int) -> dict:
+    """Per held-out class: train on the other classes, AUROC of OOD scores (held-out vs known test images)."""
+    from kdefect.data.pipeline import load_images
+    from kdefect.data.split import load_split
+    from kdefect.engine.run import RunDir
+    from kdefect.trust import ood
+    from kdefect.trust.outputs import predict_heads
+
+    r = RunDir.open(run)
+    classes, _ = r.classes()
+    cfg = r.config()
+    cfg.data.image_size = [size, size]
+    sp = load_split(run)
+    data = {}
+    for s in ("train", "test"):
+        paths, names = sp[s]
+        data[s] = (load_images(paths, (size, size), cfg.data.channels).astype(np.float32),
+                   np.array([classes.index(n) for n in names]))
+    out = {}
+    for h, name in enumerate(classes):
+        t0 = time.time()
+        keep = data["train"][1] != h
+        remap = np.cumsum(np.arange(len(classes)) != h) - 1
+        model = _train(copy.deepcopy(cfg), data["train"][0][keep], remap[data["train"][1][keep]], len(classes) - 1,
+                       epochs, seed)
+        tr = predict_heads(model, data["train"][0][keep])
+        te = predict_heads(model, data["test"][0])
+        yt = data["test"][1]
+        known = yt != h
+        maha = ood.Mahalanobis.fit(tr["features"], remap[data["train"][1][keep]])
+        from scipy.special import softmax
+
+        scores = {"energy": ood.energy_score(te["logits"]), "max_prob": ood.max_prob_score(softmax(te["logits"], 1)),
+                  "mahalanobis": maha.score(te["features"])}
+        out[name] = {k: ood.held_out_auroc(v, yt, h) for k, v in scores.items()}
+        out[name]["known_accuracy"] = float((te["logits"][known].argmax(1) == remap[yt[known]]).mean())
+        log.info("held out %s: %s (%.0fs)", name, {k: round(v["auroc"], 3) for k, v in out[name].items()
+                                                   if isinstance(v, dict)}, time.time() - t0)
+    means = {k: float(np.mean([out[c][k]["auroc"] for c in classes])) for k in ("energy", "max_prob", "mahalanobis")}
+    return {"per_class": out, "mean_auroc": means, "epochs": epochs, "size": size}
+
+
+def gradcam_pointing(n_per_class: int, size: int, epochs: int, n_eval: int, seed: int) -> dict:
+    """Train a tiny CNN on kdefect's synthetic defects; share of Grad-CAM heat inside the planted boxes."""
+    from kdefect.config import load_config
+    from kdefect.data.synthetic import CLASSES, render_sample
+    from kdefect.trust.explain import gradcam, heat_in_boxes
+
+    rng = np.random.default_rng(seed)
+    x = np.stack([render_sample(c, size, rng)[0] for _ in range(n_per_class) for c in CLASSES]).astype(np.float32)
+    y = np.tile(np.arange(len(CLASSES)), n_per_class)
+    cfg = load_config(None, [f"data.image_size=[{size},{size}]", "train.learning_rate=0.003"])
+    model = _train(cfg, x, y, len(CLASSES), epochs, seed)
+    ev = [(ci, *render_sample(c, size, rng)) for _ in range(n_eval) for ci, c in enumerate(CLASSES) if c != "good"]
+    xe = np.stack([e[1] for e in ev]).astype(np.float32)
+    ye = np.array([e[0] for e in ev])
+    acc = float((np.asarray(model.predict(xe, verbose=0)).argmax(1) == ye).mean())
+    cams = gradcam(model, xe, class_index=ye)  # explain the true defect class
+    st = [heat_in_boxes(c, e[2]) for c, e in zip(cams, ev, strict=True)]
+    return {"n_images": len(ev), "size": size, "epochs": epochs, "train_images": len(x), "defect_accuracy": acc,
+            "heat_share_inside": float(np.mean([s["heat_share_inside"] for s in st])),
+            "box_area_share": float(np.mean([s["area_share"] for s in st])),
+            "pointing_hit_rate": float(np.mean([s["pointing_hit"] for s in st])),
+            "mean_inside_gt_outside": float(np.mean([s["mean_inside"] > s["mean_outside"] for s in st]))}
+
+
+def demo_run(root: Path) -> Path:
+    from kdefect.config import load_config
+    from kdefect.engine import fit
+
+    cfg = load_config("configs/quickstart.yaml", [f"runs_dir={root}", "name=trust-demo", "train.epochs=6",
+                                                  "data.synthetic.n_per_class=80"])
+    return fit(cfg, quiet=True).path
+
+
+def _markdown(res: dict) -> str:
+    c = res["calibration"]
+    lines = [f"# Trust benchmark ({res['date']})", "", f"Command: `{res['command']}`", f"Machine: {res['machine']}",
+             f"Run: `{res['run']}`", "", "| quantity | value |", "|---|---|",
+             f"| test accuracy | {100 * c['test_accuracy']:.2f}% |",
+             f"| ECE before / after temperature scaling (test) | {100 * c['test_ece_before']:.2f}% / "
+             f"{100 * c['test_ece_after']:.2f}% (T = {c['temperature']:.3f}) |",
+             f"| ECE before / after (val) | {100 * c['val_ece_before']:.2f}% / {100 * c['val_ece_after']:.2f}% |",
+             f"| review share for residual error <= {100 * c['target_residual_error']:.1f}% (test, oracle) | "
+             f"{100 * c['test_review_share_oracle']:.1f}% |",
+             f"| val-chosen threshold on test: review share / residual error | "
+             f"{100 * c['val_threshold_on_test']['review_share']:.1f}% / "
+             f"{100 * c['val_threshold_on_test']['residual_error']:.2f}% |"]
+    if res.get("loco"):
+        lo = res["loco"]
+        lines += ["", f"Leave-one-class-out OOD AUROC ({lo['epochs']} epochs, {lo['size']} px):", "",
+                  "| held-out class | energy | max-prob | Mahalanobis |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['energy']['auroc']:.3f} | {v['max_prob']['auroc']:.3f} | {v['mahalanobis']['auroc']:.3f} |"
+                  for k, v in lo["per_class"].items()]
+        m = lo["mean_auroc"]
+        lines.append(f"| **mean** | {m['energy']:.3f} | {m['max_prob']:.3f} | {m['mahalanobis']:.3f} |")
+    if res.get("gradcam"):
+        g = res["gradcam"]
+        lines += ["", f"Grad-CAM pointing on synthetic defects ({g['n_images']} images, defect accuracy "
+                      f"{100 * g['defect_accuracy']:.1f}%): heat share inside box {100 * g['heat_share_inside']:.1f}% "
+                      f"(box area {100 * g['box_area_share']:.1f}%), peak inside box {100 * g['pointing_hit_rate']:.1f}%, "
+                      f"mean heat inside > outside {100 * g['mean_inside_gt_outside']:.1f}%"]
+    if res.get("cv"):
+        a = res["cv"]["metrics"]["accuracy"]
+        lines += ["", f"{res['cv']['folds']}-fold CV accuracy: {100 * a['mean']:.2f}% +- {100 * a['std']:.2f}%"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, help="trained run folder (NEU seed-0 split)")
+    ap.add_argument("--demo", action="store_true", help="train a tiny synthetic run first and benchmark it")
+    ap.add_argument("--out", default="tools/results/trust", help="results path without extension")
+    ap.add_argument("--target-risk", type=float, default=0.002)
+    ap.add_argument("--loco-epochs", type=int, default=8)
+    ap.add_argument("--loco-size", type=int, default=64)
+    ap.add_argument("--no-loco", action="store_true")
+    ap.add_argument("--gradcam-n", type=int, default=200, help="synthetic training images per class")
+    ap.add_argument("--gradcam-epochs", type=int, default=12)
+    ap.add_argument("--gradcam-size", type=int, default=64)
+    ap.add_argument("--cv-config", help="config for K-fold CV (expensive; off unless given)")
+    ap.add_argument("--cv-folds", type=int, default=5)
+    ap.add_argument("--cv-set", action="append", default=[], help="config override for CV")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not a.run and not a.demo:
+        ap.error("give --run RUN or --demo")
+    t0 = time.time()
+    run = a.run or demo_run(Path("runs"))
+    res = {"command": "python " + " ".join(sys.argv), "date": dt.datetime.now().isoformat(timespec="seconds"),
+           "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+           "run": str(run), "calibration": calibration_and_review(run, a.target_risk)}
+    if not a.no_loco:
+        res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed)
+    if a.gradcam_n > 0:
+        res["gradcam"] = gradcam_pointing(a.gradcam_n, a.gradcam_size, a.gradcam_epochs, 20, a.seed)
+    if a.cv_config:
+        from kdefect.config import load_config
+        from kdefect.trust.cv import cross_validate
+
+        res["cv"] = cross_validate(load_config(a.cv_config, a.cv_set), a.cv_folds, calibrate=True)
+    res["wall_s"] = round(time.time() - t0, 1)
+    write_json(a.out + ".json", res)
+    write_text(a.out + ".md", _markdown(res))
+    print(_markdown(res))
+    print(json.dumps({"wall_s": res["wall_s"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""A kdefect model on the device: sidecar-checked interpreter + preprocessing + decision rule."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from kdefect.edge.decisions import Decision, DecisionRule, rule_from_sidecar
+from kdefect.edge.interpreter import TFLiteRunner
+from kdefect.edge.preprocess import ImagePolicy, load_image, prepare
+from kdefect.edge.sidecar import Sidecar, read_sidecar
+from kdefect.errors import EdgeError, ModelIntegrityError
+
+log = logging.getLogger(__name__)
+
+
+class EdgeClassifier:
+    """Load ``model.tflite`` + ``model.json`` (refusing a mismatch) and classify images.
+
+    The interpreter input is fed float pixels 0..255 resized like the training
+    pipeline; ``TFLiteRunner`` quantises them with the tensor's own scale /
+    zero point, exactly as ``kdefect evaluate model.tflite`` does.
+    """
+
+    def __init__(self, model_path: str | Path, threads: int = 1, edgetpu: bool = False,
+                 require_edgetpu: bool = False, review_below: float | None = None,
+                 temperature: float | None = None, policy: ImagePolicy | None = None) -> None:
+        t0 = time.perf_counter()
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise EdgeError(f"model file '{self.path}' does not exist.")
+        self.sidecar: Sidecar = read_sidecar(self.path, verify=True)
+        if self.sidecar.task != "classify":
+            raise EdgeError(f"'{self.path}' is a {self.sidecar.task!r} model; kdefect-edge classifies only "
+                            "(task 'classify'). Export a classification run.")
+        self.rule: DecisionRule = rule_from_sidecar(self.sidecar, review_below, temperature)
+        self.runner = TFLiteRunner(self.path, num_threads=threads, edgetpu=edgetpu or require_edgetpu,
+                                   require_edgetpu=require_edgetpu)
+        self.policy = policy or ImagePolicy()
+        shape = self.runner.input_shape
+        if len(shape) != 4 or shape[0] != 1:
+            raise EdgeError(f"'{self.path}' has input shape {shape}; the edge runtime needs a static batch-1 "
+                            "NHWC input (export with `kdefect tflite`).")
+        self.size = (int(shape[1]), int(shape[2]))
+        self.channels = int(shape[3])
+        spec = self.sidecar.input
+        if list(spec.size) != list(self.size) or int(spec.channels) != self.channels:
+            raise ModelIntegrityError(
+                f"sidecar of '{self.path}' says input {spec.size}x{spec.channels} but the model has "
+                f"{list(self.size)}x{self.channels}; the sidecar belongs to another model: export again.")
+        self.load_s = time.perf_counter() - t0
+        log.info("loaded %s (%s, %dx%dx%d, %d labels, %d thread(s)) in %.0f ms", self.path.name, self.backend,
+                 *self.size, self.channels, len(self.labels), threads, self.load_s * 1000)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.rule.labels
+
+    @property
+    def sha256(self) -> str:
+        return self.sidecar.sha256
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
+
+    def warm_up(self, n: int = 2) -> None:
+        """Load Pillow's decoders and run ``n`` invokes on a mid-grey image: the first real part is not the slow one."""
+        Image.init()
+        x = np.full((*self.size, self.channels), 128.0, np.float32)
+        for _ in range(max(0, n)):
+            self.runner(x)
+
+    def load(self, source: str | Path | bytes | np.ndarray, name: str | None = None) -> np.ndarray:
+        """Decode + check + resize: the float32 model input. Raises ``ImageRejected``."""
+        return prepare(load_image(source, self.channels, self.policy, name), self.size, self.channels)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Model output (dequantised) for one prepared input."""
+        return self.runner(x)[0].reshape(-1)
+
+    def classify(self, source: str | Path | bytes | np.ndarray) -> Decision:
+        return self.rule(self.infer(self.load(source)))
+
+    def info(self) -> dict[str, Any]:
+        return {"model": str(self.path), "sha256": self.sha256, "backend": self.backend, "labels": list(self.labels),
+                "input": [*self.size, self.channels], "temperature": self.rule.temperature,
+                "review_below": self.rule.review_below, "ood": self.rule.ood}

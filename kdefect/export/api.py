@@ -1,0 +1,221 @@
+"""``export_run``: the whole ``kdefect tflite`` flow over the per-step functions.
+
+run folder (or a user's model) -> optional distill / prune / QAT on the run's
+training split -> TFLite conversion with stratified representative data ->
+sidecar (labels, input spec, thresholds, sha256) -> optional Edge TPU report
+and compilation. Each step is also usable alone (see ``kdefect.export``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
+from kdefect.errors import ExportError
+from kdefect.export.litert_info import model_io, weight_sparsity
+from kdefect.export.representative import stratified_indices
+from kdefect.export.tflite import input_shape_of, to_tflite
+from kdefect.keras import keras, tfmot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Source:
+    model: Any
+    run: Any = None
+    origin: str = ""
+
+
+@dataclass
+class _Data:
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    good_label: str | None
+    data_cfg: Any
+
+
+def _open_source(source: Any, run: Any = None) -> _Source:
+    from kdefect.engine.run import RunDir
+    from kdefect.export.saved_model import load_model_any
+
+    run_obj = RunDir.open(run) if run is not None else None
+    if isinstance(source, keras.Model):
+        return _Source(source, run_obj, source.name)
+    p = Path(source)
+    if p.is_dir() and (p / "config.yaml").is_file():
+        rd = RunDir.open(p)
+        if not rd.model_path.is_file():
+            raise ExportError(f"run '{p}' has no model.keras: the run did not finish. Run `kdefect fit` again.")
+        import kdefect.models  # noqa: F401  (custom layers)
+
+        return _Source(keras.models.load_model(rd.model_path, compile=False), run_obj or rd, str(p))
+    return _Source(load_model_any(p), run_obj, str(p))
+
+
+def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int) -> _Data | None:
+    """Training images + labels from the run's split, or from a class-per-folder ``data`` folder."""
+    from kdefect.config import Config
+
+    if src.run is not None and data is None:
+        from kdefect.data.split import load_split
+
+        classes, good = src.run.classes()
+        paths, names = load_split(src.run.path)["train"]
+        cfg = src.run.config()
+        return _Data(list(paths), np.array([classes.index(n) for n in names], int), classes, good, cfg.data)
+    if data is None:
+        return None
+    from kdefect.data.sources import index_dataset
+
+    cfg = Config()
+    cfg.data.source, cfg.data.image_size, cfg.data.channels = str(data), list(size), channels
+    index = index_dataset(cfg.data, task="classify")
+    good = "good" if "good" in index.classes else None
+    return _Data(list(index.paths), np.asarray(index.labels, int), list(index.classes), good, cfg.data)
+
+
+def _need(data: _Data | None, what: str) -> _Data:
+    if data is None or not data.paths:
+        raise ExportError(f"{what} needs training images: export a run folder, or pass --run RUN / --data FOLDER "
+                          "(class sub-folders) with your model.")
+    return data
+
+
+def representative_images(data: _Data, size: tuple[int, int], channels: int, n: int = 200, seed: int = 0
+                          ) -> np.ndarray:
+    """``n`` training images drawn stratified by class, uint8 (N, H, W, C)."""
+    from kdefect.data.pipeline import load_images
+
+    idx = stratified_indices(data.labels, n, seed)
+    if len(idx) == 0:
+        raise ExportError("the representative set is empty: the training split has no images. Check split/train.txt.")
+    return load_images([data.paths[i] for i in idx], size, channels)
+
+
+def _train_ds(data: _Data, size: tuple[int, int], channels: int, seed: int) -> Any:
+    from kdefect.data.pipeline import make_dataset
+
+    cfg = data.data_cfg
+    cfg.image_size, cfg.channels = list(size), channels
+    return make_dataset(data.paths, data.labels, len(data.classes), cfg, training=True, seed=seed)
+
+
+def _thresholds(run: Any) -> dict[str, Any]:
+    th: dict[str, Any] = {"review_below": 0.0, "temperature": 1.0}
+    if run is not None and (run.path / "calibration.json").is_file():
+        cal = run.read_json("calibration.json")
+        th.update({k: cal[k] for k in ("temperature", "review_below") if k in cal})
+    return th
+
+
+def _default_out(src: _Source, tag: str) -> Path:
+    if src.run is not None and Path(src.origin) == src.run.path:
+        return src.run.path / "export" / f"model_{tag}.tflite"
+    p = Path(src.origin)
+    base = p.parent if p.suffix else p
+    return base / f"{p.stem or 'model'}_{tag}.tflite"
+
+
+def export_run(
+    source: Any,
+    out: str | Path | None = None,
+    mode: str = "int8",
+    qat: bool = False,
+    prune: float | None = None,
+    distill_from: str | Path | None = None,
+    student: str | None = None,
+    edgetpu: bool = False,
+    input_type: str = "uint8",
+    output_type: str = "uint8",
+    epochs: int = 2,
+    steps_per_epoch: int | None = None,
+    learning_rate: float = 1e-4,
+    distill_epochs: int = 5,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    calib_size: int = 200,
+    run: str | Path | None = None,
+    data: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict."""
+    from kdefect.optimize import distill as distill_fn
+    from kdefect.optimize import prune as prune_fn
+    from kdefect.optimize import quantize_aware
+
+    if edgetpu and mode != "int8":
+        raise ExportError(f"--edgetpu needs a full-integer model: use --int8 (not --{mode}).")
+    if qat and mode != "int8":
+        raise ExportError(f"--qat trains for INT8: use it with --int8, not --{mode}.")
+    if mode != "int8":
+        input_type = output_type = "float32"
+    if edgetpu and "float32" in (input_type, output_type):
+        log.warning("Edge TPU: float %s I/O adds CPU quantize ops; uint8 is the native type.",
+                    "input" if input_type == "float32" else "output")
+    src = _open_source(source, run)
+    model = src.model
+    h, w, c = input_shape_of(model)
+    dataset = _load_data(src, data, (h, w), c)
+    steps: list[str] = []
+    if distill_from is not None:
+        from kdefect.tasks.classify import build_classifier
+
+        teacher = _open_source(distill_from).model
+        d = _need(dataset, "--distill-from")
+        stud = build_classifier(len(d.classes), backbone=student or "mobilenet_v3_small", input_size=(h, w),
+                                channels=c)
+        model = distill_fn(teacher, stud, _train_ds(d, (h, w), c, seed), temperature, alpha, distill_epochs,
+                           learning_rate=1e-3, steps_per_epoch=steps_per_epoch)
+        steps.append(f"distill({student or 'mobilenet_v3_small'})")
+        qat = mode == "int8"
+    scheme = None
+    if prune:
+        d = _need(dataset, "--prune")
+        model = prune_fn(model, _train_ds(d, (h, w), c, seed), prune, epochs, learning_rate, steps_per_epoch)
+        steps.append(f"prune{round(100 * prune)}")
+        if mode == "int8":
+            qat = True
+            scheme = tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    if qat:
+        d = _need(dataset, "--qat")
+        model = quantize_aware(model, _train_ds(d, (h, w), c, seed), epochs, learning_rate, steps_per_epoch,
+                               scheme=scheme)
+        steps.append("pqat" if scheme is not None else "qat")
+    rep = None
+    if mode == "int8":
+        rep = representative_images(_need(dataset, "INT8 calibration"), (h, w), c, calib_size, seed)
+    quant = "-".join([mode, *(steps or (["ptq"] if mode == "int8" else []))])
+    out_path = Path(out) if out else _default_out(src, quant.replace("-", "_"))
+    to_tflite(model, out_path, mode, rep, input_type, output_type)
+    (inp, *_), outs = model_io(out_path)
+    classes = dataset.classes if dataset else [str(i) for i in range(int(model_io(out_path)[1][0]["shape"][-1]))]
+    good = dataset.good_label if dataset else None
+    sc = Sidecar(
+        sha256="", task="classify", labels=classes, good_label=good,
+        input=InputSpec(size=[h, w], channels=c, dtype=inp["dtype"], scale=inp["scale"], zero_point=inp["zero_point"]),
+        output={"dtype": outs[0]["dtype"], "scale": outs[0]["scale"], "zero_point": outs[0]["zero_point"],
+                "kind": "probabilities"},
+        thresholds=_thresholds(src.run), quantization=quant,
+        source_run=str(src.run.path.resolve()) if src.run is not None else None,
+    )
+    side = write_sidecar(out_path, sc)
+    result: dict[str, Any] = {"model": str(out_path), "sidecar": str(side), "quantization": quant,
+                              "size_bytes": out_path.stat().st_size, "input": inp, "output": outs[0]}
+    if prune:
+        result["sparsity"] = weight_sparsity(out_path)["overall"]
+    if edgetpu:
+        from kdefect.export.edgetpu import compatibility_report, compile_edgetpu, write_report
+
+        rep_ = compatibility_report(out_path)
+        result["edgetpu_report"] = str(write_report(out_path, rep_))
+        result["edgetpu_fully_mappable"] = rep_["fully_mappable"]
+        result["edgetpu_compiler"] = compile_edgetpu(out_path)
+    log.info("exported %s (%s, %.1f KiB)", out_path, quant, result["size_bytes"] / 1024)
+    return result

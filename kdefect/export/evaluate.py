@@ -1,0 +1,139 @@
+"""Prove an exported model: accuracy and fidelity to the float Keras model, and its latency.
+
+Runs the .tflite through LiteRT exactly as the device will (raw pixels in,
+the sidecar's labels), on the source run's saved test split or new data, and
+compares it image by image with the run's float Keras model: top-1 agreement
+and the largest probability difference are what tell a user the INT8 model
+is the model they validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdefect.edge.interpreter import TFLiteRunner
+from kdefect.edge.sidecar import read_sidecar
+from kdefect.engine.metrics import classification_metrics
+from kdefect.errors import DataError, ExportError
+from kdefect.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_tflite(model_path: str | Path, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
+    """Dequantized first output for every image, one invoke per image (batch 1, as on the device)."""
+    runner = TFLiteRunner(model_path, num_threads=num_threads)
+    return np.concatenate([runner(img)[0].reshape(1, -1) for img in images], axis=0)
+
+
+def latency_ms(model_path: str | Path, images: np.ndarray, num_threads: int, n: int = 50, warmup: int = 3
+               ) -> dict[str, float]:
+    """p50 / p95 / mean milliseconds per image (invoke only, images already loaded)."""
+    runner = TFLiteRunner(model_path, num_threads=num_threads)
+    if len(images) == 0:
+        return {}
+    for i in range(warmup):
+        runner(images[i % len(images)])
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        runner(images[i % len(images)])
+        times.append((time.perf_counter() - t) * 1000)
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
+            "mean": float(np.mean(times)), "n": n}
+
+
+def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channels: int
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(uint8 images, label indices, description) from the run's test split, a folder, or arrays."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], str):
+        return np.asarray(data[0]), np.asarray(data[1], int), "arrays"
+    from kdefect.data.pipeline import load_images
+
+    if data is None:
+        if run is None:
+            raise DataError("no data to evaluate on: pass run_dir (its test split is used) or data=FOLDER.")
+        from kdefect.data.split import load_split
+
+        paths, names = load_split(run.path)["test"]
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise DataError(f"the run's test split has labels {unknown} that the model does not know ({classes}).")
+        labels = np.array([classes.index(n) for n in names], int)
+        desc = f"{run.path}/split/test.txt"
+    else:
+        from kdefect.config import Config
+        from kdefect.engine.evaluator import _labelled_data
+
+        cfg = run.config() if run is not None else Config()
+        cfg.data.image_size, cfg.data.channels = list(size), channels
+        paths, labels, _ = _labelled_data(str(data), cfg, classes)
+        desc = str(data)
+    if not len(paths):
+        raise DataError(f"no images to evaluate in {desc}.")
+    return load_images(paths, size, channels), np.asarray(labels, int), desc
+
+
+def _keras_probs(run: Any, images: np.ndarray) -> np.ndarray | None:
+    if run is None or not run.model_path.is_file():
+        return None
+    import kdefect.models  # noqa: F401  (custom layers)
+    from kdefect.keras import keras
+
+    model = keras.models.load_model(run.model_path, compile=False)
+    return np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0))
+
+
+def evaluate_tflite(
+    model_path: str | Path,
+    run_dir: str | Path | None = None,
+    data: Any = None,
+    threads: tuple[int, ...] = (1, os.cpu_count() or 1),
+    latency_images: int = 50,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Accuracy, per-class recall, escape rate, agreement with the float Keras model and latency.
+
+    ``run_dir`` defaults to the sidecar's ``source_run``; ``data``: None (the run's test split), a
+    folder of class sub-folders, or ``(uint8 images, label indices)``. ``out``: folder for metrics.json.
+    """
+    from kdefect.engine.run import RunDir
+
+    model_path = Path(model_path)
+    sc = read_sidecar(model_path)
+    src = run_dir or sc.source_run
+    run = RunDir.open(src) if src and Path(src).exists() and (Path(src) / "config.yaml").is_file() else None
+    if src and run is None and data is None:
+        raise DataError(f"source run '{src}' of {model_path} is not available; pass data=FOLDER or run_dir=RUN.")
+    classes, good = list(sc.labels), sc.good_label
+    images, labels, desc = _load_data(data, run, classes, sc.input.size, sc.input.channels)
+    probs = run_tflite(model_path, images)
+    if probs.shape[1] != len(classes):
+        raise ExportError(f"{model_path} outputs {probs.shape[1]} values but its sidecar lists {len(classes)} labels.")
+    metrics = classification_metrics(labels, probs, classes, good)
+    result: dict[str, Any] = {
+        "model": str(model_path), "data": desc, "quantization": sc.quantization, "n": len(labels),
+        "accuracy": metrics["accuracy"], "macro_recall": metrics["macro_recall"],
+        "per_class_recall": {c: v["recall"] for c, v in metrics["per_class"].items()},
+        "escape_rate": metrics.get("escape_rate"), "size_bytes": model_path.stat().st_size, "metrics": metrics,
+    }
+    kprobs = _keras_probs(run, images)
+    if kprobs is not None:
+        result["keras_accuracy"] = float((kprobs.argmax(1) == labels).mean())
+        result["top1_agreement"] = float((kprobs.argmax(1) == probs.argmax(1)).mean())
+        result["agreement"] = result["top1_agreement"]
+        result["max_prob_diff"] = float(np.abs(kprobs - probs).max())
+        result["mean_prob_diff"] = float(np.abs(kprobs - probs).mean())
+    result["latency_ms"] = {str(t): latency_ms(model_path, images, t, latency_images) for t in dict.fromkeys(threads)}
+    out_dir = Path(out) if out else model_path.parent / f"{model_path.stem}_evaluation"
+    write_json(out_dir / "metrics.json", result)
+    log.info("%s: accuracy %.4f, agreement %s, p50 %.2f ms (1 thread) on %d images", model_path.name,
+             result["accuracy"], result.get("top1_agreement"), result["latency_ms"][str(threads[0])].get("p50", 0),
+             result["n"])
+    return result

@@ -19,7 +19,7 @@ def synthetic_cfg():
     """Small synthetic config: 5 classes x 12 images, 32 px (seed 0)."""
     from kdefect.config import SyntheticConfig
 
-    return SyntheticConfig(n_per_class=12, size=32, seed=0)
+    return SyntheticConfig(n_per_class=12, size=32, seed=0, contrast=3.0)
 
 
 @pytest.fixture(scope="session")

@@ -139,7 +139,8 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--runs-dir", default="/tmp/kdefect-bench-runs")
     p.add_argument("--set", action="append", default=[], help="config override for best/imbalance/throughput")
-    p.add_argument("--epochs", type=int, default=4, help="throughput: epochs per loop")
+    p.add_argument("--epochs", type=int, default=3, help="throughput: epochs per loop")
+    p.add_argument("--reps", type=int, default=2, help="throughput: alternating repetitions")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if neu_dir() is None:

@@ -17,7 +17,7 @@ def _overrides(sets: tuple[str, ...], **named: object) -> list[str]:
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (see configs/).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.backbone=mobilenet_v2.")
 @click.option("--data", help="Data source: a class-per-folder path, voc:PATH, tfds:NAME or 'synthetic'.")
-@click.option("--backbone", help="Registered backbone name (shortcut for --set model.backbone=...).")
+@click.option("--backbone", help="Registered backbone name (model.backbone, or detect.backbone for detectors).")
 @click.option("--epochs", type=int, help="Training epochs (shortcut for --set train.epochs=...).")
 @click.option("--name", help="Run name; the folder is runs_dir/NAME (suffixed -2, -3... if taken).")
 @click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), help="Stop on unreadable images, or skip and record them.")
@@ -28,9 +28,11 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
     from kdefect.config import load_config
     from kdefect.engine import fit as fit_
 
-    cfg = load_config(config_path, _overrides(sets, **{"data.source": data, "model.backbone": backbone,
-                                                        "train.epochs": epochs, "name": name,
-                                                        "data.on_bad_image": on_bad_image}))
+    named = {"data.source": data, "train.epochs": epochs, "name": name, "data.on_bad_image": on_bad_image}
+    cfg = load_config(config_path, _overrides(sets, **named))
+    if backbone:  # detectors keep their backbone under detect.*
+        key = "detect.backbone" if cfg.task == "detect" else "model.backbone"
+        cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}))
     run = fit_(cfg, quiet=ctx.obj["quiet"])
     click.echo(str(run.path))
 

@@ -93,6 +93,12 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     """Evaluate a run folder, a ``.keras`` model in one, or a ``.tflite`` model."""
     target = Path(target)
     if target.suffix == ".tflite":
+        from kdefect.edge.sidecar import read_sidecar
+
+        if read_sidecar(target).task == "detect":
+            from kdefect.tasks.detect import evaluate_detector
+
+            return evaluate_detector(target, data=data)
         from kdefect.export.evaluate import evaluate_tflite
 
         return evaluate_tflite(target, data=data, out=out)

@@ -74,9 +74,21 @@ def _tflite_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str
     return np.stack([runner(im.astype(np.float32))[0][0] for im in imgs]), list(sc.labels)
 
 
+def _task_of(target: Path) -> str:
+    if target.suffix == ".tflite":
+        from kdefect.edge.sidecar import read_sidecar
+
+        return read_sidecar(target).task
+    return RunDir.open(target).config().task
+
+
 def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None = None) -> list[dict[str, Any]]:
     """Classify images with a run, a ``.keras`` model or a ``.tflite`` model; optionally write a CSV."""
     target = Path(model)
+    if _task_of(target) == "detect":
+        from kdefect.tasks.detect import predict_detector
+
+        return predict_detector(target, list(inputs), out=out)
     files = collect_images(list(inputs))
     readable, bad = _readable(files)
     probs, classes = (np.zeros((0, 0)), [])

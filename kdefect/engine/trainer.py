@@ -168,7 +168,7 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
     if cfg.task == "detect":
         from kdefect.tasks.detect import fit_detector
 
-        return fit_detector(cfg)
+        return fit_detector(cfg, quiet=quiet)
     from kdefect.engine.evaluator import evaluate_model
 
     run, index, split = prepare_run(cfg, split)

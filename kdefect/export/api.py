@@ -123,6 +123,31 @@ def _default_out(src: _Source, tag: str) -> Path:
     return base / f"{p.stem or 'model'}_{tag}.tflite"
 
 
+def _is_detection_run(source: Any) -> bool:
+    if not isinstance(source, (str, Path)) or not (Path(source) / "config.yaml").is_file():
+        return False
+    from kdefect.engine.run import RunDir
+
+    return RunDir.open(source).config().task == "detect"
+
+
+def _export_detection_run(run: Path, out: str | Path | None, mode: str, qat: bool, prune: float | None,
+                          distill_from: Any, edgetpu: bool) -> dict[str, Any]:
+    """Detectors export their raw head (PTQ); numpy decoding + NMS run after the interpreter."""
+    from kdefect.tasks.detect import export_detector
+
+    if prune or distill_from:
+        raise ExportError("--prune and --distill-from are for classifiers; export a detector with --int8 (PTQ).")
+    path = Path(out) if out else run / "export" / f"model_{mode}{'_ptq' if mode == 'int8' else ''}.tflite"
+    path = export_detector(run, path, mode="qat" if qat else mode)
+    res: dict[str, Any] = {"model": str(path), "task": "detect", "mode": mode, "steps": [f"{mode} (raw head)"]}
+    if edgetpu:
+        from kdefect.export.edgetpu import write_report
+
+        res["edgetpu_report"] = str(write_report(path))
+    return res
+
+
 def export_run(
     source: Any,
     out: str | Path | None = None,
@@ -146,6 +171,8 @@ def export_run(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict."""
+    if _is_detection_run(source):
+        return _export_detection_run(Path(source), out, mode, qat, prune, distill_from, edgetpu)
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
     from kdefect.optimize import quantize_aware

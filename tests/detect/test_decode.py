@@ -1,0 +1,84 @@
+"""The numpy decoder (used on device, host and evaluate) equals keras-cv's own decoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdefect.edge import detect_decode as dd
+
+
+@pytest.fixture(scope="module")
+def tiny_yolo():
+    from kdefect.models.detectors import build_detector
+
+    return build_detector("yolov8", "yolo_v8_tiny", 3, (64, 64))
+
+
+def test_yolo_boxes_and_scores_match_keras_cv(tiny_yolo):
+    from keras_cv.src.models.object_detection.yolo_v8 import yolo_v8_detector as y
+
+    from kdefect.keras import tf
+    from kdefect.models.detectors import raw_head
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    out = tiny_yolo(x, training=False)
+    anchors, strides = y.get_anchors(image_shape=(64, 64, 3))
+    ref = y.dist2bbox(y.decode_regression_to_boxes(out["boxes"]), anchors) * strides[:, None]
+    raw_boxes, raw_logits = raw_head(tiny_yolo, "yolov8")(x, training=False)
+    for i in range(2):
+        mine = dd.yolo_boxes(np.asarray(raw_boxes[i]), (64, 64))
+        np.testing.assert_allclose(mine, np.asarray(ref[i]), atol=1e-3)
+    np.testing.assert_allclose(dd.sigmoid(np.asarray(raw_logits)), np.asarray(out["classes"]), atol=1e-5)
+    # keras-cv's NMS is class-agnostic: our agnostic mode keeps the same boxes in the same order
+    nms = tiny_yolo.prediction_decoder.__class__(bounding_box_format="xyxy", from_logits=False,
+                                                 iou_threshold=0.5, confidence_threshold=0.3, max_detections=20)
+    kc = nms(tf.constant(ref), out["classes"])
+    mine = dd.select(np.asarray(ref[0]), np.asarray(out["classes"][0]), 0.3, 0.5, 20, class_agnostic=True)
+    n = int(kc["num_detections"][0])
+    assert n == len(mine.boxes)
+    np.testing.assert_allclose(mine.boxes, np.asarray(kc["boxes"][0][:n]), atol=1e-3)
+    np.testing.assert_array_equal(mine.classes, np.asarray(kc["classes"][0][:n]))
+
+
+def test_retina_anchors_and_deltas_match_keras_cv():
+    from keras_cv.src.bounding_box.converters import _decode_deltas_to_boxes
+    from keras_cv.src.models.object_detection.retinanet.retinanet import RetinaNet
+
+    from kdefect.keras import tf
+
+    for size in ((64, 64), (160, 96)):
+        gen = RetinaNet.default_anchor_generator("xyxy")
+        ref = np.concatenate([np.asarray(a) for a in gen(image_shape=(*size, 3)).values()])
+        mine = dd.retina_anchors(size)
+        np.testing.assert_allclose(mine, ref, atol=1e-4)
+        deltas = np.random.default_rng(1).normal(0, 1, (len(mine), 4)).astype(np.float32)
+        kc = _decode_deltas_to_boxes(anchors=tf.constant(ref), boxes_delta=tf.constant(deltas[None]),
+                                     anchor_format="xyxy", box_format="xyxy", variance=dd.RETINA_VARIANCE,
+                                     image_shape=(*size, 3))
+        np.testing.assert_allclose(dd.retina_boxes(deltas, mine), np.asarray(kc)[0], rtol=1e-4, atol=1e-3)
+
+
+def test_classwise_nms_keeps_overlapping_boxes_of_other_classes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [30, 30, 40, 40]], np.float32)
+    scores = np.zeros((4, 2), np.float32)
+    scores[0, 0], scores[1, 0], scores[2, 1], scores[3, 0] = 0.9, 0.8, 0.7, 0.6
+    det = dd.select(boxes, scores, 0.5, 0.5)
+    assert det.classes.tolist() == [0, 1, 0] and np.allclose(det.scores, [0.9, 0.7, 0.6])
+    agn = dd.select(boxes, scores, 0.5, 0.5, class_agnostic=True)
+    assert len(agn.boxes) == 2
+    assert len(dd.select(boxes, scores, 0.95, 0.5).boxes) == 0
+
+
+def test_decode_structure_and_threshold():
+    params = {"architecture": "yolov8", "input_size": [64, 64], "score_threshold": 0.5, "iou_threshold": 0.5}
+    a = len(dd.yolo_anchor_points((64, 64))[0])
+    rng = np.random.default_rng(0)
+    raw = {"boxes": rng.normal(0, 1, (a, 64)).astype(np.float32), "scores": rng.normal(-2, 2, (a, 3))}
+    det = dd.decode(raw, params)
+    assert det.boxes.shape[1] == 4 and det.boxes.dtype == np.float32
+    assert (det.boxes >= 0).all() and (det.boxes <= 64).all() and (det.boxes[:, 2:] >= det.boxes[:, :2]).all()
+    assert (det.scores > 0.5).all() and set(det.classes.tolist()) <= {0, 1, 2}
+    assert np.all(np.diff(det.scores) <= 0)  # best first
+    with pytest.raises(Exception, match="architecture"):
+        dd.decode(raw, {**params, "architecture": "ssd"})

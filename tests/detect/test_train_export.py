@@ -1,0 +1,65 @@
+"""End to end on 64 px synthetic VOC: train 20 steps, predict, INT8 export round trip, evaluate the .tflite."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_loss_decreases_and_run_folder_complete(tiny_det_run):
+    rows = list(csv.DictReader((tiny_det_run.path / "history.csv").read_text().splitlines()))
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    m = json.loads((tiny_det_run.path / "metrics.json").read_text())
+    assert {"map50", "map", "recall", "missed", "per_class", "training"} <= set(m)
+    assert set(m["per_class"]) == {"scratch", "spot", "crack", "patch"}
+    for f in ("config.yaml", "classes.json", "split/test.txt", "detector.weights.h5", "manifest.json",
+              "pr_curves/scratch.png"):
+        assert (tiny_det_run.path / f).is_file(), f
+
+
+def test_predictions_structure(tiny_det_run, det_voc_root, tmp_path):
+    from kdefect.tasks.detect import predict_detector
+
+    files = sorted((det_voc_root / "images").glob("*.png"))[:3]
+    res = predict_detector(tiny_det_run.path, files, tmp_path / "p.json")
+    assert [r["path"] for r in res] == [str(f) for f in files]
+    for r in res:
+        assert (r["width"], r["height"]) == (64, 64)
+        for d in r["detections"]:
+            x0, y0, x1, y1 = d["box"]
+            assert 0 <= x0 <= x1 <= 64 and 0 <= y0 <= y1 <= 64
+            assert d["label"] in ("scratch", "spot", "crack", "patch") and 0.05 < d["score"] <= 1
+    assert json.loads((tmp_path / "p.json").read_text()) == res
+    assert len(list((tmp_path / "p_annotated").glob("*.png"))) == 3
+
+
+def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
+    from kdefect.edge import detect_decode as dd
+    from kdefect.edge.interpreter import TFLiteRunner
+    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.models.detectors import raw_head
+    from kdefect.tasks.detect import evaluate_detector, export_detector, load_detector
+
+    out = export_detector(tiny_det_run.path, tmp_path / "det.tflite")
+    sc = read_sidecar(out)
+    assert sc.task == "detect" and sc.detection["architecture"] == "yolov8" and sc.input.dtype == "uint8"
+    model, _cfg, _ = load_detector(tiny_det_run.path)
+    raw = raw_head(model, "yolov8")
+    runner = TFLiteRunner(out)
+    x = np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype(np.float32)
+    ref = dict(zip(("boxes", "scores"), (np.asarray(t)[0] for t in raw(x[None], training=False))))
+    got = dd.split_outputs(runner(x), sc.detection)
+    for k in ("boxes", "scores"):
+        span = ref[k].max() - ref[k].min()
+        assert np.abs(got[k] - ref[k]).mean() < 0.03 * span, k
+        assert np.corrcoef(got[k].ravel(), ref[k].ravel())[0, 1] > 0.98, k
+    np.testing.assert_allclose(dd.sigmoid(got["scores"]), dd.sigmoid(ref["scores"]), atol=0.08)
+    m = evaluate_detector(out)
+    assert {"map50", "map", "recall", "latency_ms_p50"} <= set(m) and m["images"] == len(
+        (tiny_det_run.path / "split" / "test.txt").read_text().splitlines())

@@ -1,0 +1,106 @@
+"""Benchmark: YOLOv8 vs RetinaNet on NEU-DET (seed-0 stratified 60/20/20), each within a training budget.
+
+Reports mAP@0.5, mAP@0.5:0.95, per-class AP / recall / missed boxes, recall at the
+operating threshold, training images/s, then the INT8 TFLite model's mAP and
+p50 latency (1 thread) on the same test split.  Writes tools/results/<out>.json + .md.
+
+Full run (what the issue asks; ~2.5 h on 2 CPU cores):
+    python tools/bench_detect.py --budget-min 60 --image-size 256 --out detect
+Proof run (minutes):
+    python tools/bench_detect.py --budget-min 1.5 --image-size 160 --out detect_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+from kdefect.utils.io import write_json, write_text
+
+ARCHS = {
+    "yolov8": ["detect.architecture=yolov8", "detect.backbone=yolo_v8_xs", "train.learning_rate=0.002"],
+    "retinanet": ["detect.architecture=retinanet", "detect.backbone=resnet18_v1", "detect.head_convs=2",
+                  "train.learning_rate=0.001"],
+}
+
+
+def run_one(arch: str, args: argparse.Namespace) -> dict:
+    from kdefect.config import load_config
+    from kdefect.tasks.detect import evaluate_detector, export_detector, fit_detector
+
+    cfg = load_config(overrides=[
+        "task=detect", f"name=bench_{arch}", f"runs_dir={args.runs_dir}", "data.source=neu", "seed=0",
+        f"data.image_size=[{args.image_size},{args.image_size}]", f"data.batch_size={args.batch_size}",
+        "train.epochs=1000", f"train.time_budget_s={args.budget_min * 60}", *ARCHS[arch], *args.set])
+    t0 = time.perf_counter()
+    run = fit_detector(cfg, quiet=True)
+    metrics = run.read_json("metrics.json")
+    tfl = export_detector(run.path, run.path / "model_int8.tflite", mode="int8")
+    q = evaluate_detector(tfl)
+    return {"run": str(run.path), "overrides": ARCHS[arch] + args.set, "float": metrics,
+            "int8": {k: q[k] for k in ("map50", "map", "recall", "missed", "latency_ms_p50", "latency_ms_p95")},
+            "int8_per_class_ap50": {c: v["ap50"] for c, v in q["per_class"].items()},
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# Detection benchmark: {res['title']}", "", f"- date: {res['date']}", f"- machine: {res['machine']}",
+             f"- command: `{res['command']}`", f"- full-budget command: `{res['full_command']}`",
+             f"- status: {res['status']}", "",
+             "| detector | params | train s | epochs | train img/s | mAP@0.5 | mAP@0.5:0.95 | recall@thr | missed "
+             "| INT8 mAP@0.5 | INT8 p50 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for arch, r in res["results"].items():
+        f, t, q = r["float"], r["float"]["training"], r["int8"]
+        lines.append(f"| {arch} | {t['params']:,} | {t['train_seconds']:.0f} | {t['epochs_run']} | "
+                     f"{t['train_images_per_s']:.1f} | {f['map50']:.3f} | {f['map']:.3f} | {f['recall']:.3f} | "
+                     f"{f['missed']}/{f['gt_boxes']} | {q['map50']:.3f} | {q['latency_ms_p50']:.1f} |")
+    lines += ["", "train img/s counts the first step's graph tracing (about a minute here), so tiny budgets understate "
+              "steady-state throughput. Recall / missed use the operating threshold (detect.score_threshold, IoU 0.5); "
+              "INT8 = full-integer PTQ (uint8 I/O) of the raw head, decoded by kdefect.edge.detect_decode.",
+              "", "Per class (float): AP@0.5 / recall at the operating threshold / missed boxes", ""]
+    for arch, r in res["results"].items():
+        pc = r["float"]["per_class"]
+        lines.append(f"- **{arch}**: " + "; ".join(f"{c} {v['ap50']:.2f} / {v['recall'] or 0:.2f} / {v['missed']}"
+                                                  for c, v in pc.items()))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget-min", type=float, default=60.0, help="training budget per detector (minutes)")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--archs", default="yolov8,retinanet")
+    ap.add_argument("--runs-dir", default="runs/bench_detect")
+    ap.add_argument("--out", default="detect", help="results file stem under tools/results/")
+    ap.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kdefect.data.neu import neu_dir
+
+    if neu_dir() is None:
+        print("NEU-DET not found: set KDEFECT_NEU_DIR", file=sys.stderr)
+        return 2
+    res = {"title": f"NEU-DET, {args.budget_min:g} min budget per detector, {args.image_size} px, from scratch",
+           "date": dt.datetime.now().isoformat(timespec="minutes"),
+           "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, shared 2-core CPU",
+           "command": "python " + " ".join(sys.argv),
+           "full_command": "python tools/bench_detect.py --budget-min 60 --image-size 256 --out detect",
+           "status": "proof run with a tiny budget: numbers are NOT the 60-minute benchmark" if args.budget_min < 60
+           else "full-budget run", "results": {}}
+    for arch in args.archs.split(","):
+        res["results"][arch] = run_one(arch, args)
+        out = Path("tools/results") / args.out
+        write_json(out.with_suffix(".json"), res)
+        write_text(out.with_suffix(".md"), markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -55,10 +55,21 @@ def run_fit(name: str, overrides: list[str], runs_dir: str) -> dict[str, Any]:
             "wall_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _done_rows(section: str) -> dict[str, dict[str, Any]]:
+    from kdefect.utils.io import read_json
+
+    data = read_json(OUT) if OUT.is_file() else {}
+    return {r["name"]: r for r in data.get(section, {}).get("rows", [])}
+
+
 def suite_backbones(args: argparse.Namespace) -> None:
+    done = _done_rows("backbones") if args.keep_done else {}
     rows = []
     for bb, size, alpha, att, in_blocks in BACKBONES:
         name = f"{bb}-{att}{'-blocks' if in_blocks else ''}-{size}"
+        if name in done:
+            rows.append(done[name])
+            continue
         ov = [f"model.backbone={bb}", f"model.alpha={alpha}", f"model.attention={att}",
               f"model.attention_in_blocks={in_blocks}", f"data.image_size=[{size}, {size}]",
               f"train.epochs={args.max_epochs}", f"train.time_budget_s={args.budget_min * 60}",
@@ -139,6 +150,7 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--runs-dir", default="/tmp/kdefect-bench-runs")
     p.add_argument("--set", action="append", default=[], help="config override for best/imbalance/throughput")
+    p.add_argument("--keep-done", action="store_true", help="backbones: keep rows already in the results file")
     p.add_argument("--epochs", type=int, default=3, help="throughput: epochs per loop")
     p.add_argument("--reps", type=int, default=2, help="throughput: alternating repetitions")
     args = p.parse_args()

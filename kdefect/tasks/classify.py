@@ -89,10 +89,29 @@ def build_classifier(
     x = keras.layers.Dense(int(num_classes), name="head_logits")(x)
     probs = keras.layers.Softmax(dtype="float32", name="probs")(x)
     model = keras.Model(image, probs, name=f"kdefect_{backbone}")
+    if kind != "imagenet":
+        _fast_batchnorm(model)
     if kind == "file":  # second pass picks up head / attention layers too
         load_local_weights(model, weights)
     log.info("classifier %s: %d params, input %s", model.name, model.count_params(), (h, w, channels))
     return model
+
+
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+def _fast_batchnorm(model: keras.Model) -> None:
+    """Let BatchNorm's moving statistics converge within a short from-scratch run.
+
+    keras.applications uses momentum 0.99-0.999, tuned for ImageNet's 100k+ steps:
+    after the few hundred steps of a defect data set the moving averages still sit
+    near their initial values and the model predicts one class at inference time
+    (seen on NEU: train accuracy 0.90, validation 0.17).  Pretrained BatchNorm is
+    frozen during fine-tuning, so ImageNet models keep their momentum.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.momentum > SCRATCH_BN_MOMENTUM:
+            layer.momentum = SCRATCH_BN_MOMENTUM
 
 
 def build_classifier_from_config(cfg: Config, num_classes: int) -> keras.Model:

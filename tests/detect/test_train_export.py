@@ -24,10 +24,10 @@ def test_loss_decreases_and_run_folder_complete(tiny_det_run):
 
 
 def test_predictions_structure(tiny_det_run, det_voc_root, tmp_path):
-    from kdefect.tasks.detect import predict_detector
+    from kdefect.engine import predict  # the shared lifecycle dispatches to the detector
 
     files = sorted((det_voc_root / "images").glob("*.png"))[:3]
-    res = predict_detector(tiny_det_run.path, files, tmp_path / "p.json")
+    res = predict(tiny_det_run.path, files, tmp_path / "p.json")
     assert [r["path"] for r in res] == [str(f) for f in files]
     for r in res:
         assert (r["width"], r["height"]) == (64, 64)
@@ -43,10 +43,14 @@ def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
     from kdefect.edge import detect_decode as dd
     from kdefect.edge.interpreter import TFLiteRunner
     from kdefect.edge.sidecar import read_sidecar
+    from kdefect.engine import evaluate
+    from kdefect.export import export_run
     from kdefect.models.detectors import raw_head
-    from kdefect.tasks.detect import evaluate_detector, export_detector, load_detector
+    from kdefect.tasks.detect import load_detector
 
-    out = export_detector(tiny_det_run.path, tmp_path / "det.tflite")
+    res = export_run(str(tiny_det_run.path), out=tmp_path / "det.tflite")  # `kdefect tflite RUN` dispatches
+    out = tmp_path / "det.tflite"
+    assert res["task"] == "detect" and res["model"] == str(out)
     sc = read_sidecar(out)
     assert sc.task == "detect" and sc.detection["architecture"] == "yolov8" and sc.input.dtype == "uint8"
     model, _cfg, _ = load_detector(tiny_det_run.path)
@@ -60,6 +64,6 @@ def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
         assert np.abs(got[k] - ref[k]).mean() < 0.03 * span, k
         assert np.corrcoef(got[k].ravel(), ref[k].ravel())[0, 1] > 0.98, k
     np.testing.assert_allclose(dd.sigmoid(got["scores"]), dd.sigmoid(ref["scores"]), atol=0.08)
-    m = evaluate_detector(out)
+    m = evaluate(out)  # `kdefect evaluate model.tflite` reads the sidecar's task
     assert {"map50", "map", "recall", "latency_ms_p50"} <= set(m) and m["images"] == len(
         (tiny_det_run.path / "split" / "test.txt").read_text().splitlines())

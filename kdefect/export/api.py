@@ -108,10 +108,13 @@ def _train_ds(data: _Data, size: tuple[int, int], channels: int, seed: int) -> A
 
 
 def _thresholds(run: Any) -> dict[str, Any]:
+    """What ``kdefect calibrate`` chose on validation, carried to the device in the sidecar."""
     th: dict[str, Any] = {"review_below": 0.0, "temperature": 1.0}
     if run is not None and (run.path / "calibration.json").is_file():
         cal = run.read_json("calibration.json")
-        th.update({k: cal[k] for k in ("temperature", "review_below") if k in cal})
+        th.update({k: cal[k] for k in ("temperature", "review_below", "decision") if k in cal})
+        if "device_ood" in cal:
+            th["ood"] = cal["device_ood"]
     return th
 
 

@@ -147,6 +147,9 @@ def calibrate_run(
         "test_review": test_review,
         "ood": {"score": "energy", "threshold": ood_thr, "val_tpr": ood_tpr,
                 "test_flag_share": float((e_test > ood_thr).mean()) if len(e_test) else 0.0},
+        # The exported model outputs probabilities, so the device scores OOD by 1 - max calibrated probability.
+        "device_ood": {"method": "msp", "threshold": float(np.quantile(1 - pv.max(1), ood_tpr)) if len(pv) else 1.0,
+                       "val_tpr": ood_tpr},
         "baseline": {
             "split": "val", "classes": classes,
             "class_counts": np.bincount(pv.argmax(1), minlength=len(classes)).tolist(),

@@ -28,7 +28,15 @@ def test_sidecar_describes_and_pins_the_model(ptq_export, tiny_run):
     assert sc.input.size == [32, 32] and sc.input.channels == 3 and sc.input.dtype == "uint8"
     assert sc.input.scale == pytest.approx(1.0) and sc.input.zero_point == 0
     assert sc.quantization == "int8-ptq" and sc.preprocessing == "in-model"
-    assert sc.thresholds == {"review_below": 0.6, "temperature": 1.5}  # copied from calibration.json
+    # copied from calibration.json: what validation chose is what the device applies
+    assert sc.thresholds == {"review_below": 0.6, "temperature": 1.5,
+                             "decision": {"good_label": "good", "good_min_prob": 0.7},
+                             "ood": {"method": "msp", "threshold": 0.45, "val_tpr": 0.95}}
+    from kdefect.edge.decisions import rule_from_sidecar
+
+    rule = rule_from_sidecar(sc)
+    assert (rule.temperature, rule.review_below, rule.good_min_prob) == (1.5, 0.6, 0.7)
+    assert rule.ood["method"] == "msp"
     assert sc.source_run == str(tiny_run.resolve())
 
 

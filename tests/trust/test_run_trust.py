@@ -30,6 +30,8 @@ def test_calibrate_run_writes_thresholds_and_baseline(calibrated):
     assert op["val"]["escape_rate"] <= op["target_escape"] + 1e-12
     assert cal["decision"]["good_min_prob"] == op["good_min_prob"]
     assert (run / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    dev = cal["device_ood"]  # the probability-only score the device can compute
+    assert dev["method"] == "msp" and 0.0 <= dev["threshold"] <= 1.0
 
 
 def test_report_has_every_section_embedded_images_and_no_network(calibrated):

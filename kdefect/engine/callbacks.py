@@ -83,9 +83,11 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 class ImageCounter(keras.callbacks.Callback):
-    """Training images/s over the training steps (input wait included, validation excluded).
+    """Training images/s over each epoch's training steps (validation excluded).
 
-    The first epoch is reported apart: it pays for tracing and filling the cache.
+    Timed per epoch, not per batch, so it adds no per-step Python hook (which
+    would make Keras synchronise after every batch).  The first epoch is kept
+    apart: it pays for tracing and for filling the cache.
     """
 
     def __init__(self, batch_size: int) -> None:
@@ -96,21 +98,24 @@ class ImageCounter(keras.callbacks.Callback):
         self.warm_images = 0
         self.warm_seconds = 0.0
         self._epoch = 0
-        self._t = 0.0
+        self._t0 = 0.0
+        self._train_end: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch = epoch
+        self._epoch, self._t0, self._train_end = epoch, time.perf_counter(), None
 
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._t = time.perf_counter()
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._train_end is None:  # validation at the end of a training epoch
+            self._train_end = time.perf_counter()
 
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        dt = time.perf_counter() - self._t
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        dt = (self._train_end or time.perf_counter()) - self._t0
+        images = int(self.params.get("steps") or 0) * self.batch_size
         self.seconds += dt
-        self.images += self.batch_size
-        if self._epoch > 0:
+        self.images += images
+        if epoch > 0:
             self.warm_seconds += dt
-            self.warm_images += self.batch_size
+            self.warm_images += images
 
     @property
     def images_per_s(self) -> float:

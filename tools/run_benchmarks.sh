@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every NEU benchmark in the order the results files were produced (2-core CPU; about 2.5 hours).
+# Each script writes tools/results/<name>.{json,md} with its exact command, machine and date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=${KDEFECT_BENCH_RUNS:-/tmp/kdefect-bench-runs}
+
+# Issue 2: classification from scratch
+[ -n "${SKIP_BACKBONES:-}" ] || python tools/bench_classify.py backbones --budget-min 5 --max-epochs 60 --runs-dir "$R"
+python tools/bench_classify.py best --budget-min 15 --max-epochs 80 --runs-dir "$R" \
+  --set model.backbone=mobilenet_v2 --set "data.image_size=[96, 96]" --set train.learning_rate=0.002
+python tools/bench_classify.py imbalance --budget-min 3 --max-epochs 40 --runs-dir "$R" \
+  --set model.backbone=tiny_cnn --set model.pooling=max --set "data.image_size=[96, 96]" --set train.learning_rate=0.002
+python tools/bench_classify.py throughput --epochs 3 --reps 2 --runs-dir "$R"
+
+# Issue 3: export fidelity / size / latency of the best mobile model
+python tools/bench_export.py --run "$R/best" --out tools/results/export_neu --epochs 2 --distill-epochs 8 \
+  --student mobilenet_v3_small
+
+# Issue 4: edge runtime on the NEU INT8 (QAT) model
+python tools/bench_edge.py --model "$R/best/export/bench/int8_qat.tflite" \
+  --images "${KDEFECT_NEU_DIR:-../shared/datasets/neu-det}/images" --n 300 --rounds 3 --out edge_bench_neu \
+  --note "NEU mobilenet_v2 96px QAT INT8"
+
+# Issue 6: trust on the best run (calibration, review, OOD leave-one-class-out, Grad-CAM pointing)
+python tools/bench_trust.py --run "$R/best" --out tools/results/trust_neu --loco-epochs 6 --loco-size 64
+
+# Issue 5: detection (budget per detector; the issue's full budget is 60 minutes: --budget-min 60)
+python tools/bench_detect.py --budget-min 8 --image-size 160 --runs-dir "$R/detect" --out detect_neu

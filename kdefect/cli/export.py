@@ -52,7 +52,8 @@ def tflite(source: str | None, model_file: str | None, mode: str, qat: bool, pru
                      alpha=alpha, calib_size=calib_size, run=run_dir, data=data)
     keys = ("model", "sidecar", "quantization", "size_bytes", "sparsity", "edgetpu_report", "edgetpu_fully_mappable")
     summary = {k: res[k] for k in keys if k in res}
-    summary["input"] = {k: res["input"][k] for k in ("dtype", "shape", "scale", "zero_point")}
+    if "input" in res:  # detectors report their raw-head model without I/O details
+        summary["input"] = {k: res["input"][k] for k in ("dtype", "shape", "scale", "zero_point")}
     if "edgetpu_compiler" in res:
         summary["edgetpu_compiler"] = res["edgetpu_compiler"].get("model") or res["edgetpu_compiler"].get("message")
     click.echo(json.dumps(summary, indent=2))

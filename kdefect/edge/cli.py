@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     stop = threading.Event()
     review = ReviewQueue(args.review_dir, args.review_mode) if args.review_dir else None
+    items = _items(args, stop)  # a bad source fails here, before the log file is created
     with _signals(stop), DecisionLog(args.log) as dlog:
-        items = _items(args, stop)
         clf.warm_up(args.warmup)
         summary = run_stream(clf, items, dlog, stop, review=review, max_items=args.max_images,
                              prefetch=0 if args.no_prefetch else 4, t_start=t_start)

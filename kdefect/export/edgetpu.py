@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.edge.sidecar import read_sidecar, sidecar_path, write_sidecar
 from kdefect.export.litert_info import open_model, ops, tensors
 from kdefect.utils.io import write_json, write_text
 
@@ -132,4 +133,6 @@ def compile_edgetpu(model_path: str | Path, timeout_s: int = 600) -> dict[str, A
     ok = proc.returncode == 0 and compiled.is_file()
     if not ok:
         log.warning("%s failed (exit %d); see %s", COMPILER, proc.returncode, log_path)
+    elif sidecar_path(model_path).is_file():  # the device refuses a model without its own signed sidecar
+        write_sidecar(compiled, read_sidecar(model_path, verify=False))
     return {"compiled": ok, "model": str(compiled) if ok else None, "log": str(log_path), "returncode": proc.returncode}

@@ -165,7 +165,9 @@ def export_detector(run_dir: str | Path, out_path: str | Path, mode: str = "int8
     size = input_size(cfg)
     rep = None
     if mode == "int8":
-        train = set(load_split(run.path)["train"][0][:representative_count])
+        paths = load_split(run.path)["train"][0]  # sorted by class: take an even spread, not the first N
+        step = max(1, len(paths) // max(1, representative_count))
+        train = set(paths[::step][:representative_count])
         index = index_dataset(cfg.data, task="detect")
         pick = np.asarray([i for i, p in enumerate(index.paths) if p in train] or [0])
         rep = load_arrays(index.subset(pick), size).images.astype(np.float32)

@@ -132,6 +132,7 @@ def calibrate_run(
     test_review = uncertainty.evaluate_review(pt.max(1), pt.argmax(1) == test["y"], review)
     e_val, e_test = ood.energy_score(val["logits"], t), ood.energy_score(test["logits"], t)
     ood_thr = float(np.quantile(e_val, ood_tpr)) if len(e_val) else float("inf")
+    msp_thr = float(np.quantile(1 - pv.max(1), ood_tpr)) if len(pv) else 1.0
     out: dict[str, Any] = {
         "model_sha256": sha256_file(run.model_path),
         "temperature": t,
@@ -148,14 +149,14 @@ def calibrate_run(
         "ood": {"score": "energy", "threshold": ood_thr, "val_tpr": ood_tpr,
                 "test_flag_share": float((e_test > ood_thr).mean()) if len(e_test) else 0.0},
         # The exported model outputs probabilities, so the device scores OOD by 1 - max calibrated probability.
-        "device_ood": {"method": "msp", "threshold": float(np.quantile(1 - pv.max(1), ood_tpr)) if len(pv) else 1.0,
-                       "val_tpr": ood_tpr},
+        "device_ood": {"method": "msp", "threshold": msp_thr, "val_tpr": ood_tpr},
         "baseline": {
             "split": "val", "classes": classes,
             "class_counts": np.bincount(pv.argmax(1), minlength=len(classes)).tolist(),
             "confidence": np.round(pv.max(1), 6).tolist(),
             "review_share": float((pv.max(1) < review).mean()) if len(pv) else 0.0,
-            "ood_share": float((e_val > ood_thr).mean()) if len(e_val) else 0.0,
+            # the share the device will flag (its msp score), so monitor compares like with like
+            "ood_share": float((1 - pv.max(1) > msp_thr).mean()) if len(pv) else 0.0,
         },
     }
     if good is not None and good in classes:

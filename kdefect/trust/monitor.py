@@ -41,6 +41,11 @@ class DriftThresholds:
     min_records: int = 50
 
 
+def _ood_flagged(ood: Any) -> bool:
+    """The edge log writes ``ood`` as ``{"method", "score", "threshold", "flag"}`` (or null when off)."""
+    return bool(ood.get("flag")) if isinstance(ood, dict) else bool(ood)
+
+
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = 1e-4) -> float:
     """Population stability index between two histograms (counts or shares)."""
     e = np.asarray(expected, np.float64)
@@ -94,7 +99,7 @@ def compare(baseline: dict[str, Any], records: list[dict[str, Any]], th: DriftTh
     base_conf = np.asarray(baseline["confidence"], np.float64)
     conf = np.array([float(r["score"]) for r in records])
     review = float(np.mean([bool(r.get("review")) for r in records])) if n else 0.0
-    ood = float(np.mean([bool(r.get("ood")) for r in records])) if n else 0.0
+    ood = float(np.mean([_ood_flagged(r.get("ood")) for r in records])) if n else 0.0
     ks = ks_2samp(base_conf, conf) if n and len(base_conf) else None
     stats = {
         "n": n, "unknown_labels": unknown,

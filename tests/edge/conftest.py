@@ -21,7 +21,7 @@ def build_tflite(out: Path, size: tuple[int, int], labels: list[str], images: np
     """A tiny CNN (in-model Rescaling, softmax), optionally trained a little, exported INT8 (uint8 I/O) + sidecar."""
     from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.export.tflite import to_tflite
-    from kdefect.keras import keras, tf
+    from kdefect.keras import keras
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input((*size, channels))

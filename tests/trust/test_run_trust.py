@@ -82,7 +82,7 @@ def _stream(path, model, images, temperature, review_below, n, rng, classes):
             p = probs[i]
             fh.write(json.dumps({"time": "t", "source": f"img{i}.png", "label": classes[int(p.argmax())],
                                  "score": float(p.max()), "probs": p.tolist(), "review": bool(p.max() < review_below),
-                                 "ood": False, "latency_ms": 1.0, "model_sha256": "x"}) + "\n")
+                                 "ood": {"method": "msp", "score": 0.1, "threshold": 0.5, "flag": False}, "latency_ms": 1.0, "model_sha256": "x"}) + "\n")
         fh.write('{"time": "t", "source": "bad.png", "error": "truncated image"}\n')
     return path
 
@@ -126,7 +126,7 @@ def test_monitor_and_explain_cli(calibrated, tmp_path, trust_data):
     res = CliRunner().invoke(main, ["explain", str(run), str(imgs[0]), "--class", "nope"])
     assert res.exit_code == 2 and "not one of the model's classes" in res.output
     log = tmp_path / "d.jsonl"
-    log.write_text("".join(json.dumps({"label": "good", "score": 0.2, "review": True, "ood": True}) + "\n"
+    log.write_text("".join(json.dumps({"label": "good", "score": 0.2, "review": True, "ood": {"method": "msp", "score": 0.8, "threshold": 0.5, "flag": True}}) + "\n"
                            for _ in range(60)))
     res = CliRunner().invoke(main, ["monitor", str(run), str(log), "--out", str(tmp_path / "m")])
     assert res.exit_code == 3 and "Retrain recommended" in res.output

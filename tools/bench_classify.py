@@ -81,7 +81,13 @@ def suite_backbones(args: argparse.Namespace) -> None:
 
 
 def suite_best(args: argparse.Namespace) -> None:
-    ov = [*args.set, f"train.epochs={args.max_epochs}", f"train.time_budget_s={args.budget_min * 60}"]
+    base = list(args.set)
+    if args.from_table:  # the most accurate row of the backbone table (ties: fewer parameters)
+        rows = list(_done_rows("backbones").values())
+        top = max(rows, key=lambda r: (r["test_accuracy"], -r["params"]))
+        base = [o for o in top["overrides"] if not o.startswith(("train.epochs=", "train.time_budget_s="))] + base
+        logging.info("best configuration from the table: %s (%.4f)", top["name"], top["test_accuracy"])
+    ov = [*base, f"train.epochs={args.max_epochs}", f"train.time_budget_s={args.budget_min * 60}"]
     row = run_fit("best", ov, args.runs_dir)
     merge_results(OUT, "best", {"budget_min": args.budget_min, "target_accuracy": 0.99, "row": row,
                                 "target_met": row["test_accuracy"] >= 0.99})
@@ -150,6 +156,7 @@ def main() -> None:
     p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--runs-dir", default="/tmp/kdefect-bench-runs")
     p.add_argument("--set", action="append", default=[], help="config override for best/imbalance/throughput")
+    p.add_argument("--from-table", action="store_true", help="best: start from the backbone table's top row")
     p.add_argument("--keep-done", action="store_true", help="backbones: keep rows already in the results file")
     p.add_argument("--epochs", type=int, default=3, help="throughput: epochs per loop")
     p.add_argument("--reps", type=int, default=2, help="throughput: alternating repetitions")

@@ -7,8 +7,7 @@ R=${KDEFECT_BENCH_RUNS:-/tmp/kdefect-bench-runs}
 
 # Issue 2: classification from scratch
 [ -n "${SKIP_BACKBONES:-}" ] || python tools/bench_classify.py backbones --budget-min 5 --max-epochs 60 --runs-dir "$R"
-python tools/bench_classify.py best --budget-min 15 --max-epochs 80 --runs-dir "$R" \
-  --set model.backbone=mobilenet_v2 --set "data.image_size=[96, 96]" --set train.learning_rate=0.002
+python tools/bench_classify.py best --from-table --budget-min 15 --max-epochs 100 --runs-dir "$R"
 python tools/bench_classify.py imbalance --budget-min 3 --max-epochs 40 --runs-dir "$R" \
   --set model.backbone=tiny_cnn --set model.pooling=max --set "data.image_size=[96, 96]" --set train.learning_rate=0.002
 python tools/bench_classify.py throughput --epochs 3 --reps 2 --runs-dir "$R"
@@ -17,13 +16,14 @@ python tools/bench_classify.py throughput --epochs 3 --reps 2 --runs-dir "$R"
 python tools/bench_detect.py --budget-min 7 --image-size 160 --runs-dir "$R/detect" --out detect_neu
 
 # Issue 3: export fidelity / size / latency of the best mobile model
+# (distillation: the from-scratch ResNet teaches a tiny CNN student)
 python tools/bench_export.py --run "$R/best" --out tools/results/export_neu --epochs 2 --distill-epochs 8 \
-  --student mobilenet_v3_small
+  --teacher "$R/resnet_small-none-128" --student tiny_cnn
 
-# Issue 4: edge runtime on the NEU INT8 (QAT) model
+# Issue 4: edge runtime on the NEU INT8 (QAT) model of the best run
 python tools/bench_edge.py --model "$R/best/export/bench/int8_qat.tflite" \
   --images "${KDEFECT_NEU_DIR:-../shared/datasets/neu-det}/images" --n 300 --rounds 3 --out edge_bench_neu \
-  --note "NEU mobilenet_v2 96px QAT INT8"
+  --note "NEU best run, QAT INT8"
 
 # Issue 6: trust on the best run (calibration, review, OOD leave-one-class-out, Grad-CAM pointing)
 python tools/bench_trust.py --run "$R/best" --out tools/results/trust_neu --loco-epochs 6 --loco-size 64 \

@@ -124,7 +124,11 @@ def write_report() -> None:
 
     d = read_json(OUT)
     parts = ["# NEU-DET classification benchmark (from scratch, CPU)\n",
-             "Source of truth: `classify.json` (same folder). Split: stratified 60/20/20, seed 0.\n"]
+             "Source of truth: `classify.json` (same folder). Split: stratified 60/20/20, seed 0, labels from the "
+             "file names (300 images per class); from scratch (`weights: none`), default augmentation.\n\n"
+             "Load: the backbone table ran while test suites and other agents' work shared the same 2 cores, so its "
+             "images/s and the epochs reached within each budget are lower bounds. Accuracy is the held-out test "
+             "split (360 images).\n"]
     if "backbones" in d:
         b = d["backbones"]
         parts += [f"\n## Backbones ({b['budget_min']}-minute training budget each)\n\n`{b['command']}`  \n"

@@ -1,0 +1,42 @@
+"""Copy the committed benchmark tables (tools/results/*.md) into README.md between its BENCHMARKS markers.
+
+The README quotes results files verbatim, so every figure in it has a command, a machine and a date.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "tools" / "results"
+ORDER = [("classify.md", "Classification on NEU-DET (issue 2)"), ("export_neu.md", "INT8 export on NEU-DET"),
+         ("edge_bench_neu.md", "On-device runtime"), ("edge_aarch64.md", "aarch64 (Raspberry Pi) emulated check"),
+         ("trust_neu.md", "Trust on NEU-DET"), ("detect_neu.md", "Detection on NEU-DET")]
+
+
+def section() -> str:
+    parts = []
+    for name, title in ORDER:
+        f = RESULTS / name
+        if not f.is_file():
+            continue
+        body = f.read_text(encoding="utf-8").strip()
+        body = re.sub(r"^# .*\n", "", body)  # the file's own title becomes a sub-heading
+        body = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", body, flags=re.M)
+        parts.append(f"### {title}\n\n_From `tools/results/{name}`._\n\n{body}\n")
+    return "\n".join(parts)
+
+
+def main() -> None:
+    from kdefect.utils.io import write_text
+
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    new = re.sub(r"<!-- BENCHMARKS:BEGIN -->.*<!-- BENCHMARKS:END -->",
+                 lambda _: f"<!-- BENCHMARKS:BEGIN -->\n{section()}\n<!-- BENCHMARKS:END -->", text, flags=re.S)
+    write_text(readme, new)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,9 +5,8 @@ from __future__ import annotations
 from kdefect.errors import ModelError
 from kdefect.keras import keras, tf
 from kdefect.models.attention import apply_attention
-from kdefect.models.backbones._common import check_imagenet_channels, finish, width
+from kdefect.models.backbones._common import finish, width
 from kdefect.models.registry import register_backbone
-from kdefect.models.weights import call_application
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
 
@@ -57,22 +56,3 @@ def build_resnet_small(
         for b in range(2):
             x = _basic_block(x, width(filters, alpha), stride if b == 0 else 1, f"res{s}_{b + 1}", block_att)
     return finish(inputs, x, weights, "resnet_small")
-
-
-@register_backbone(
-    "resnet50_v2", preprocess="tf", default_size=224, min_size=32, supports_alpha=False, imagenet=True,
-    attention_in_blocks=False,
-)
-def build_resnet50_v2(
-    inputs: tf.Tensor,
-    *,
-    weights: str = "none",
-    alpha: float = 1.0,
-    attention: str = "none",
-    attention_in_blocks: bool = False,
-) -> tf.Tensor:
-    """keras.applications ResNet50V2 built on ``inputs`` (flat); ends with its post-norm ReLU."""
-    check_imagenet_channels(inputs, "resnet50_v2", weights)
-    app = call_application(keras.applications.ResNet50V2, "resnet50_v2", weights, include_top=False,
-                           input_tensor=inputs)
-    return finish(inputs, app.output, weights, "resnet50_v2")

@@ -108,3 +108,20 @@ def test_evaluate_and_predict_commands(cli, tiny_run, tmp_path):
     r = cli.invoke(main, ["predict", str(tiny_run.path / "model.keras"), first, "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path,class,score,p_good")
+
+
+@pytest.mark.slow
+def test_readme_quickstart_command_runs_through_the_console_script(tmp_path):
+    """The README's second newcomer command, via the installed `kdefect` entry point (fewer epochs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).parents[2] / "configs" / "quickstart.yaml"
+    exe = Path(sys.executable).with_name("kdefect")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "kdefect"]
+    r = subprocess.run([*cmd, "-q", "fit", "--config", str(config), "--set", "train.epochs=2",
+                        "--set", f"runs_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = Path(r.stdout.strip().splitlines()[-1])
+    assert run.name == "quickstart" and (run / "model.keras").is_file() and (run / "metrics.json").is_file()

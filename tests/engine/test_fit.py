@@ -129,3 +129,12 @@ def test_run_dir_names_do_not_collide(tmp_path):
     a = RunDir.create(tmp_path, "x")
     b = RunDir.create(tmp_path, "x")
     assert a.path.name == "x" and b.path.name == "x-2"
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_with_the_global_batch(tmp_path, make_config):
+    from kdefect.engine import fit
+
+    run = fit(make_config(tmp_path, "train.strategy=mirrored", "train.epochs=1"), quiet=True)
+    m = json.loads((run.path / "metrics.json").read_text())
+    assert m["training"]["epochs_run"] == 1 and m["training"]["train_images"] == 176  # 11 global batches of 16

@@ -17,6 +17,7 @@
 # Timing under emulation is meaningless and is not reported.  Defaults: NEU images (../shared/datasets/neu-det)
 # and a tiny INT8 model trained on them on the host; pass --model for a real kdefect export.
 set -euo pipefail
+COMMAND="tools/edge_aarch64_check.sh $*"
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${KDEFECT_ARM64_WORK:-/tmp/kdefect-arm64}"
@@ -132,4 +133,4 @@ python "$HELPER" compare "$RUN/x86.jsonl" "$RUN/arm.jsonl" "$OUT" \
   "x86_backend=$X86_BACKEND" "aarch64_backend=$ARM_BACKEND" "x86=$X86_VERSIONS" "aarch64=$ARM_VERSIONS" \
   "emulator=$QEMU_VERSION" "rootfs=Debian bookworm arm64 (debootstrap --foreign, minbase)" \
   "model_sha256=$(sha256sum "$MODEL" | cut -d' ' -f1)" "images_from=$(realpath "$IMAGES")" \
-  "command=tools/edge_aarch64_check.sh --n $N"
+  "command=$COMMAND" "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "model=$MODEL"

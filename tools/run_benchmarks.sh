@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every NEU benchmark in the order the results files were produced (2-core CPU; about 2.5 hours).
+# Every NEU benchmark, in the order the results files were produced (2-core CPU; about 2 hours).
 # Each script writes tools/results/<name>.{json,md} with its exact command, machine and date.
 set -uo pipefail  # a failed benchmark is reported and the next one still runs
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ R=${KDEFECT_BENCH_RUNS:-/tmp/kdefect-bench-runs}
 python tools/bench_classify.py best --from-table --budget-min 15 --max-epochs 100 --runs-dir "$R"
 python tools/bench_classify.py imbalance --budget-min 3 --max-epochs 40 --runs-dir "$R" \
   --set model.backbone=tiny_cnn --set model.pooling=max --set "data.image_size=[96, 96]" --set train.learning_rate=0.002
-python tools/bench_classify.py throughput --epochs 3 --reps 2 --runs-dir "$R"
+python tools/bench_classify.py throughput --epochs 4 --reps 3 --runs-dir "$R"
 
 # Issue 5: detection (budget per detector; the issue's full budget is 60 minutes: --budget-min 60)
 python tools/bench_detect.py --budget-min 7 --image-size 160 --runs-dir "$R/detect" --out detect_neu
@@ -19,6 +19,9 @@ python tools/bench_detect.py --budget-min 7 --image-size 160 --runs-dir "$R/dete
 # (distillation: the best run teaches a tiny CNN student)
 python tools/bench_export.py --run "$R/best" --out tools/results/export_neu --epochs 2 --distill-epochs 8 \
   --student tiny_cnn
+# the same with 5 QAT / pruning epochs instead of 2
+python tools/bench_export.py --run "$R/best" --out tools/results/export_neu_qat5 --epochs 5 \
+  --variants float32,int8_ptq,int8_qat,int8_prune50_pqat
 
 # Issue 4: edge runtime on the NEU INT8 (QAT) model of the best run
 python tools/bench_edge.py --model "$R/best/export/bench/int8_qat.tflite" \

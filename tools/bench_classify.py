@@ -138,6 +138,7 @@ def write_report() -> None:
     if "best" in d:
         b = d["best"]
         parts += [f"\n## Best configuration, up to {b['budget_min']} minutes\n\n`{b['command']}`  \n{b['date']}\n\n",
+                  "Config: `" + " ".join(o for o in b["row"]["overrides"]) + "`\n\n",
                   md_table([b["row"]], ["name", "test_accuracy", "macro_recall", "epochs", "train_seconds"]),
                   f"\nTarget >= 0.99 test accuracy: **{'met' if b['target_met'] else 'missed'}**\n"]
     if "imbalance" in d:

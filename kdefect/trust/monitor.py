@@ -55,11 +55,19 @@ def psi(expected: np.ndarray, actual: np.ndarray, eps: float = 1e-4) -> float:
     return float(((a - e) * np.log(a / e)).sum())
 
 
-def confidence_psi(base: np.ndarray, prod: np.ndarray, bins: int = 10) -> float:
-    """PSI over baseline-quantile bins (confidences pile up near 1, so fixed-width bins hide shifts)."""
-    edges = np.unique(np.quantile(base, np.linspace(0, 1, bins + 1)[1:-1]))
-    be = np.bincount(np.searchsorted(edges, base, side="right"), minlength=len(edges) + 1)
-    pe = np.bincount(np.searchsorted(edges, prod, side="right"), minlength=len(edges) + 1)
+# Bin edges on 1 - confidence: log-spaced so shifts near certainty show, but no finer than 1e-3, because an INT8
+# model's uint8 probabilities (steps of 1/256 before temperature) cannot resolve more: finer bins (or quantile bins
+# of a float baseline, which tie at 0.99999x) read pure quantization as drift (seen on NEU: PSI 0.51 on an
+# unshifted stream).
+CONFIDENCE_EDGES = np.array([1e-3, 1e-2, 0.03, 0.1, 0.2, 0.3, 0.5])
+
+
+def confidence_psi(base: np.ndarray, prod: np.ndarray) -> float:
+    """PSI of the confidence distributions over fixed bins of ``1 - confidence``."""
+    be = np.bincount(np.searchsorted(CONFIDENCE_EDGES, 1 - np.asarray(base), side="right"),
+                     minlength=len(CONFIDENCE_EDGES) + 1)
+    pe = np.bincount(np.searchsorted(CONFIDENCE_EDGES, 1 - np.asarray(prod), side="right"),
+                     minlength=len(CONFIDENCE_EDGES) + 1)
     return psi(be, pe)
 
 

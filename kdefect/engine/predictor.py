@@ -16,16 +16,15 @@ from kdefect.utils.io import write_text
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
-
-
 def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted) in folders."""
+    """Image files named directly or found (recursively, sorted, hidden skipped) in folders."""
+    from kdefect.data.images import is_image_name, list_files
+
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+            files += [f for f in list_files(p) if is_image_name(f)]
         elif p.is_file():
             files.append(p)
         else:
@@ -36,17 +35,12 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 
 
 def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
-    from PIL import Image
+    """Split files into decodable ones and {path: reason}, with the same check as training data."""
+    from kdefect.data.images import check_images
 
-    good, bad = [], {}
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-            good.append(p)
-        except Exception as exc:
-            bad[str(p)] = f"unreadable image: {exc}"
-    return good, bad
+    reasons = check_images(paths)
+    good = [p for p, r in zip(paths, reasons) if r is None]
+    return good, {str(p): f"unreadable image: {r}" for p, r in zip(paths, reasons) if r is not None}
 
 
 def _keras_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str]]:

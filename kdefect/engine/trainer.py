@@ -21,7 +21,7 @@ from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCoun
 from kdefect.engine.run import RunDir
 from kdefect.engine.strategy import make_strategy
 from kdefect.keras import keras, tf
-from kdefect.utils.io import atomic_dir, atomic_path, write_text
+from kdefect.utils.io import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +34,24 @@ def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Op
     return keras.optimizers.Adam(lr)
 
 
-def _write_skipped(run: RunDir, skipped: list[tuple[str, str]]) -> None:
-    if skipped:
-        lines = ["path,reason"] + [f'"{p}","{r.replace(chr(34), chr(39))}"' for p, r in skipped]
-        write_text(run.path / "skipped.csv", "\n".join(lines) + "\n")
-        log.warning("%d bad image(s) skipped; see %s", len(skipped), run.path / "skipped.csv")
-
-
 def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
-    """Index the data, split it, create the run folder and write the data artefacts."""
+    """Index the data, split it, create the run folder and write the data artefacts (every task)."""
     from kdefect.data.sources import index_dataset, subsample_indices
-    from kdefect.data.split import save_split, stratified_split
+    from kdefect.data.split import save_split, stratified_split, write_skipped
 
-    index = index_dataset(cfg.data, task="classify")
-    if split is None:
+    index = index_dataset(cfg.data, task=cfg.task)
+    if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
         split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
-    if cfg.data.subsample:
+    if cfg.data.subsample and cfg.task == "classify":
         train = np.asarray(split["train"])
         keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
         split = dict(split, train=train[keep])
     run = RunDir.create(cfg.runs_dir, cfg.name)
     cfg.save(run.config_path)
-    run.save_classes(index.classes, cfg.data.good_label)
+    run.save_classes(index.classes, cfg.data.good_label if cfg.task == "classify" else None)
     save_split(run.path, index, split)
-    _write_skipped(run, index.skipped)
+    if write_skipped(run.path, index.skipped):
+        log.warning("%d bad image(s) skipped; see %s", len(index.skipped), run.path / "skipped.csv")
     log.info("run folder %s: %d classes, split %s", run.path, len(index.classes),
              {k: len(v) for k, v in split.items()})
     return run, index, split

@@ -68,30 +68,15 @@ class _KeepBest(keras.callbacks.Callback):
             self.best, self.weights, self.epoch = float(value), self.model.get_weights(), epoch
 
 
-def prepare_detect_run(cfg: Config) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
-    """Index VOC data, split (stratified by each image's dominant class; empty images form their own group)."""
-    from kdefect.data.sources import index_dataset
-    from kdefect.data.split import save_split, stratified_split, write_skipped
-
-    index = index_dataset(cfg.data, task="detect")
-    split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
-    run = RunDir.create(cfg.runs_dir, cfg.name)
-    cfg.save(run.config_path)
-    run.save_classes(index.classes, None)
-    save_split(run.path, index, split)
-    write_skipped(run.path, index.skipped)
-    log.info("detection run %s: classes %s, split %s", run.path, index.classes, {k: len(v) for k, v in split.items()})
-    return run, index, split
-
-
 def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
     """Train, evaluate on the test split and write a complete detection run folder."""
     from kdefect.data.detection_pipeline import load_arrays, make_dataset
     from kdefect.engine.callbacks import HistoryCSV, ImageCounter, TimeBudget
+    from kdefect.engine.trainer import prepare_run
     from kdefect.models.detectors import compile_detector
     from kdefect.tasks.detect_infer import evaluate_arrays
 
-    run, index, split = prepare_detect_run(cfg)
+    run, index, split = prepare_run(cfg)
     size, d = input_size(cfg), cfg.detect
     arrays = {k: load_arrays(index.subset(v), size) for k, v in split.items() if len(v)}
     train = make_dataset(arrays["train"], cfg.data.batch_size, True, max_boxes=d.max_boxes,

@@ -74,7 +74,8 @@ def resolve_run(target: str | Path) -> RunDir:
     return RunDir.open(target)
 
 
-def _labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str], np.ndarray, int]:
+def labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str], np.ndarray, int]:
+    """New labelled data as (paths, labels in the model's class order, skipped count); unknown classes refused."""
     from kdefect.data.sources import index_dataset
 
     dcfg = copy.deepcopy(cfg.data)
@@ -124,7 +125,7 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
         skipped = 0
         out_dir = Path(out) if out else run.path / "evaluation" / "test"
     else:
-        paths, labels, skipped = _labelled_data(data, cfg, classes)
+        paths, labels, skipped = labelled_data(data, cfg, classes)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data)).strip("_")[-60:]
         out_dir = Path(out) if out else run.path / "evaluation" / slug
     metrics = evaluate_model(model, paths, labels, classes, cfg, out_dir=out_dir, good_label=good,

@@ -69,11 +69,11 @@ def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channel
         desc = f"{run.path}/split/test.txt"
     else:
         from kdefect.config import Config
-        from kdefect.engine.evaluator import _labelled_data
+        from kdefect.engine.evaluator import labelled_data
 
         cfg = run.config() if run is not None else Config()
         cfg.data.image_size, cfg.data.channels = list(size), channels
-        paths, labels, _ = _labelled_data(str(data), cfg, classes)
+        paths, labels, _ = labelled_data(str(data), cfg, classes)
         desc = str(data)
     if not len(paths):
         raise DataError(f"no images to evaluate in {desc}.")

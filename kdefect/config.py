@@ -158,7 +158,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.name": ("crossentropy", "focal"),
     "loss.class_weights": ("none", "inverse", "effective"),
     "train.optimizer": ("adam", "adamw", "sgd"),
-    "train.lr_schedule": ("constant", "plateau"),
+    "train.lr_schedule": ("constant", "cosine", "plateau"),
     "train.strategy": ("default", "mirrored", "one_device"),
     "detect.architecture": ("yolov8", "retinanet"),
 }

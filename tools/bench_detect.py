@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import platform
 import sys
@@ -23,8 +24,8 @@ from pathlib import Path
 from kdefect.utils.io import write_json, write_text
 
 ARCHS = {
-    "yolov8": ["detect.architecture=yolov8", "detect.backbone=yolo_v8_xs", "train.learning_rate=0.002"],
-    "retinanet": ["detect.architecture=retinanet", "detect.backbone=resnet18_v1", "detect.head_convs=2",
+    "yolov8": ["detect.architecture=yolov8", "train.lr_schedule=cosine", "detect.backbone=yolo_v8_xs", "train.learning_rate=0.002"],
+    "retinanet": ["detect.architecture=retinanet", "train.lr_schedule=cosine", "detect.backbone=resnet18_v1", "detect.head_convs=2",
                   "train.learning_rate=0.001"],
 }
 
@@ -42,7 +43,8 @@ def run_one(arch: str, args: argparse.Namespace) -> dict:
     metrics = run.read_json("metrics.json")
     tfl = export_detector(run.path, run.path / "model_int8.tflite", mode="int8")
     q = evaluate_detector(tfl)
-    return {"run": str(run.path), "overrides": ARCHS[arch] + args.set, "float": metrics,
+    return {"run": str(run.path), "overrides": ARCHS[arch] + args.set, "budget_min": args.budget_min,
+            "image_size": args.image_size, "command": "python " + " ".join(sys.argv), "float": metrics,
             "int8": {k: q[k] for k in ("map50", "map", "recall", "missed", "latency_ms_p50", "latency_ms_p95")},
             "int8_per_class_ap50": {c: v["ap50"] for c, v in q["per_class"].items()},
             "wall_s": round(time.perf_counter() - t0, 1)}
@@ -52,11 +54,11 @@ def markdown(res: dict) -> str:
     lines = [f"# Detection benchmark: {res['title']}", "", f"- date: {res['date']}", f"- machine: {res['machine']}",
              f"- command: `{res['command']}`", f"- full-budget command: `{res['full_command']}`",
              f"- status: {res['status']}", "",
-             "| detector | params | train s | epochs | train img/s | mAP@0.5 | mAP@0.5:0.95 | recall@thr | missed "
-             "| INT8 mAP@0.5 | INT8 p50 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| detector | budget min | px | params | train s | epochs | train img/s | mAP@0.5 | mAP@0.5:0.95 | recall@thr | missed "
+             "| INT8 mAP@0.5 | INT8 p50 ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arch, r in res["results"].items():
         f, t, q = r["float"], r["float"]["training"], r["int8"]
-        lines.append(f"| {arch} | {t['params']:,} | {t['train_seconds']:.0f} | {t['epochs_run']} | "
+        lines.append(f"| {arch} | {r.get('budget_min', '?')} | {r.get('image_size', '?')} | {t['params']:,} | {t['train_seconds']:.0f} | {t['epochs_run']} | "
                      f"{t['train_images_per_s']:.1f} | {f['map50']:.3f} | {f['map']:.3f} | {f['recall']:.3f} | "
                      f"{f['missed']}/{f['gt_boxes']} | {q['map50']:.3f} | {q['latency_ms_p50']:.1f} |")
     lines += ["", "train img/s counts the first step's graph tracing (about a minute here), so tiny budgets understate "
@@ -79,6 +81,8 @@ def main() -> int:
     ap.add_argument("--runs-dir", default="runs/bench_detect")
     ap.add_argument("--out", default="detect", help="results file stem under tools/results/")
     ap.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
+    ap.add_argument("--append", action="store_true",
+                    help="add to (or replace detectors in) the existing results file instead of starting a new one")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from kdefect.data.neu import neu_dir
@@ -93,9 +97,18 @@ def main() -> int:
            "full_command": "python tools/bench_detect.py --budget-min 60 --image-size 256 --out detect",
            "status": "proof run with a tiny budget: numbers are NOT the 60-minute benchmark" if args.budget_min < 60
            else "full-budget run", "results": {}}
+    out = Path("tools/results") / args.out
+    if args.append and out.with_suffix(".json").is_file():
+        old = json.loads(out.with_suffix(".json").read_text())
+        res["results"] = old.get("results", {})
     for arch in args.archs.split(","):
         res["results"][arch] = run_one(arch, args)
-        out = Path("tools/results") / args.out
+        budgets = {r.get("budget_min", 0) for r in res["results"].values()}
+        if len(budgets) > 1:
+            res["title"] = f"NEU-DET, per-detector budgets (see table), {args.image_size} px, from scratch"
+            res["status"] = ("full-budget run" if min(budgets) >= 60 else
+                             "mixed budgets: only detectors with a 60-minute budget are the full benchmark")
+            res["command"] = " ; ".join(r.get("command", "?") for r in res["results"].values())
         write_json(out.with_suffix(".json"), res)
         write_text(out.with_suffix(".md"), markdown(res))
     print(markdown(res))

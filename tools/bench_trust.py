@@ -44,18 +44,27 @@ def calibration_and_review(run: Path, target_risk: float) -> dict:
             "val_threshold_on_test": cal["test_review"], "operating_point": cal.get("operating_point")}
 
 
-def _train(cfg, x, y, k, epochs, seed):
-    from kdefect.keras import keras
+def _train(cfg, x, y, k, epochs, seed, budget_s=None, flips=False):
+    """Fit a classifier on arrays: cosine LR over the epochs (or the time budget), optional random flips."""
+    from kdefect.engine.callbacks import CosineDecay, TimeBudget
+    from kdefect.keras import keras, tf
     from kdefect.tasks.classify import build_classifier_from_config
 
     keras.utils.set_random_seed(seed)
     model = build_classifier_from_config(cfg, k)
     model.compile(keras.optimizers.Adam(cfg.train.learning_rate), "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if flips:
+        ds = ds.map(lambda im, lab: (tf.image.random_flip_up_down(tf.image.random_flip_left_right(im)), lab))
+    start = time.perf_counter()
+    callbacks = [CosineDecay(epochs, budget_s, start=start)]
+    if budget_s:
+        callbacks.append(TimeBudget(budget_s, start=start))
+    model.fit(ds.batch(32).prefetch(2), epochs=epochs, verbose=0, callbacks=callbacks)
     return model
 
 
-def leave_one_class_out(run: Path, epochs: int, size: int, seed: int) -> dict:
+def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: float | None = None) -> dict:
     """Per held-out class: train on the other classes, AUROC of OOD scores (held-out vs known test images)."""
     from kdefect.data.pipeline import load_images
     from kdefect.data.split import load_split
@@ -79,7 +88,7 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int) -> dict:
         keep = data["train"][1] != h
         remap = np.cumsum(np.arange(len(classes)) != h) - 1
         model = _train(copy.deepcopy(cfg), data["train"][0][keep], remap[data["train"][1][keep]], len(classes) - 1,
-                       epochs, seed)
+                       epochs, seed, budget_s=budget_s, flips=True)
         tr = predict_heads(model, data["train"][0][keep])
         te = predict_heads(model, data["test"][0])
         yt = data["test"][1]
@@ -88,13 +97,14 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int) -> dict:
         from scipy.special import softmax
 
         scores = {"energy": ood.energy_score(te["logits"]), "max_prob": ood.max_prob_score(softmax(te["logits"], 1)),
-                  "mahalanobis": maha.score(te["features"])}
+                  "mahalanobis": maha.score(te["features"]),
+                  "knn": ood.KNN.fit(tr["features"]).score(te["features"])}
         out[name] = {k: ood.held_out_auroc(v, yt, h) for k, v in scores.items()}
         out[name]["known_accuracy"] = float((te["logits"][known].argmax(1) == remap[yt[known]]).mean())
         log.info("held out %s: %s (%.0fs)", name, {k: round(v["auroc"], 3) for k, v in out[name].items()
                                                    if isinstance(v, dict)}, time.time() - t0)
-    means = {k: float(np.mean([out[c][k]["auroc"] for c in classes])) for k in ("energy", "max_prob", "mahalanobis")}
-    return {"per_class": out, "mean_auroc": means, "epochs": epochs, "size": size}
+    means = {k: float(np.mean([out[c][k]["auroc"] for c in classes])) for k in scores}
+    return {"per_class": out, "mean_auroc": means, "epochs": epochs, "size": size, "budget_s": budget_s}
 
 
 def gradcam_pointing(n_per_class: int, size: int, epochs: int, n_eval: int, seed: int) -> dict:
@@ -145,12 +155,17 @@ def _markdown(res: dict) -> str:
              f"{100 * c['val_threshold_on_test']['residual_error']:.2f}% |"]
     if res.get("loco"):
         lo = res["loco"]
-        lines += ["", f"Leave-one-class-out OOD AUROC ({lo['epochs']} epochs, {lo['size']} px):", "",
-                  "| held-out class | energy | max-prob | Mahalanobis |", "|---|---|---|---|"]
-        lines += [f"| {k} | {v['energy']['auroc']:.3f} | {v['max_prob']['auroc']:.3f} | {v['mahalanobis']['auroc']:.3f} |"
-                  for k, v in lo["per_class"].items()]
+        names = {"energy": "energy", "max_prob": "max-prob", "mahalanobis": "Mahalanobis", "knn": "kNN"}
+        keys = [k for k in names if k in lo["mean_auroc"]]
+        budget = f", {lo['budget_s']:.0f} s budget" if lo.get("budget_s") else ""
+        lines += ["", f"Leave-one-class-out OOD AUROC ({lo['epochs']} epochs max{budget}, {lo['size']} px; "
+                      "known-class test accuracy per model in the last column):", "",
+                  "| held-out class | " + " | ".join(names[k] for k in keys) + " | known acc |",
+                  "|---" * (len(keys) + 2) + "|"]
+        lines += [f"| {c} | " + " | ".join(f"{v[k]['auroc']:.3f}" for k in keys) + f" | {v['known_accuracy']:.3f} |"
+                  for c, v in lo["per_class"].items()]
         m = lo["mean_auroc"]
-        lines.append(f"| **mean** | {m['energy']:.3f} | {m['max_prob']:.3f} | {m['mahalanobis']:.3f} |")
+        lines.append("| **mean** | " + " | ".join(f"**{m[k]:.3f}**" for k in keys) + " | |")
     if res.get("gradcam"):
         g = res["gradcam"]
         lines += ["", f"Grad-CAM pointing on synthetic defects ({g['n_images']} images, defect accuracy "
@@ -159,7 +174,9 @@ def _markdown(res: dict) -> str:
                       f"mean heat inside > outside {100 * g['mean_inside_gt_outside']:.1f}%"]
     if res.get("cv"):
         a = res["cv"]["metrics"]["accuracy"]
-        lines += ["", f"{res['cv']['folds']}-fold CV accuracy: {100 * a['mean']:.2f}% +- {100 * a['std']:.2f}%"]
+        lines += ["", f"{res['cv']['folds']}-fold CV accuracy: {100 * a['mean']:.2f}% +- {100 * a['std']:.2f}%"
+                      + (f" (config `{res['cv_config']}`, overrides `{' '.join(res['cv_set'])}`)"
+                         if res.get("cv_config") else "")]
     return "\n".join(lines) + "\n"
 
 
@@ -171,6 +188,7 @@ def main() -> None:
     ap.add_argument("--target-risk", type=float, default=0.002)
     ap.add_argument("--loco-epochs", type=int, default=8)
     ap.add_argument("--loco-size", type=int, default=64)
+    ap.add_argument("--loco-budget-s", type=float, help="training time budget per held-out class (cosine LR over it)")
     ap.add_argument("--no-loco", action="store_true")
     ap.add_argument("--gradcam-n", type=int, default=200, help="synthetic training images per class")
     ap.add_argument("--gradcam-epochs", type=int, default=12)
@@ -189,7 +207,7 @@ def main() -> None:
            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
            "run": str(run), "calibration": calibration_and_review(run, a.target_risk)}
     if not a.no_loco:
-        res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed)
+        res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed, a.loco_budget_s)
     if a.gradcam_n > 0:
         res["gradcam"] = gradcam_pointing(a.gradcam_n, a.gradcam_size, a.gradcam_epochs, 20, a.seed)
     if a.cv_config:
@@ -197,6 +215,7 @@ def main() -> None:
         from kdefect.trust.cv import cross_validate
 
         res["cv"] = cross_validate(load_config(a.cv_config, a.cv_set), a.cv_folds, calibrate=True)
+        res["cv_config"], res["cv_set"] = a.cv_config, a.cv_set
     res["wall_s"] = round(time.time() - t0, 1)
     write_json(a.out + ".json", res)
     write_text(a.out + ".md", _markdown(res))

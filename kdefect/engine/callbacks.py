@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,52 @@ class ImageCounter(keras.callbacks.Callback):
         if self.warm_images:
             return self.warm_images / max(self.warm_seconds, 1e-9)
         return self.images / max(self.seconds, 1e-9)
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Cosine learning-rate decay (with a short linear warm-up) over the epochs or the time budget.
+
+    Why time-based: with ``train.time_budget_s`` the number of epochs is not
+    known in advance, so progress is the elapsed share of the budget; the
+    rate still reaches its floor when the budget ends.
+    """
+
+    def __init__(self, epochs: int, budget_s: float | None = None, start: float | None = None,
+                 warmup: float = 0.03, floor: float = 0.01) -> None:
+        super().__init__()
+        self.epochs, self.budget_s, self.warmup, self.floor = max(int(epochs), 1), budget_s, warmup, floor
+        self.start = start if start is not None else time.perf_counter()
+        self.base: float | None = None
+        self._epoch = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.base = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def progress(self, batch: int) -> float:
+        by_epoch = (self._epoch + batch / max(int(self.params.get("steps") or 1), 1)) / self.epochs
+        if self.budget_s:
+            by_epoch = max(by_epoch, (time.perf_counter() - self.start) / self.budget_s)
+        return min(by_epoch, 1.0)
+
+    def rate(self, progress: float) -> float:
+        base = self.base or 0.0
+        if progress < self.warmup:
+            return base * max(progress / self.warmup, 0.05)
+        p = (progress - self.warmup) / max(1.0 - self.warmup, 1e-9)
+        return base * (self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * p)))
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        keras.backend.set_value(self.model.optimizer.learning_rate, self.rate(self.progress(batch)))
+
+
+def lr_callbacks(schedule: str, monitor: str, epochs: int, budget_s: float | None,
+                 start: float) -> list[keras.callbacks.Callback]:
+    """The callbacks behind ``train.lr_schedule`` (shared by classifiers and detectors)."""
+    if schedule == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=2, min_lr=1e-6)]
+    if schedule == "cosine":
+        return [CosineDecay(epochs, budget_s, start=start)]
+    return []

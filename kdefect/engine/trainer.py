@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config
-from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget
+from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
 from kdefect.engine.run import RunDir
 from kdefect.engine.strategy import make_strategy
 from kdefect.keras import keras, tf
@@ -112,8 +112,7 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     monitor = "val_loss" if has_val else "loss"
     if cfg.train.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.train.patience))
-    if cfg.train.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=2, min_lr=1e-6))
+    callbacks += lr_callbacks(cfg.train.lr_schedule, monitor, cfg.train.epochs, cfg.train.time_budget_s, t0)
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
                   verbose=_verbose(quiet), callbacks=callbacks)
     phases = []

@@ -71,7 +71,7 @@ class _KeepBest(keras.callbacks.Callback):
 def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
     """Train, evaluate on the test split and write a complete detection run folder."""
     from kdefect.data.detection_pipeline import load_arrays, make_dataset
-    from kdefect.engine.callbacks import HistoryCSV, ImageCounter, TimeBudget
+    from kdefect.engine.callbacks import HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
     from kdefect.engine.trainer import prepare_run
     from kdefect.models.detectors import compile_detector
     from kdefect.tasks.detect_infer import evaluate_arrays
@@ -95,6 +95,7 @@ def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
         callbacks.append(budget)
     if cfg.train.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=best.monitor, patience=cfg.train.patience))
+    callbacks += lr_callbacks(cfg.train.lr_schedule, best.monitor, cfg.train.epochs, cfg.train.time_budget_s, t0)
     model.fit(train, validation_data=val, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
               callbacks=callbacks, verbose=0 if quiet else 2)
     train_s = time.perf_counter() - t0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import time
 
 import numpy as np
 import pytest
@@ -138,3 +140,19 @@ def test_mirrored_strategy_trains_with_the_global_batch(tmp_path, make_config):
     run = fit(make_config(tmp_path, "train.strategy=mirrored", "train.epochs=1"), quiet=True)
     m = json.loads((run.path / "metrics.json").read_text())
     assert m["training"]["epochs_run"] == 1 and m["training"]["train_images"] == 176  # 11 global batches of 16
+
+
+def test_cosine_schedule_decays_to_its_floor_and_follows_the_time_budget(tmp_path, make_config):
+    from kdefect.engine import fit
+    from kdefect.engine.callbacks import CosineDecay
+
+    cfg = make_config(tmp_path, "train.epochs=4", "train.lr_schedule=cosine")
+    run = fit(cfg, quiet=True)
+    lrs = [float(r["learning_rate"]) for r in csv.DictReader((run.path / "history.csv").read_text().splitlines())]
+    assert len(lrs) == 4 and all(a > b for a, b in itertools.pairwise(lrs))
+    assert lrs[-1] < 0.1 * cfg.train.learning_rate  # last batch of the last epoch is near the 1% floor
+    # time-based progress: half the budget spent -> half-way down the cosine, whatever the epoch count says
+    cb = CosineDecay(epochs=1000, budget_s=100.0, start=time.perf_counter() - 50.0)
+    cb.base = 1.0
+    cb.params = {"steps": 10}
+    assert cb.rate(cb.progress(0)) == pytest.approx(cb.rate(0.5)) and 0.45 < cb.rate(0.5) < 0.56

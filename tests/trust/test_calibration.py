@@ -115,3 +115,18 @@ def test_ood_scores_separate_constructed_unknown_class():
     logits[np.arange(1200)[known], y[known]] += 6
     assert ood.auroc(ood.energy_score(logits[known]), ood.energy_score(logits[~known])) > 0.95
     assert ood.auroc(np.zeros(5), np.zeros(5)) == 0.5
+
+
+def test_knn_score_flags_unknown_between_known_clusters():
+    """A class sitting between two known clusters: the kNN distance flags it, the bank is unit-normalised."""
+    rng = np.random.default_rng(0)
+    a = rng.normal([5, 0, 0], 0.3, (200, 3))
+    b = rng.normal([0, 5, 0], 0.3, (200, 3))
+    unknown = rng.normal([3, 3, 0.0], 0.3, (100, 3))
+    knn = ood.KNN.fit(np.r_[a, b], k=5)
+    assert np.allclose(np.linalg.norm(knn.bank, axis=1), 1.0)
+    known_test = np.r_[rng.normal([5, 0, 0], 0.3, (50, 3)), rng.normal([0, 5, 0], 0.3, (50, 3))]
+    assert ood.auroc(knn.score(known_test), knn.score(unknown)) > 0.95
+    assert ood.KNN.fit(a[:3], k=50).k == 3  # k never exceeds the bank
+    with pytest.raises(ValueError, match="at least one"):
+        ood.KNN.fit(np.zeros((0, 3)))

@@ -1,4 +1,11 @@
-"""``predict``: class, score and every class probability per image, as CSV."""
+"""``predict``: class, score and every class probability per image, as CSV.
+
+Why the device's decision rule on the host: a calibrated run (``kdefect
+calibrate``) or an exported model's sidecar carries the temperature, the review
+threshold, the OOD gate and the operating point; ``predict`` applies them with
+``kdefect.edge.decisions`` exactly as ``kdefect-edge`` does, so a part the host
+sends to review is one the line would send to review too.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +50,24 @@ def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
     return good, {str(p): f"unreadable image: {r}" for p, r in zip(paths, reasons) if r is not None}
 
 
+def _rule(target: Path, classes: list[str]) -> Any:
+    """The decision rule of a .tflite (its sidecar) or of a run (its calibration.json)."""
+    from kdefect.edge.decisions import DecisionRule, rule_from_sidecar
+
+    if target.suffix == ".tflite":
+        from kdefect.edge.sidecar import read_sidecar
+
+        return rule_from_sidecar(read_sidecar(target))
+    from kdefect.trust.calibrate import run_thresholds
+
+    run = RunDir.open(target)
+    th = run_thresholds(run, same_model=target.suffix not in (".keras", ".h5") or target == run.model_path)
+    decision = th.get("decision") or {}
+    return DecisionRule(labels=tuple(classes), temperature=float(th["temperature"]),
+                        review_below=float(th["review_below"]), output_kind="probs", ood=th.get("ood"),
+                        good_label=decision.get("good_label"), good_min_prob=decision.get("good_min_prob"))
+
+
 def _keras_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str]]:
     import kdefect.losses
     import kdefect.models  # noqa: F401
@@ -77,7 +102,11 @@ def _task_of(target: Path) -> str:
 
 
 def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None = None) -> list[dict[str, Any]]:
-    """Classify images with a run, a ``.keras`` model or a ``.tflite`` model; optionally write a CSV."""
+    """Classify images with a run, a ``.keras`` model or a ``.tflite`` model; optionally write a CSV.
+
+    Each row: the class, its (calibrated) probability, every class probability,
+    and the review / OOD flags and pass-fail verdict of the calibrated decision rule.
+    """
     target = Path(model)
     if _task_of(target) == "detect":
         from kdefect.tasks.detect import predict_detector
@@ -88,6 +117,7 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
     probs, classes = (np.zeros((0, 0)), [])
     if readable:
         probs, classes = (_tflite_probs if target.suffix == ".tflite" else _keras_probs)(target, readable)
+    rule = _rule(target, classes) if readable else None
     rows: list[dict[str, Any]] = []
     by_path = {str(f): p for f, p in zip(readable, probs)}
     for f in files:
@@ -95,13 +125,15 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
         if p is None:
             rows.append({"path": str(f), "class": "", "score": "", "error": bad[str(f)]})
             continue
-        row: dict[str, Any] = {"path": str(f), "class": classes[int(p.argmax())], "score": float(p.max()), "error": ""}
-        row.update({f"p_{c}": float(v) for c, v in zip(classes, p)})
+        d = rule(p)
+        row: dict[str, Any] = {"path": str(f), "class": d.label, "score": d.score, "error": "",
+                               "review": d.review, "ood": bool(d.ood and d.ood["flag"]), "verdict": d.verdict or ""}
+        row.update({f"p_{c}": v for c, v in d.probs.items()})
         rows.append(row)
     if bad:
         log.warning("%d file(s) could not be read; they are listed with an error in the output", len(bad))
     if out is not None:
-        keys = ["path", "class", "score", *[f"p_{c}" for c in classes], "error"]
+        keys = ["path", "class", "score", "review", "ood", "verdict", *[f"p_{c}" for c in classes], "error"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()

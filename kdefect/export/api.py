@@ -21,7 +21,7 @@ from kdefect.export.litert_info import model_io, weight_sparsity
 from kdefect.export.representative import stratified_indices
 from kdefect.export.tflite import input_shape_of, to_tflite
 from kdefect.keras import keras, tfmot
-from kdefect.utils.io import sha256_file
+from kdefect.trust.calibrate import run_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -106,30 +106,6 @@ def _train_ds(data: _Data, size: tuple[int, int], channels: int, seed: int) -> A
     cfg = data.data_cfg
     cfg.image_size, cfg.channels = list(size), channels
     return make_dataset(data.paths, data.labels, len(data.classes), cfg, training=True, seed=seed)
-
-
-def _thresholds(run: Any, same_model: bool = True) -> dict[str, Any]:
-    """What ``kdefect calibrate`` chose on validation, carried to the device in the sidecar.
-
-    Only when the exported network is the calibrated one: a distilled student is a
-    different model, and a calibration made for an older ``model.keras`` is stale.
-    """
-    th: dict[str, Any] = {"review_below": 0.0, "temperature": 1.0}
-    if run is None or not same_model:
-        return th
-    if not (run.path / "calibration.json").is_file():
-        log.warning("%s has no calibration.json: the sidecar gets temperature 1 and no review/OOD thresholds. "
-                    "Run `kdefect calibrate %s` before exporting.", run.path, run.path)
-        return th
-    cal = run.read_json("calibration.json")
-    if cal.get("model_sha256") and run.model_path.is_file() and cal["model_sha256"] != sha256_file(run.model_path):
-        log.warning("calibration.json of %s was made for another model.keras: not used. Run `kdefect calibrate` "
-                    "again.", run.path)
-        return th
-    th.update({k: cal[k] for k in ("temperature", "review_below", "decision") if k in cal})
-    if "device_ood" in cal:
-        th["ood"] = cal["device_ood"]
-    return th
 
 
 def _default_out(src: _Source, tag: str) -> Path:
@@ -246,7 +222,7 @@ def export_run(
         input=InputSpec(size=[h, w], channels=c, dtype=inp["dtype"], scale=inp["scale"], zero_point=inp["zero_point"]),
         output={"dtype": outs[0]["dtype"], "scale": outs[0]["scale"], "zero_point": outs[0]["zero_point"],
                 "kind": "probabilities"},
-        thresholds=_thresholds(src.run, same_model=distill_from is None), quantization=quant,
+        thresholds=run_thresholds(src.run, same_model=distill_from is None), quantization=quant,
         source_run=str(src.run.path.resolve()) if src.run is not None else None,
     )
     side = write_sidecar(out_path, sc)

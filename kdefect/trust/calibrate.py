@@ -173,3 +173,29 @@ def calibrate_run(
     log.info("calibrated %s: T=%.3f ECE %.2f%% -> %.2f%% (val), review below %.4f", run.path, t,
              100 * out["ece_before"], 100 * out["ece_after"], review)
     return out
+
+
+def run_thresholds(run: Any, same_model: bool = True) -> dict[str, Any]:
+    """What ``kdefect calibrate`` chose on validation, in the sidecar's ``thresholds`` layout.
+
+    The export copies it to the device and ``kdefect predict`` applies it on the
+    host, so both make the same decisions.  Only when the network is the
+    calibrated one: a distilled student is a different model, and a calibration
+    made for an older ``model.keras`` is stale.
+    """
+    th: dict[str, Any] = {"review_below": 0.0, "temperature": 1.0}
+    if run is None or not same_model:
+        return th
+    if not (run.path / CALIBRATION_FILE).is_file():
+        log.warning("%s has no calibration.json: temperature 1 and no review/OOD thresholds. "
+                    "Run `kdefect calibrate %s` first.", run.path, run.path)
+        return th
+    cal = run.read_json(CALIBRATION_FILE)
+    if cal.get("model_sha256") and run.model_path.is_file() and cal["model_sha256"] != sha256_file(run.model_path):
+        log.warning("calibration.json of %s was made for another model.keras: not used. Run `kdefect calibrate` "
+                    "again.", run.path)
+        return th
+    th.update({k: cal[k] for k in ("temperature", "review_below", "decision") if k in cal})
+    if "device_ood" in cal:
+        th["ood"] = cal["device_ood"]
+    return th

@@ -34,6 +34,30 @@ def test_calibrate_run_writes_thresholds_and_baseline(calibrated):
     assert dev["method"] == "msp" and 0.0 <= dev["threshold"] <= 1.0
 
 
+def test_predict_applies_the_calibrated_decision_rule_like_the_device(calibrated):
+    from kdefect.edge.decisions import softmax
+    from kdefect.engine import predict
+    from kdefect.trust.outputs import split_outputs
+
+    run, cal = calibrated
+    from kdefect.engine.run import RunDir
+
+    rd = RunDir.open(run)
+    classes = rd.classes()[0]
+    test = split_outputs(rd, "test")
+    rows = predict(run, test["paths"][:12])
+    assert len(rows) == 12
+    for r, z in zip(rows, test["logits"][:12], strict=True):
+        pr = np.array([r[f"p_{c}"] for c in classes])
+        assert pr == pytest.approx(softmax(z / cal["temperature"]), abs=2e-4)  # calibrated, as on the device
+        p = pr  # the flags follow from the row's own calibrated probabilities
+        assert r["class"] == classes[int(p.argmax())]
+        assert r["review"] == (p.max() < cal["review_below"])
+        assert r["ood"] == (1 - p.max() > cal["device_ood"]["threshold"])
+        good = cal["decision"]
+        assert r["verdict"] == ("pass" if p[classes.index(good["good_label"])] >= good["good_min_prob"] else "fail")
+
+
 def test_report_has_every_section_embedded_images_and_no_network(calibrated):
     from kdefect.trust.report import SECTIONS, build_report
 

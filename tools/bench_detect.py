@@ -69,7 +69,23 @@ def markdown(res: dict) -> str:
         pc = r["float"]["per_class"]
         lines.append(f"- **{arch}**: " + "; ".join(f"{c} {v['ap50']:.2f} / {v['recall'] or 0:.2f} / {v['missed']}"
                                                   for c, v in pc.items()))
+    sweeps = {a: r["float"]["threshold_sweep"] for a, r in res["results"].items() if "threshold_sweep" in r["float"]}
+    if sweeps:
+        lines += ["", "Missed defects vs score threshold (float, test split): recall / missed boxes / false positives "
+                      "per image; per-class recall in the JSON", ""]
+        for arch, rows in sweeps.items():
+            lines.append(f"- **{arch}**: " + "; ".join(
+                f"@{r['score_threshold']:g} {r['recall'] or 0:.2f} / {r['missed']} / {r['false_positives_per_image']:.2f}"
+                for r in rows))
     return "\n".join(lines) + "\n"
+
+
+def refresh(out: Path) -> dict:
+    """Re-read each detector's run metrics.json (after `kdefect evaluate RUN` added newer metrics)."""
+    res = json.loads(out.with_suffix(".json").read_text())
+    for r in res["results"].values():
+        r["float"] = json.loads((Path(r["run"]) / "metrics.json").read_text())
+    return res
 
 
 def main() -> int:
@@ -83,7 +99,16 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
     ap.add_argument("--append", action="store_true",
                     help="add to (or replace detectors in) the existing results file instead of starting a new one")
+    ap.add_argument("--refresh", action="store_true",
+                    help="only re-read the runs' metrics.json into the existing results file (no training)")
     args = ap.parse_args()
+    if args.refresh:
+        out = Path("tools/results") / args.out
+        res = refresh(out)
+        write_json(out.with_suffix(".json"), res)
+        write_text(out.with_suffix(".md"), markdown(res))
+        print(markdown(res))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from kdefect.data.neu import neu_dir
 
@@ -111,6 +136,7 @@ def main() -> int:
             res["command"] = " ; ".join(r.get("command", "?") for r in res["results"].values())
         write_json(out.with_suffix(".json"), res)
         write_text(out.with_suffix(".md"), markdown(res))
+        write_text(Path(args.runs_dir) / f"comparison_{args.out}.md", markdown(res))  # beside the run folders
     print(markdown(res))
     return 0
 

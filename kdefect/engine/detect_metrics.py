@@ -83,6 +83,29 @@ def recall_at(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], dets: lis
     return found, total, fps
 
 
+SWEEP = (0.05, 0.1, 0.15, 0.25, 0.4, 0.55)
+
+
+def threshold_sweep(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], dets: list[Detections],
+                    classes: list[str], thresholds: tuple[float, ...] = SWEEP) -> list[dict[str, Any]]:
+    """Recall, missed boxes and false positives per image at several score thresholds.
+
+    Why: missed defects are what the line pays for, and one global threshold
+    can leave a faint class (NEU's crazing) almost unfound while its AP is
+    fine; this table shows what lowering ``detect.score_threshold`` buys.
+    """
+    rows = []
+    n = max(len(dets), 1)
+    for t in thresholds:
+        found, total, fps = recall_at(gt_boxes, gt_labels, dets, len(classes), t)
+        rows.append({"score_threshold": float(t),
+                     "recall": float(found.sum() / total.sum()) if total.sum() else None,
+                     "missed": int(total.sum() - found.sum()), "false_positives_per_image": float(fps.sum() / n),
+                     "per_class_recall": {c: (float(found[j] / total[j]) if total[j] else None)
+                                          for j, c in enumerate(classes)}})
+    return rows
+
+
 def detection_metrics(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], dets: list[Detections],
                       sizes: list[tuple[int, int]], classes: list[str], score_threshold: float,
                       pr_dir: str | Path | None = None) -> dict[str, Any]:
@@ -107,6 +130,7 @@ def detection_metrics(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], d
         "recall": float(found.sum() / total.sum()) if total.sum() else None,
         "missed": int(total.sum() - found.sum()), "false_positives": int(fps.sum()),
         "gt_boxes": int(total.sum()), "images": len(dets), "per_class": per_class, "classes": list(classes),
+        "threshold_sweep": threshold_sweep(gt_boxes, gt_labels, dets, classes),
     }
     if pr_dir is not None and prec is not None:
         out["pr_curves"] = plot_pr_curves(prec, classes, Path(pr_dir))

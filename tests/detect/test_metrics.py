@@ -37,6 +37,11 @@ def test_missed_wrong_class_and_low_score_are_counted():
     assert m["false_positives"] == 2
     assert m["per_class"]["a"]["ap50"] < 1.0 and m["per_class"]["b"]["ap50"] == 0.0
     assert 0 < m["map50"] < 1
+    sweep = {r["score_threshold"]: r for r in m["threshold_sweep"]}
+    assert sweep[0.05]["recall"] == 1 / 3 and sweep[0.05]["false_positives_per_image"] == 1.0  # the 0.1 FP counts
+    assert sweep[0.55]["false_positives_per_image"] == 2 / 3
+    recalls = [r["recall"] for r in m["threshold_sweep"]]
+    assert recalls == sorted(recalls, reverse=True)  # a higher threshold never finds more
 
 
 def test_no_detections_at_all():

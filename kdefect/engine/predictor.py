@@ -68,20 +68,44 @@ def _rule(target: Path, classes: list[str]) -> Any:
                         good_label=decision.get("good_label"), good_min_prob=decision.get("good_min_prob"))
 
 
-def _keras_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str]]:
-    import kdefect.losses
-    import kdefect.models  # noqa: F401
-    from kdefect.engine.evaluator import predict_probs
-    from kdefect.keras import keras
+def _knn_flags(run: RunDir, features: np.ndarray) -> list[bool] | None:
+    """Host-only unknown-defect flag: kNN distance to the training features (``feature_ood`` of calibration.json)."""
+    from kdefect.trust import ood
+    from kdefect.trust.calibrate import CALIBRATION_FILE
+    from kdefect.trust.outputs import split_outputs
+    from kdefect.utils.io import sha256_file
+
+    if not (run.path / CALIBRATION_FILE).is_file():
+        return None
+    cal = run.read_json(CALIBRATION_FILE)
+    gate = cal.get("feature_ood")
+    if not gate or cal.get("model_sha256") != sha256_file(run.model_path):  # absent or stale (warned by _rule)
+        return None
+    knn = ood.KNN.fit(split_outputs(run, "train")["features"], k=int(gate["k"]))
+    return [bool(v) for v in knn.score(features) > float(gate["threshold"])]
+
+
+def _keras_probs(target: Path, files: list[Path], chunk: int = 256) -> tuple[np.ndarray, list[str], list[bool] | None]:
+    """Probabilities (and kNN OOD flags when the run is calibrated) from a run's Keras model."""
+    from scipy.special import softmax
+
+    from kdefect.data.pipeline import load_images
+    from kdefect.trust.outputs import load_model, predict_heads
 
     run = RunDir.open(target)
     cfg = run.config()
     model_file = target if target.suffix in (".keras", ".h5") else run.model_path
-    model = keras.models.load_model(model_file, compile=False)
-    return predict_probs(model, [str(f) for f in files], cfg), run.classes()[0]
+    model, logits, feats = load_model(model_file), [], []
+    for i in range(0, len(files), chunk):  # bounded memory on big folders
+        imgs = load_images([str(f) for f in files[i:i + chunk]], tuple(cfg.data.image_size), cfg.data.channels)
+        heads = predict_heads(model, imgs)
+        logits.append(heads["logits"])
+        feats.append(heads["features"])
+    knn = _knn_flags(run, np.concatenate(feats)) if model_file == run.model_path else None
+    return softmax(np.concatenate(logits), axis=1), run.classes()[0], knn
 
 
-def _tflite_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str]]:
+def _tflite_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str], None]:
     from kdefect.data.pipeline import load_images
     from kdefect.edge.interpreter import TFLiteRunner
     from kdefect.edge.sidecar import read_sidecar
@@ -90,7 +114,7 @@ def _tflite_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str
     runner = TFLiteRunner(target)
     h, w = sc.input.size
     imgs = load_images([str(f) for f in files], (h, w), sc.input.channels)
-    return np.stack([runner(im.astype(np.float32))[0][0] for im in imgs]), list(sc.labels)
+    return np.stack([runner(im.astype(np.float32))[0][0] for im in imgs]), list(sc.labels), None
 
 
 def _task_of(target: Path) -> str:
@@ -114,12 +138,13 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
         return predict_detector(target, list(inputs), out=out)
     files = collect_images(list(inputs))
     readable, bad = _readable(files)
-    probs, classes = (np.zeros((0, 0)), [])
+    probs, classes, knn = np.zeros((0, 0)), [], None
     if readable:
-        probs, classes = (_tflite_probs if target.suffix == ".tflite" else _keras_probs)(target, readable)
+        probs, classes, knn = (_tflite_probs if target.suffix == ".tflite" else _keras_probs)(target, readable)
     rule = _rule(target, classes) if readable else None
     rows: list[dict[str, Any]] = []
     by_path = {str(f): p for f, p in zip(readable, probs)}
+    knn_by_path = dict(zip(map(str, readable), knn)) if knn is not None else {}
     for f in files:
         p = by_path.get(str(f))
         if p is None:
@@ -128,12 +153,15 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
         d = rule(p)
         row: dict[str, Any] = {"path": str(f), "class": d.label, "score": d.score, "error": "",
                                "review": d.review, "ood": bool(d.ood and d.ood["flag"]), "verdict": d.verdict or ""}
+        if knn is not None:
+            row["ood_knn"] = knn_by_path[str(f)]
         row.update({f"p_{c}": v for c, v in d.probs.items()})
         rows.append(row)
     if bad:
         log.warning("%d file(s) could not be read; they are listed with an error in the output", len(bad))
     if out is not None:
-        keys = ["path", "class", "score", "review", "ood", "verdict", *[f"p_{c}" for c in classes], "error"]
+        keys = ["path", "class", "score", "review", "ood", *(["ood_knn"] if knn is not None else []), "verdict",
+                *[f"p_{c}" for c in classes], "error"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()

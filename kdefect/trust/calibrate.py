@@ -131,6 +131,7 @@ def calibrate_run(
     review = uncertainty.review_threshold(pv.max(1), pv.argmax(1) == val["y"], target_risk)
     test_review = uncertainty.evaluate_review(pt.max(1), pt.argmax(1) == test["y"], review)
     e_val, e_test = ood.energy_score(val["logits"], t), ood.energy_score(test["logits"], t)
+    feature_ood = _knn_gate(run, val, test, ood_tpr)
     ood_thr = float(np.quantile(e_val, ood_tpr)) if len(e_val) else float("inf")
     msp_thr = float(np.quantile(1 - pv.max(1), ood_tpr)) if len(pv) else 1.0
     out: dict[str, Any] = {
@@ -148,6 +149,8 @@ def calibrate_run(
         "test_review": test_review,
         "ood": {"score": "energy", "threshold": ood_thr, "val_tpr": ood_tpr,
                 "test_flag_share": float((e_test > ood_thr).mean()) if len(e_test) else 0.0},
+        # The best unknown-defect score in the NEU leave-one-class-out benchmark; needs the features (host only).
+        **({"feature_ood": feature_ood} if feature_ood else {}),
         # The exported model outputs probabilities, so the device scores OOD by 1 - max calibrated probability.
         "device_ood": {"method": "msp", "threshold": msp_thr, "val_tpr": ood_tpr},
         "baseline": {
@@ -173,6 +176,20 @@ def calibrate_run(
     log.info("calibrated %s: T=%.3f ECE %.2f%% -> %.2f%% (val), review below %.4f", run.path, t,
              100 * out["ece_before"], 100 * out["ece_after"], review)
     return out
+
+
+def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k: int = 10) -> dict[str, Any] | None:
+    """kNN distance on the penultimate features (bank: the training split), thresholded at ``tpr`` of validation."""
+    from kdefect.trust import ood
+    from kdefect.trust.outputs import split_outputs
+
+    if not (run.path / "split" / "train.txt").is_file() or not len(val["features"]):
+        return None
+    knn = ood.KNN.fit(split_outputs(run, "train")["features"], k=k)
+    thr = float(np.quantile(knn.score(val["features"]), tpr))
+    flags = knn.score(test["features"]) > thr if len(test["features"]) else np.zeros(0, bool)
+    return {"score": "knn", "k": knn.k, "bank": "train", "threshold": thr, "val_tpr": tpr,
+            "test_flag_share": float(flags.mean()) if len(flags) else 0.0}
 
 
 def run_thresholds(run: Any, same_model: bool = True) -> dict[str, Any]:

@@ -169,6 +169,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max
     s["Out-of-distribution"] = (f"<p>Energy score threshold {cal['ood']['threshold']:.3f} (flags "
                                 f"{100 * (1 - cal['ood']['val_tpr']):.0f}% of validation); flags "
                                 f"{100 * float((e > cal['ood']['threshold']).mean()):.1f}% of test images.</p>")
+    if cal.get("feature_ood"):
+        f = cal["feature_ood"]
+        s["Out-of-distribution"] += (f"<p>kNN feature distance (k = {f['k']}, bank: training split) threshold "
+                                     f"{f['threshold']:.4f} (flags {100 * (1 - f['val_tpr']):.0f}% of validation); "
+                                     f"flags {100 * f['test_flag_share']:.1f}% of test images. "
+                                     "<code>kdefect predict</code> reports it as <code>ood_knn</code>.</p>")
     gal, n_gal = _gallery(model, images, paths, y, probs, classes, cal["review_below"], gallery_max)
     s["Gallery: misclassified and review-flagged"] = gal
     fid = tflite_fidelity(run, images, probs if t == 1.0 else apply_temperature(test["logits"], 1.0), y)

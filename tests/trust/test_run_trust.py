@@ -30,6 +30,8 @@ def test_calibrate_run_writes_thresholds_and_baseline(calibrated):
     assert op["val"]["escape_rate"] <= op["target_escape"] + 1e-12
     assert cal["decision"]["good_min_prob"] == op["good_min_prob"]
     assert (run / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    knn = cal["feature_ood"]  # host-only kNN gate on the penultimate features, bank = training split
+    assert knn["score"] == "knn" and knn["k"] >= 1 and 0.0 <= knn["test_flag_share"] <= 1.0
     dev = cal["device_ood"]  # the probability-only score the device can compute
     assert dev["method"] == "msp" and 0.0 <= dev["threshold"] <= 1.0
 
@@ -54,6 +56,7 @@ def test_predict_applies_the_calibrated_decision_rule_like_the_device(calibrated
         assert r["class"] == classes[int(p.argmax())]
         assert r["review"] == (p.max() < cal["review_below"])
         assert r["ood"] == (1 - p.max() > cal["device_ood"]["threshold"])
+        assert r["ood_knn"] in (True, False)  # calibrated run: the host-only kNN gate is applied too
         good = cal["decision"]
         assert r["verdict"] == ("pass" if p[classes.index(good["good_label"])] >= good["good_min_prob"] else "fail")
 

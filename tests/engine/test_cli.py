@@ -107,7 +107,7 @@ def test_evaluate_and_predict_commands(cli, tiny_run, tmp_path):
     assert first.endswith(test_file)
     r = cli.invoke(main, ["predict", str(tiny_run.path / "model.keras"), first, "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path,class,score,p_good")
+    assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path,class,score,review,ood,verdict,p_good")
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every NEU benchmark, in the order the results files were produced (2-core CPU; about 2 hours).
+# Every NEU benchmark, in the order the results files were produced (2-core CPU; about 4.5 hours).
 # Each script writes tools/results/<name>.{json,md} with its exact command, machine and date.
 set -uo pipefail  # a failed benchmark is reported and the next one still runs
 cd "$(dirname "$0")/.."
@@ -12,8 +12,13 @@ python tools/bench_classify.py imbalance --budget-min 3 --max-epochs 40 --runs-d
   --set model.backbone=tiny_cnn --set model.pooling=max --set "data.image_size=[96, 96]" --set train.learning_rate=0.002
 python tools/bench_classify.py throughput --epochs 4 --reps 3 --runs-dir "$R"
 
-# Issue 5: detection (budget per detector; the issue's full budget is 60 minutes: --budget-min 60)
-python tools/bench_detect.py --budget-min 7 --image-size 160 --runs-dir "$R/detect" --out detect_neu
+# Issue 5: detection. YOLOv8 with the issue's full 60-minute budget; RetinaNet appended with 25 minutes (the
+# committed run's budget, for session time: give it --budget-min 60 for the full protocol).
+python tools/bench_detect.py --budget-min 60 --image-size 256 --archs yolov8 --runs-dir "$R/detect60" --out detect
+python tools/bench_detect.py --budget-min 25 --image-size 256 --archs retinanet --append --runs-dir "$R/detect60" \
+  --out detect
+# (short proof run kept in tools/results/detect_neu.md:
+#  python tools/bench_detect.py --budget-min 7 --image-size 160 --runs-dir "$R/detect" --out detect_neu)
 
 # Issue 3: export fidelity / size / latency of the best mobile model
 # (distillation: the best run teaches a tiny CNN student)
@@ -29,6 +34,10 @@ python tools/bench_edge.py --model "$R/best/export/bench/int8_qat.tflite" \
   --note "NEU best run, QAT INT8"
 
 # Issue 6: trust on the best run (calibration, review, OOD leave-one-class-out, Grad-CAM pointing)
-python tools/bench_trust.py --run "$R/best" --out tools/results/trust_neu --loco-epochs 6 --loco-size 64 \
-  --cv-config configs/neu_cls_tiny.yaml --cv-folds 5 --cv-set train.epochs=12 --cv-set runs_dir="$R/cv"
+# LOCO: the best config (resnet_small + CBAM, 128 px) retrained per held-out class for 210 s (cosine LR, flips);
+# CV: the same config, 210 s per fold.
+python tools/bench_trust.py --run "$R/best" --out tools/results/trust_neu --loco-epochs 100 --loco-budget-s 210 \
+  --loco-size 128 --cv-config configs/neu_cls_resnet_small_cbam.yaml --cv-folds 5 --cv-set train.epochs=100 \
+  --cv-set train.time_budget_s=210 --cv-set train.patience=0 --cv-set train.lr_schedule=cosine \
+  --cv-set runs_dir="$R/cv-best"
 

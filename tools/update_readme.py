@@ -13,7 +13,7 @@ RESULTS = ROOT / "tools" / "results"
 ORDER = [("classify.md", "Classification on NEU-DET (issue 2)"), ("export_neu.md", "INT8 export on NEU-DET (2 QAT epochs)"),
          ("export_neu_qat5.md", "INT8 export on NEU-DET (5 QAT epochs)"),
          ("edge_bench_neu.md", "On-device runtime"), ("edge_aarch64.md", "aarch64 (Raspberry Pi) emulated check"),
-         ("trust_neu.md", "Trust on NEU-DET"), ("detect_neu.md", "Detection on NEU-DET")]
+         ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)")]
 
 
 def section() -> str:

@@ -121,25 +121,33 @@ class DecisionRule:
         return {"method": method, "score": round(s, 6), "threshold": thr, "flag": s > thr}
 
 
-def rule_from_sidecar(sidecar: Any, review_below: float | None = None, temperature: float | None = None) -> DecisionRule:
-    """The sidecar's decision parameters, with optional CLI overrides."""
-    th = sidecar.thresholds or {}
-    out = sidecar.output or {}
-    kind = str(out.get("kind", out.get("activation", "probs"))).lower()
-    kind = "logits" if kind in ("logits", "linear", "none") else "probs"
-    ood = sidecar.ood if sidecar.ood is not None else th.get("ood")
-    if ood and ood.get("method", ood.get("score")) == "energy" and kind != "logits":
+def rule_from_thresholds(labels: list[str] | tuple[str, ...], thresholds: dict[str, Any] | None,
+                         output_kind: str = "probs", ood: dict[str, Any] | None = None, good_label: str | None = None,
+                         review_below: float | None = None, temperature: float | None = None) -> DecisionRule:
+    """A rule from a sidecar-layout ``thresholds`` dict (device sidecar, or ``run_thresholds`` on the host)."""
+    th = thresholds or {}
+    ood = ood if ood is not None else th.get("ood")
+    if ood and ood.get("method", ood.get("score")) == "energy" and output_kind != "logits":
         log.warning("the sidecar asks for the 'energy' OOD score, which needs logits, but this model outputs "
                     "probabilities: OOD is off (ood: null). Export with logits or calibrate an 'msp' threshold.")
         ood = None
     decision = th.get("decision") or {}
-    good = decision.get("good_label", sidecar.good_label)
+    good = decision.get("good_label", good_label)
     return DecisionRule(
-        labels=tuple(sidecar.labels),
+        labels=tuple(labels),
         temperature=float(temperature if temperature is not None else th.get("temperature") or 1.0),
         review_below=float(review_below if review_below is not None else th.get("review_below") or 0.0),
-        output_kind=kind,
+        output_kind=output_kind,
         ood=ood,
-        good_label=good if good in sidecar.labels else None,
+        good_label=good if good in labels else None,
         good_min_prob=decision.get("good_min_prob"),
     )
+
+
+def rule_from_sidecar(sidecar: Any, review_below: float | None = None, temperature: float | None = None) -> DecisionRule:
+    """The sidecar's decision parameters, with optional CLI overrides."""
+    out = sidecar.output or {}
+    kind = str(out.get("kind", out.get("activation", "probs"))).lower()
+    kind = "logits" if kind in ("logits", "linear", "none") else "probs"
+    return rule_from_thresholds(sidecar.labels, sidecar.thresholds, kind, ood=sidecar.ood,
+                                good_label=sidecar.good_label, review_below=review_below, temperature=temperature)

@@ -50,63 +50,48 @@ def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
     return good, {str(p): f"unreadable image: {r}" for p, r in zip(paths, reasons) if r is not None}
 
 
-def _rule(target: Path, classes: list[str]) -> Any:
-    """The decision rule of a .tflite (its sidecar) or of a run (its calibration.json)."""
-    from kdefect.edge.decisions import DecisionRule, rule_from_sidecar
-
-    if target.suffix == ".tflite":
-        from kdefect.edge.sidecar import read_sidecar
-
-        return rule_from_sidecar(read_sidecar(target))
-    from kdefect.trust.calibrate import run_thresholds
-
-    run = RunDir.open(target)
-    th = run_thresholds(run, same_model=target.suffix not in (".keras", ".h5") or target == run.model_path)
-    decision = th.get("decision") or {}
-    return DecisionRule(labels=tuple(classes), temperature=float(th["temperature"]),
-                        review_below=float(th["review_below"]), output_kind="probs", ood=th.get("ood"),
-                        good_label=decision.get("good_label"), good_min_prob=decision.get("good_min_prob"))
-
-
-def _knn_flags(run: RunDir, features: np.ndarray) -> list[bool] | None:
+def _knn_flags(run: RunDir, gate: dict[str, Any], features: np.ndarray) -> list[bool]:
     """Host-only unknown-defect flag: kNN distance to the training features (``feature_ood`` of calibration.json)."""
     from kdefect.trust import ood
-    from kdefect.trust.calibrate import CALIBRATION_FILE
     from kdefect.trust.outputs import split_outputs
-    from kdefect.utils.io import sha256_file
 
-    if not (run.path / CALIBRATION_FILE).is_file():
-        return None
-    cal = run.read_json(CALIBRATION_FILE)
-    gate = cal.get("feature_ood")
-    if not gate or cal.get("model_sha256") != sha256_file(run.model_path):  # absent or stale (warned by _rule)
-        return None
     knn = ood.KNN.fit(split_outputs(run, "train")["features"], k=int(gate["k"]))
     return [bool(v) for v in knn.score(features) > float(gate["threshold"])]
 
 
-def _keras_probs(target: Path, files: list[Path], chunk: int = 256) -> tuple[np.ndarray, list[str], list[bool] | None]:
-    """Probabilities (and kNN OOD flags when the run is calibrated) from a run's Keras model."""
+def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[np.ndarray, list[str], Any,
+                                                                              list[bool] | None]:
+    """(probabilities, classes, decision rule, kNN OOD flags or None) from a run's Keras model.
+
+    The rule and the kNN gate come from the run's calibration when ``target`` is
+    the calibrated ``model.keras`` (a different .keras gets raw probabilities).
+    """
     from scipy.special import softmax
 
     from kdefect.data.pipeline import load_images
+    from kdefect.edge.decisions import rule_from_thresholds
+    from kdefect.trust.calibrate import load_calibration, thresholds_from
     from kdefect.trust.outputs import load_model, predict_heads
 
     run = RunDir.open(target)
-    cfg = run.config()
+    cfg, classes = run.config(), run.classes()[0]
     model_file = target if target.suffix in (".keras", ".h5") else run.model_path
+    cal = load_calibration(run) if model_file == run.model_path else None
     model, logits, feats = load_model(model_file), [], []
     for i in range(0, len(files), chunk):  # bounded memory on big folders
         imgs = load_images([str(f) for f in files[i:i + chunk]], tuple(cfg.data.image_size), cfg.data.channels)
         heads = predict_heads(model, imgs)
         logits.append(heads["logits"])
         feats.append(heads["features"])
-    knn = _knn_flags(run, np.concatenate(feats)) if model_file == run.model_path else None
-    return softmax(np.concatenate(logits), axis=1), run.classes()[0], knn
+    gate = (cal or {}).get("feature_ood")
+    knn = _knn_flags(run, gate, np.concatenate(feats)) if gate else None
+    return softmax(np.concatenate(logits), axis=1), classes, rule_from_thresholds(classes, thresholds_from(cal)), knn
 
 
-def _tflite_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str], None]:
+def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str], Any, None]:
+    """(probabilities, labels, the sidecar's decision rule, None) from an exported model."""
     from kdefect.data.pipeline import load_images
+    from kdefect.edge.decisions import rule_from_sidecar
     from kdefect.edge.interpreter import TFLiteRunner
     from kdefect.edge.sidecar import read_sidecar
 
@@ -114,7 +99,8 @@ def _tflite_probs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str
     runner = TFLiteRunner(target)
     h, w = sc.input.size
     imgs = load_images([str(f) for f in files], (h, w), sc.input.channels)
-    return np.stack([runner(im.astype(np.float32))[0][0] for im in imgs]), list(sc.labels), None
+    probs = np.stack([runner(im.astype(np.float32))[0][0] for im in imgs])
+    return probs, list(sc.labels), rule_from_sidecar(sc), None
 
 
 def _task_of(target: Path) -> str:
@@ -138,10 +124,9 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
         return predict_detector(target, list(inputs), out=out)
     files = collect_images(list(inputs))
     readable, bad = _readable(files)
-    probs, classes, knn = np.zeros((0, 0)), [], None
+    probs, classes, rule, knn = np.zeros((0, 0)), [], None, None
     if readable:
-        probs, classes, knn = (_tflite_probs if target.suffix == ".tflite" else _keras_probs)(target, readable)
-    rule = _rule(target, classes) if readable else None
+        probs, classes, rule, knn = (_tflite_outputs if target.suffix == ".tflite" else _keras_outputs)(target, readable)
     rows: list[dict[str, Any]] = []
     by_path = {str(f): p for f, p in zip(readable, probs)}
     knn_by_path = dict(zip(map(str, readable), knn)) if knn is not None else {}

@@ -21,7 +21,6 @@ from kdefect.export.litert_info import model_io, weight_sparsity
 from kdefect.export.representative import stratified_indices
 from kdefect.export.tflite import input_shape_of, to_tflite
 from kdefect.keras import keras, tfmot
-from kdefect.trust.calibrate import run_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +168,7 @@ def export_run(
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
     from kdefect.optimize import quantize_aware
+    from kdefect.trust.calibrate import run_thresholds  # lazy: scipy.optimize only when exporting
 
     if edgetpu and mode != "int8":
         raise ExportError(f"--edgetpu needs a full-integer model: use --int8 (not --{mode}).")

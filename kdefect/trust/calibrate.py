@@ -192,27 +192,34 @@ def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k
             "test_flag_share": float(flags.mean()) if len(flags) else 0.0}
 
 
-def run_thresholds(run: Any, same_model: bool = True) -> dict[str, Any]:
-    """What ``kdefect calibrate`` chose on validation, in the sidecar's ``thresholds`` layout.
-
-    The export copies it to the device and ``kdefect predict`` applies it on the
-    host, so both make the same decisions.  Only when the network is the
-    calibrated one: a distilled student is a different model, and a calibration
-    made for an older ``model.keras`` is stale.
-    """
-    th: dict[str, Any] = {"review_below": 0.0, "temperature": 1.0}
-    if run is None or not same_model:
-        return th
+def load_calibration(run: Any) -> dict[str, Any] | None:
+    """The run's ``calibration.json`` when it belongs to the current ``model.keras``; None (with a warning) if not."""
     if not (run.path / CALIBRATION_FILE).is_file():
         log.warning("%s has no calibration.json: temperature 1 and no review/OOD thresholds. "
                     "Run `kdefect calibrate %s` first.", run.path, run.path)
-        return th
+        return None
     cal = run.read_json(CALIBRATION_FILE)
     if cal.get("model_sha256") and run.model_path.is_file() and cal["model_sha256"] != sha256_file(run.model_path):
         log.warning("calibration.json of %s was made for another model.keras: not used. Run `kdefect calibrate` "
                     "again.", run.path)
-        return th
-    th.update({k: cal[k] for k in ("temperature", "review_below", "decision") if k in cal})
-    if "device_ood" in cal:
-        th["ood"] = cal["device_ood"]
+        return None
+    return cal
+
+
+def thresholds_from(cal: dict[str, Any] | None) -> dict[str, Any]:
+    """A calibration in the sidecar's ``thresholds`` layout (device-computable OOD gate only)."""
+    th: dict[str, Any] = {"review_below": 0.0, "temperature": 1.0}
+    if cal:
+        th.update({k: cal[k] for k in ("temperature", "review_below", "decision") if k in cal})
+        if "device_ood" in cal:
+            th["ood"] = cal["device_ood"]
     return th
+
+
+def run_thresholds(run: Any, same_model: bool = True) -> dict[str, Any]:
+    """What ``kdefect calibrate`` chose on validation, in the sidecar's ``thresholds`` layout.
+
+    Only when the network is the calibrated one: a distilled student is a
+    different model, and a calibration made for an older ``model.keras`` is stale.
+    """
+    return thresholds_from(load_calibration(run) if run is not None and same_model else None)

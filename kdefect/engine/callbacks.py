@@ -7,6 +7,7 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,12 @@ class CosineDecay(keras.callbacks.Callback):
     """
 
     def __init__(self, epochs: int, budget_s: float | None = None, start: float | None = None,
-                 warmup: float = 0.03, floor: float = 0.01) -> None:
+                 warmup: float = 0.03, floor: float = 0.01,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__()
         self.epochs, self.budget_s, self.warmup, self.floor = max(int(epochs), 1), budget_s, warmup, floor
-        self.start = start if start is not None else time.perf_counter()
+        self.clock = clock
+        self.start = start if start is not None else clock()
         self.base: float | None = None
         self._epoch = 0
 
@@ -151,7 +154,7 @@ class CosineDecay(keras.callbacks.Callback):
     def progress(self, batch: int) -> float:
         by_epoch = (self._epoch + batch / max(int(self.params.get("steps") or 1), 1)) / self.epochs
         if self.budget_s:
-            by_epoch = max(by_epoch, (time.perf_counter() - self.start) / self.budget_s)
+            by_epoch = max(by_epoch, (self.clock() - self.start) / self.budget_s)
         return min(by_epoch, 1.0)
 
     def rate(self, progress: float) -> float:

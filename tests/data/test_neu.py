@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -17,13 +15,10 @@ pytestmark = [pytest.mark.neu, pytest.mark.skipif(neu_dir() is None, reason="NEU
 def test_neu_index_classify_and_detect():
     from kdefect.data.sources import index_dataset
 
-    t = time.perf_counter()
     idx = index_dataset(DataConfig(source=str(neu_dir())))
-    elapsed = time.perf_counter() - t
     assert len(idx) == 1800 and idx.classes == list(NEU_CLASSES) and not idx.skipped
     agree = np.mean([neu_class_of(p) == idx.classes[lab] for p, lab in zip(idx.paths, idx.labels)])
     assert agree > 0.99  # largest-area label == file-name class for all but a few images
-    assert elapsed < 20, f"indexing 1,800 images took {elapsed:.1f}s"
     det = index_dataset(DataConfig(source="neu"), task="detect")
     assert sum(len(b) for b in det.boxes) == 4189
     assert all((b[:, 2:] <= 200).all() for b in det.boxes)

@@ -58,7 +58,7 @@ def _folder(images: Path, n: int, dest: Path) -> list[Path]:
 def bare(model: Path, files: list[Path], threads: int) -> dict:
     clf = EdgeClassifier(model, threads=threads)
     interp, din = clf.runner.interpreter, clf.runner.input_detail
-    dout = clf.runner.output_details[0]["index"]
+    dout = clf.runner.output_details[clf.runner.roles["main"]]["index"]
     xs = [quantize_input(clf.load(f)[None], din) for f in files]
     for x in xs[:3]:  # warm-up, as the runtime does
         interp.set_tensor(din["index"], x)

@@ -64,8 +64,34 @@ def _train(cfg, x, y, k, epochs, seed, budget_s=None, flips=False):
     return model
 
 
-def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: float | None = None) -> dict:
-    """Per held-out class: train on the other classes, AUROC of OOD scores (held-out vs known test images)."""
+def _device_scores(model, x_train: np.ndarray, x_test: np.ndarray, work: Path) -> dict:
+    """The same model exported as kdefect does with ``--ood-gate knn`` (INT8 PTQ, feature output): kNN and max-prob
+    scores computed from the INT8 model's own outputs, as on the device."""
+    from kdefect.edge.interpreter import TFLiteRunner
+    from kdefect.export.feature_gate import device_features, device_knn, locate_outputs, with_features
+    from kdefect.export.tflite import to_tflite
+    from kdefect.trust import ood
+
+    two = with_features(model)
+    rep = x_train[np.random.default_rng(0).permutation(len(x_train))[:200]]
+    path = to_tflite(two, work / "loco_int8.tflite", "int8", rep)
+    main, feat = locate_outputs(path, two, x_train[0])
+    f_train = device_features(path, x_train, feat)
+    runner = TFLiteRunner(path, roles={"main": main, "features": feat})
+    outs = [runner(im) for im in x_test]
+    f_test = np.stack([o[feat].reshape(-1) for o in outs])
+    probs = np.stack([o[main].reshape(-1) for o in outs])
+    return {"knn_int8": device_knn(f_train).score(f_test), "max_prob_int8": ood.max_prob_score(probs), "probs_int8": probs}
+
+
+def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: float | None = None,
+                        device: bool = False) -> dict:
+    """Per held-out class: train on the other classes, AUROC of OOD scores (held-out vs known test images).
+
+    ``device``: also export each model to INT8 with its feature output and score on the device's outputs.
+    """
+    import tempfile
+
     from kdefect.data.pipeline import load_images
     from kdefect.data.split import load_split
     from kdefect.engine.run import RunDir
@@ -99,12 +125,21 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: 
         scores = {"energy": ood.energy_score(te["logits"]), "max_prob": ood.max_prob_score(softmax(te["logits"], 1)),
                   "mahalanobis": maha.score(te["features"]),
                   "knn": ood.KNN.fit(tr["features"]).score(te["features"])}
-        out[name] = {k: ood.held_out_auroc(v, yt, h) for k, v in scores.items()}
+        if device:
+            with tempfile.TemporaryDirectory() as work:
+                dev = _device_scores(model, data["train"][0][keep], data["test"][0], Path(work))
+            out[name] = {"known_accuracy_int8": float((dev.pop("probs_int8")[known].argmax(1)
+                                                       == remap[yt[known]]).mean())}
+            scores.update(dev)
+        else:
+            out[name] = {}
+        out[name].update({k: ood.held_out_auroc(v, yt, h) for k, v in scores.items()})
         out[name]["known_accuracy"] = float((te["logits"][known].argmax(1) == remap[yt[known]]).mean())
         log.info("held out %s: %s (%.0fs)", name, {k: round(v["auroc"], 3) for k, v in out[name].items()
                                                    if isinstance(v, dict)}, time.time() - t0)
     means = {k: float(np.mean([out[c][k]["auroc"] for c in classes])) for k in scores}
-    return {"per_class": out, "mean_auroc": means, "epochs": epochs, "size": size, "budget_s": budget_s}
+    return {"per_class": out, "mean_auroc": means, "epochs": epochs, "size": size, "budget_s": budget_s,
+            "device": device}
 
 
 def gradcam_pointing(n_per_class: int, size: int, epochs: int, n_eval: int, seed: int, contrast: float = 2.0) -> dict:
@@ -169,14 +204,19 @@ def _markdown(res: dict) -> str:
              f"{100 * c['val_threshold_on_test']['residual_error']:.2f}% |"]
     if res.get("loco"):
         lo = res["loco"]
-        names = {"energy": "energy", "max_prob": "max-prob", "mahalanobis": "Mahalanobis", "knn": "kNN"}
+        names = {"energy": "energy", "max_prob": "max-prob", "mahalanobis": "Mahalanobis", "knn": "kNN",
+                 "max_prob_int8": "max-prob INT8 (device)", "knn_int8": "kNN INT8 (device)"}
         keys = [k for k in names if k in lo["mean_auroc"]]
         budget = f", {lo['budget_s']:.0f} s budget" if lo.get("budget_s") else ""
         lines += ["", f"Leave-one-class-out OOD AUROC ({lo['epochs']} epochs max{budget}, {lo['size']} px; "
                       "known-class test accuracy per model in the last column):", "",
                   "| held-out class | " + " | ".join(names[k] for k in keys) + " | known acc |",
                   "|---" * (len(keys) + 2) + "|"]
-        lines += [f"| {c} | " + " | ".join(f"{v[k]['auroc']:.3f}" for k in keys) + f" | {v['known_accuracy']:.3f} |"
+        def acc(v: dict) -> str:
+            return f"{v['known_accuracy']:.3f}" + (f" (INT8 {v['known_accuracy_int8']:.3f})"
+                                                   if "known_accuracy_int8" in v else "")
+
+        lines += [f"| {c} | " + " | ".join(f"{v[k]['auroc']:.3f}" for k in keys) + f" | {acc(v)} |"
                   for c, v in lo["per_class"].items()]
         m = lo["mean_auroc"]
         lines.append("| **mean** | " + " | ".join(f"**{m[k]:.3f}**" for k in keys) + " | |")
@@ -210,6 +250,8 @@ def main() -> None:
     ap.add_argument("--loco-size", type=int, default=64)
     ap.add_argument("--loco-budget-s", type=float, help="training time budget per held-out class (cosine LR over it)")
     ap.add_argument("--no-loco", action="store_true")
+    ap.add_argument("--loco-device", action="store_true",
+                    help="also score each LOCO model as exported with --ood-gate knn (INT8, device outputs)")
     ap.add_argument("--gradcam-n", type=int, default=200, help="synthetic training images per class")
     ap.add_argument("--gradcam-epochs", type=int, default=12)
     ap.add_argument("--gradcam-size", type=int, default=64)
@@ -230,7 +272,7 @@ def main() -> None:
            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
            "run": str(run), "calibration": calibration_and_review(run, a.target_risk)}
     if not a.no_loco:
-        res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed, a.loco_budget_s)
+        res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed, a.loco_budget_s, a.loco_device)
     if a.gradcam_n > 0:
         res["gradcam"] = gradcam_pointing(a.gradcam_n, a.gradcam_size, a.gradcam_epochs, 20, a.seed,
                                           a.gradcam_contrast)

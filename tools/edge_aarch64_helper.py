@@ -94,7 +94,7 @@ def dump(model: Path, folder: Path, out: Path) -> None:
         q = quantize_input(clf.load(p)[None], din)
         interp.set_tensor(din["index"], q)
         interp.invoke()
-        raw = interp.get_tensor(clf.runner.output_details[0]["index"]).reshape(-1)
+        raw = interp.get_tensor(clf.runner.output_details[clf.runner.roles["main"]]["index"]).reshape(-1)
         rows[p.name] = {"input_sha256": hashlib.sha256(q.tobytes()).hexdigest(), "raw_output": raw.tolist()}
     out.write_text(json.dumps({"backend": clf.backend, "images": rows}, indent=1))
 

@@ -38,9 +38,12 @@ class EdgeClassifier:
         if self.sidecar.task != "classify":
             raise EdgeError(f"'{self.path}' is a {self.sidecar.task!r} model; kdefect-edge classifies only "
                             "(task 'classify'). Export a classification run.")
-        self.rule: DecisionRule = rule_from_sidecar(self.sidecar, review_below, temperature)
+        self.rule: DecisionRule = rule_from_sidecar(self.sidecar, review_below, temperature, model_path=self.path)
         self.runner = TFLiteRunner(self.path, num_threads=threads, edgetpu=edgetpu or require_edgetpu,
                                    require_edgetpu=require_edgetpu)
+        if self.rule.knn is not None and "features" not in self.runner.roles:
+            raise ModelIntegrityError(f"the sidecar of '{self.path}' has a kNN OOD gate but names no feature "
+                                      "output: export again with `kdefect tflite --ood-gate knn`.")
         self.policy = policy or ImagePolicy()
         shape = self.runner.input_shape
         if len(shape) != 4 or shape[0] != 1:
@@ -81,11 +84,17 @@ class EdgeClassifier:
         return prepare(load_image(source, self.channels, self.policy, name), self.size, self.channels)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """Model output (dequantised) for one prepared input."""
-        return self.runner(x)[0].reshape(-1)
+        """Class output (dequantised) for one prepared input."""
+        return self.runner.main_output(x).reshape(-1)
+
+    def decide(self, x: np.ndarray) -> Decision:
+        """One invoke -> the decision (class output, plus the feature output when the OOD gate is kNN)."""
+        outs = self.runner(x)
+        feats = outs[self.runner.roles["features"]].reshape(-1) if self.rule.knn is not None else None
+        return self.rule(outs[self.runner.roles["main"]].reshape(-1), feats)
 
     def classify(self, source: str | Path | bytes | np.ndarray) -> Decision:
-        return self.rule(self.infer(self.load(source)))
+        return self.decide(self.load(source))
 
     def info(self) -> dict[str, Any]:
         return {"model": str(self.path), "sha256": self.sha256, "backend": self.backend, "labels": list(self.labels),

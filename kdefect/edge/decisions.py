@@ -4,23 +4,27 @@ All parameters come from the sidecar (``thresholds.temperature``,
 ``thresholds.review_below``, ``thresholds.decision`` = the operating point
 ``{"good_label", "good_min_prob"}``, and the OOD gate in ``ood`` or
 ``thresholds.ood``) so the device applies exactly what the run validated; the
-CLI may override the review threshold and the temperature.
+CLI may override the review threshold and the temperature.  The ``knn`` gate
+scores the model's feature output against a bank beside the model
+(``kdefect.edge.knn``); the others need only the class output.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kdefect.edge.knn import KNN, load_gate
 from kdefect.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
 _EPS = 1e-12
-OOD_METHODS = ("msp", "entropy", "energy")
+OOD_METHODS = ("msp", "entropy", "energy", "knn")
 
 
 @dataclass
@@ -57,6 +61,7 @@ class DecisionRule:
     ood: dict[str, Any] | None = None
     good_label: str | None = None
     good_min_prob: float | None = None
+    knn: KNN | None = field(default=None, compare=False, repr=False)  # the bank of a "knn" gate
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -70,6 +75,9 @@ class DecisionRule:
                 raise EdgeError(f"sidecar 'ood' must be {{'method': one of {OOD_METHODS}, 'threshold': t}}; got {self.ood}.")
             if method == "energy" and self.output_kind != "logits":
                 raise EdgeError("sidecar 'ood' method 'energy' needs a model that outputs logits; use 'msp' or 'entropy'.")
+            if method == "knn" and self.knn is None:
+                raise EdgeError("sidecar 'ood' method 'knn' needs its feature bank: build the rule with "
+                                "rule_from_sidecar(sidecar, model_path=...) so the bank beside the model is loaded.")
 
     def _logits(self, out: np.ndarray) -> np.ndarray:
         out = np.asarray(out, dtype=np.float64).reshape(-1)
@@ -82,7 +90,8 @@ class DecisionRule:
             return out
         return softmax(self._logits(out) / self.temperature)
 
-    def __call__(self, out: np.ndarray) -> Decision:
+    def __call__(self, out: np.ndarray, features: np.ndarray | None = None) -> Decision:
+        """``out``: the class output; ``features``: the feature output (needed by a ``knn`` gate only)."""
         out = np.asarray(out).reshape(-1)
         if out.size != len(self.labels):
             raise EdgeError(f"model gives {out.size} outputs but the sidecar lists {len(self.labels)} labels; "
@@ -95,7 +104,7 @@ class DecisionRule:
             score=round(score, 6),
             probs={lab: round(float(v), 6) for lab, v in zip(self.labels, p)},
             review=score < self.review_below,
-            ood=self._ood(out, p),
+            ood=self._ood(out, p, features),
             verdict=self._verdict(p, i),
         )
 
@@ -107,11 +116,16 @@ class DecisionRule:
         ok = p[g] >= self.good_min_prob if self.good_min_prob is not None else top == g
         return "pass" if ok else "fail"
 
-    def _ood(self, out: np.ndarray, p: np.ndarray) -> dict[str, Any] | None:
+    def _ood(self, out: np.ndarray, p: np.ndarray, features: np.ndarray | None) -> dict[str, Any] | None:
         if self.ood is None:
             return None
         method, thr = self.ood.get("method", self.ood.get("score")), float(self.ood["threshold"])
-        if method == "msp":
+        if method == "knn":
+            if features is None or self.knn is None:
+                raise EdgeError("this model's OOD gate is 'knn': pass the model's feature output with the class "
+                                "output (EdgeClassifier.decide does).")
+            s = float(self.knn.score(np.asarray(features, np.float64).reshape(1, -1))[0])
+        elif method == "msp":
             s = 1.0 - float(p.max())
         elif method == "entropy":
             s = float(-(p * np.log(np.maximum(p, _EPS))).sum())
@@ -123,7 +137,8 @@ class DecisionRule:
 
 def rule_from_thresholds(labels: list[str] | tuple[str, ...], thresholds: dict[str, Any] | None,
                          output_kind: str = "probs", ood: dict[str, Any] | None = None, good_label: str | None = None,
-                         review_below: float | None = None, temperature: float | None = None) -> DecisionRule:
+                         review_below: float | None = None, temperature: float | None = None,
+                         knn: KNN | None = None) -> DecisionRule:
     """A rule from a sidecar-layout ``thresholds`` dict (device sidecar, or ``run_thresholds`` on the host)."""
     th = thresholds or {}
     ood = ood if ood is not None else th.get("ood")
@@ -141,13 +156,22 @@ def rule_from_thresholds(labels: list[str] | tuple[str, ...], thresholds: dict[s
         ood=ood,
         good_label=good if good in labels else None,
         good_min_prob=decision.get("good_min_prob"),
+        knn=knn,
     )
 
 
-def rule_from_sidecar(sidecar: Any, review_below: float | None = None, temperature: float | None = None) -> DecisionRule:
-    """The sidecar's decision parameters, with optional CLI overrides."""
+def rule_from_sidecar(sidecar: Any, review_below: float | None = None, temperature: float | None = None,
+                      model_path: str | Path | None = None) -> DecisionRule:
+    """The sidecar's decision parameters, with optional CLI overrides; a ``knn`` gate loads its bank beside ``model_path``."""
     out = sidecar.output or {}
     kind = str(out.get("kind", out.get("activation", "probs"))).lower()
     kind = "logits" if kind in ("logits", "linear", "none") else "probs"
+    gate = sidecar.ood if sidecar.ood is not None else (sidecar.thresholds or {}).get("ood")
+    knn = None
+    if gate and gate.get("method") == "knn":
+        if model_path is None:
+            raise EdgeError("the sidecar's OOD gate is 'knn': pass model_path so its feature bank can be loaded.")
+        knn = load_gate(model_path, gate)
     return rule_from_thresholds(sidecar.labels, sidecar.thresholds, kind, ood=sidecar.ood,
-                                good_label=sidecar.good_label, review_below=review_below, temperature=temperature)
+                                good_label=sidecar.good_label, review_below=review_below, temperature=temperature,
+                                knn=knn)

@@ -123,16 +123,41 @@ def dequantize_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return (y.astype(np.float32) - zp) * scale
 
 
+def output_roles(model_path: str | Path) -> dict[str, int]:
+    """Positions of the class output (``main``) and of a feature output (``features``) among the outputs.
+
+    Why: a model exported with the kNN OOD gate has two outputs and the
+    converter does not keep their order; the exporter records the positions
+    in the sidecar (``output.index``, ``output.features_index``).  Without a
+    sidecar the first output is the class output.
+    """
+    from kdefect.edge.sidecar import sidecar_path
+    from kdefect.utils.io import read_json
+
+    roles = {"main": 0}
+    sp = sidecar_path(model_path)
+    if sp.is_file():
+        out = read_json(sp).get("output") or {}
+        roles["main"] = int(out.get("index", 0))
+        if out.get("features_index") is not None:
+            roles["features"] = int(out["features_index"])
+    return roles
+
+
 class TFLiteRunner:
     """Run one image (or a batch of 1) through a TFLite model: float pixels in, float outputs out."""
 
     def __init__(self, model_path: str | Path, num_threads: int = 1, edgetpu: bool = False,
-                 require_edgetpu: bool = False) -> None:
+                 require_edgetpu: bool = False, roles: dict[str, int] | None = None) -> None:
         self.path = Path(model_path)
         self.backend = interpreter_backend()
         self.interpreter = load_interpreter(model_path, num_threads, edgetpu, require_edgetpu)
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_details = self.interpreter.get_output_details()
+        self.roles = dict(roles) if roles is not None else output_roles(model_path)  # roles: while exporting
+        if any(i >= len(self.output_details) for i in self.roles.values()):
+            raise EdgeError(f"the sidecar of '{self.path}' names output positions {self.roles} but the model has "
+                            f"{len(self.output_details)} output(s): the sidecar belongs to another model.")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -144,3 +169,7 @@ class TFLiteRunner:
         self.interpreter.set_tensor(self.input_detail["index"], quantize_input(x, self.input_detail))
         self.interpreter.invoke()
         return [dequantize_output(self.interpreter.get_tensor(d["index"]), d) for d in self.output_details]
+
+    def main_output(self, image: np.ndarray) -> np.ndarray:
+        """The class output (probabilities of a kdefect classifier) for one image."""
+        return self(image)[self.roles["main"]]

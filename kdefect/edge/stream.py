@@ -152,7 +152,7 @@ def _handle(clf: EdgeClassifier, item: Item, x: Any, prep_s: float, decision_log
         summary.errors += 1
         log.warning("skipped %s", x)
         return
-    d = clf.rule(clf.infer(x))
+    d = clf.decide(x)
     ms = (prep_s + time.perf_counter() - t0) * 1000
     rec = {"time": now_iso(), "source": item.source, "label": d.label, "score": d.score, "probs": d.probs,
            "review": d.review, "ood": d.ood, "latency_ms": round(ms, 3), "model_sha256": clf.sha256,

@@ -59,9 +59,9 @@ def _knn_flags(run: RunDir, gate: dict[str, Any], features: np.ndarray) -> list[
     return [bool(v) for v in knn.score(features) > float(gate["threshold"])]
 
 
-def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[np.ndarray, list[str], Any,
+def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[np.ndarray, None, list[str], Any,
                                                                               list[bool] | None]:
-    """(probabilities, classes, decision rule, kNN OOD flags or None) from a run's Keras model.
+    """(probabilities, None, classes, decision rule, host kNN OOD flags or None) from a run's Keras model.
 
     The rule and the kNN gate come from the run's calibration when ``target`` is
     the calibrated ``model.keras`` (a different .keras gets raw probabilities).
@@ -85,11 +85,15 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
         feats.append(heads["features"])
     gate = (cal or {}).get("feature_ood")
     knn = _knn_flags(run, gate, np.concatenate(feats)) if gate else None
-    return softmax(np.concatenate(logits), axis=1), classes, rule_from_thresholds(classes, thresholds_from(cal)), knn
+    rule = rule_from_thresholds(classes, thresholds_from(cal))
+    return softmax(np.concatenate(logits), axis=1), None, classes, rule, knn
 
 
-def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[str], Any, None]:
-    """(probabilities, labels, the sidecar's decision rule, None) from an exported model."""
+def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.ndarray | None, list[str], Any, None]:
+    """(probabilities, features or None, labels, the sidecar's decision rule, None) from an exported model.
+
+    A model exported with the kNN gate also gives its feature output: the rule scores it as the device does.
+    """
     from kdefect.data.pipeline import load_images
     from kdefect.edge.decisions import rule_from_sidecar
     from kdefect.edge.interpreter import TFLiteRunner
@@ -99,8 +103,10 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, list[s
     runner = TFLiteRunner(target)
     h, w = sc.input.size
     imgs = load_images([str(f) for f in files], (h, w), sc.input.channels)
-    probs = np.stack([runner(im.astype(np.float32))[0][0] for im in imgs])
-    return probs, list(sc.labels), rule_from_sidecar(sc), None
+    outs = [runner(im.astype(np.float32)) for im in imgs]
+    probs = np.stack([o[runner.roles["main"]][0] for o in outs])
+    feats = np.stack([o[runner.roles["features"]][0] for o in outs]) if "features" in runner.roles else None
+    return probs, feats, list(sc.labels), rule_from_sidecar(sc, model_path=target), None
 
 
 def _task_of(target: Path) -> str:
@@ -124,18 +130,20 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
         return predict_detector(target, list(inputs), out=out)
     files = collect_images(list(inputs))
     readable, bad = _readable(files)
-    probs, classes, rule, knn = np.zeros((0, 0)), [], None, None
+    probs, feats, classes, rule, knn = np.zeros((0, 0)), None, [], None, None
     if readable:
-        probs, classes, rule, knn = (_tflite_outputs if target.suffix == ".tflite" else _keras_outputs)(target, readable)
+        probs, feats, classes, rule, knn = (_tflite_outputs if target.suffix == ".tflite" else _keras_outputs)(
+            target, readable)
     rows: list[dict[str, Any]] = []
     by_path = {str(f): p for f, p in zip(readable, probs)}
+    feat_by_path = dict(zip(map(str, readable), feats)) if feats is not None else {}
     knn_by_path = dict(zip(map(str, readable), knn)) if knn is not None else {}
     for f in files:
         p = by_path.get(str(f))
         if p is None:
             rows.append({"path": str(f), "class": "", "score": "", "error": bad[str(f)]})
             continue
-        d = rule(p)
+        d = rule(p, feat_by_path.get(str(f)))
         row: dict[str, Any] = {"path": str(f), "class": d.label, "score": d.score, "error": "",
                                "review": d.review, "ood": bool(d.ood and d.ood["flag"]), "verdict": d.verdict or ""}
         if knn is not None:

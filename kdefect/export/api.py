@@ -161,9 +161,22 @@ def export_run(
     run: str | Path | None = None,
     data: str | Path | None = None,
     seed: int = 0,
+    ood_gate: str = "msp",
 ) -> dict[str, Any]:
-    """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict."""
+    """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict.
+
+    ``ood_gate``: the device's unknown-defect gate. ``msp`` (1 - max calibrated
+    probability, from ``kdefect calibrate``), ``knn`` (a second, feature output
+    and a bank of the training split's device features beside the model; needs a
+    run's splits) or ``none``.
+    """
+    from kdefect.export.feature_gate import GATES
+
+    if ood_gate not in GATES:
+        raise ExportError(f"unknown --ood-gate '{ood_gate}'; choose one of {', '.join(GATES)}.")
     if _is_detection_run(source):
+        if ood_gate == "knn":
+            raise ExportError("--ood-gate knn is for classifiers; detectors have no OOD gate yet.")
         return _export_detection_run(Path(source), out, mode, qat, prune, distill_from, edgetpu)
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
@@ -213,21 +226,40 @@ def export_run(
         rep = representative_images(_need(dataset, "INT8 calibration"), (h, w), c, calib_size, seed)
     quant = "-".join([mode, *(steps or (["ptq"] if mode == "int8" else []))])
     out_path = Path(out) if out else _default_out(src, quant.replace("-", "_"))
-    to_tflite(model, out_path, mode, rep, input_type, output_type)
+    thresholds = run_thresholds(src.run, same_model=distill_from is None)
+    main, feat = 0, None
+    if ood_gate == "knn":
+        from kdefect.data.split import load_split
+        from kdefect.export.feature_gate import fit_gate, locate_outputs, with_features
+
+        if src.run is None:
+            raise ExportError("--ood-gate knn fits its bank on the run's training split: export a run folder "
+                              "(or pass --run RUN with --model).")
+        model = with_features(model)
+        to_tflite(model, out_path, mode, rep, input_type, output_type)
+        probe = rep[0] if rep is not None else representative_images(_need(dataset, "the kNN gate"), (h, w), c, 1)[0]
+        main, feat = locate_outputs(out_path, model, probe)
+        thresholds["ood"] = fit_gate(out_path, feat, load_split(src.run.path), (h, w), c)
+    else:
+        to_tflite(model, out_path, mode, rep, input_type, output_type)
+        if ood_gate == "none":
+            thresholds.pop("ood", None)
     (inp, *_), outs = model_io(out_path)
-    classes = dataset.classes if dataset else [str(i) for i in range(int(model_io(out_path)[1][0]["shape"][-1]))]
+    classes = dataset.classes if dataset else [str(i) for i in range(int(outs[main]["shape"][-1]))]
     good = dataset.good_label if dataset else None
     sc = Sidecar(
         sha256="", task="classify", labels=classes, good_label=good,
         input=InputSpec(size=[h, w], channels=c, dtype=inp["dtype"], scale=inp["scale"], zero_point=inp["zero_point"]),
-        output={"dtype": outs[0]["dtype"], "scale": outs[0]["scale"], "zero_point": outs[0]["zero_point"],
-                "kind": "probabilities"},
-        thresholds=run_thresholds(src.run, same_model=distill_from is None), quantization=quant,
+        output={"dtype": outs[main]["dtype"], "scale": outs[main]["scale"], "zero_point": outs[main]["zero_point"],
+                "kind": "probabilities", "index": main,
+                **({"features_index": feat, "features_dim": int(outs[feat]["shape"][-1])} if feat is not None else {})},
+        thresholds=thresholds, quantization=quant,
         source_run=str(src.run.path.resolve()) if src.run is not None else None,
     )
     side = write_sidecar(out_path, sc)
     result: dict[str, Any] = {"model": str(out_path), "sidecar": str(side), "quantization": quant,
-                              "size_bytes": out_path.stat().st_size, "input": inp, "output": outs[0]}
+                              "size_bytes": out_path.stat().st_size, "input": inp, "output": outs[main],
+                              "ood_gate": thresholds.get("ood")}
     if prune:
         result["sparsity"] = weight_sparsity(out_path)["overall"]
     if edgetpu:

@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def run_tflite(model_path: str | Path, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
-    """Dequantized first output for every image, one invoke per image (batch 1, as on the device)."""
+    """Dequantized class output for every image, one invoke per image (batch 1, as on the device)."""
     runner = TFLiteRunner(model_path, num_threads=num_threads)
-    return np.concatenate([runner(img)[0].reshape(1, -1) for img in images], axis=0)
+    return np.concatenate([runner.main_output(img).reshape(1, -1) for img in images], axis=0)
 
 
 def latency_ms(model_path: str | Path, images: np.ndarray, num_threads: int, n: int = 50, warmup: int = 3

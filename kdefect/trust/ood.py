@@ -18,6 +18,8 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import rankdata
 
+from kdefect.edge.knn import KNN as KNN  # re-export: one implementation for host and device
+
 
 def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Negative free energy flipped to "higher = more OOD": -T * logsumexp(z / T)."""
@@ -56,41 +58,6 @@ class Mahalanobis:
 
     def to_dict(self) -> dict[str, Any]:
         return {"means": self.means, "precision": self.precision}
-
-
-@dataclass
-class KNN:
-    """Distance to the k-th nearest training feature after L2 normalisation (Sun et al. 2022).
-
-    Why: no Gaussian assumption, so a new defect that lands *between* known
-    class clusters (where a shared-covariance Mahalanobis is blind) still scores
-    high; the training bank is the only state.
-    """
-
-    bank: np.ndarray  # (N, D), unit rows
-    k: int = 10
-
-    @staticmethod
-    def _unit(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float64)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    @classmethod
-    def fit(cls, features: np.ndarray, k: int = 10) -> KNN:
-        bank = cls._unit(features)
-        if len(bank) == 0:
-            raise ValueError("KNN.fit needs at least one training feature vector.")
-        return cls(bank=bank, k=max(1, min(int(k), len(bank))))
-
-    def score(self, features: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """k-th nearest-neighbour Euclidean distance of unit vectors (higher = more OOD)."""
-        q = self._unit(features)
-        out = np.empty(len(q))
-        for i in range(0, len(q), chunk):
-            sim = q[i:i + chunk] @ self.bank.T
-            kth = -np.partition(-sim, self.k - 1, axis=1)[:, self.k - 1]
-            out[i:i + chunk] = np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
-        return out
 
 
 def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:

@@ -55,6 +55,24 @@ def _find(model: Any, name: str) -> Any | None:
         return None
 
 
+def feature_output(model: Any) -> Any:
+    """The penultimate feature tensor: ``head_features`` (also when TF-MOT wrapped it as ``quant_head_features``),
+    else the input of the last Dense layer (a user's model)."""
+    from kdefect.keras import keras
+
+    feats = _find(model, FEATURES_LAYER)
+    if feats is None:
+        feats = next((layer for layer in model.layers if layer.name.endswith("_" + FEATURES_LAYER)), None)
+    if feats is not None:
+        return feats.output
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)
+             or isinstance(getattr(layer, "layer", None), keras.layers.Dense)]
+    if not dense:
+        raise ModelError(f"model '{model.name}' has no '{FEATURES_LAYER}' layer and no Dense head: "
+                         "feature-based OOD scores need the penultimate feature vector.")
+    return dense[-1].input
+
+
 def head_model(model: Any) -> tuple[Any, bool]:
     """A model image -> [features, logits or probs]; the flag says whether the 2nd output is logits.
 
@@ -63,16 +81,9 @@ def head_model(model: Any) -> tuple[Any, bool]:
     """
     from kdefect.keras import keras
 
-    feats, logits = _find(model, FEATURES_LAYER), _find(model, LOGITS_LAYER)
-    if feats is None:
-        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-        if not dense:
-            raise ModelError(f"model '{model.name}' has no '{FEATURES_LAYER}' layer and no Dense head.")
-        f_out = dense[-1].input
-    else:
-        f_out = feats.output
+    logits = _find(model, LOGITS_LAYER)
     out2 = logits.output if logits is not None else model.outputs[0]
-    return keras.Model(model.inputs, [f_out, out2], name="trust_heads"), logits is not None
+    return keras.Model(model.inputs, [feature_output(model), out2], name="trust_heads"), logits is not None
 
 
 def predict_heads(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:

@@ -47,6 +47,29 @@ def test_ood_scores_and_validation():
         DecisionRule(LABELS, temperature=0)
 
 
+def test_knn_gate_scores_the_feature_output(tmp_path):
+    from kdefect.edge.knn import KNN, save_bank
+
+    bank = np.eye(4)[[0, 0, 1, 1]] + 0.01  # two tight clusters of training features
+    knn = KNN.fit(bank, k=2)
+    gate = {"method": "knn", "k": 2, "threshold": 0.1, "bank": "m.knn.npy",
+            "bank_sha256": save_bank(tmp_path / "m.knn.npy", knn)}
+    sc = Sidecar(sha256="x", task="classify", labels=list(LABELS), input=InputSpec(size=[8, 8]),
+                 thresholds={"review_below": 0.0, "temperature": 1.0, "ood": gate})
+    rule = rule_from_sidecar(sc, model_path=tmp_path / "m.tflite")
+    p = np.array([0.2, 0.5, 0.3])
+    near, far = rule(p, np.array([2.0, 0.0, 0.0, 0.0])), rule(p, np.array([0.0, 0.0, 0.0, 1.0]))
+    assert near.ood["flag"] is False and near.ood["score"] < 0.05
+    assert far.ood["flag"] is True and far.ood["score"] == pytest.approx(np.sqrt(2), abs=0.02)
+    assert near.label == far.label == "scratch"  # the gate never changes the class
+    with pytest.raises(EdgeError, match="feature output"):
+        rule(p)
+    with pytest.raises(EdgeError, match="model_path"):
+        rule_from_sidecar(sc)
+    with pytest.raises(EdgeError, match="feature bank"):
+        DecisionRule(LABELS, ood=gate)
+
+
 def test_energy_on_a_probability_model_is_disabled_with_a_warning(caplog):
     sc = Sidecar(sha256="x", task="classify", labels=list(LABELS), input=InputSpec(size=[8, 8]),
                  thresholds={"review_below": 0.7, "temperature": 1.3, "ood": {"score": "energy", "threshold": 1.0}})

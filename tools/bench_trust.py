@@ -142,6 +142,39 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: 
             "device": device}
 
 
+def device_gate_agreement(run: Path, model: Path) -> dict:
+    """Test split: the host's kNN flags (calibration.json ``feature_ood``, float features of model.keras) vs the
+    device's (``model`` exported with ``--ood-gate knn``, run by kdefect-edge's EdgeClassifier on the image files)."""
+    from scipy.stats import spearmanr
+
+    from kdefect.data.split import load_split
+    from kdefect.edge.classifier import EdgeClassifier
+    from kdefect.engine.run import RunDir
+    from kdefect.trust import ood
+    from kdefect.trust.calibrate import load_calibration
+    from kdefect.trust.outputs import split_outputs
+
+    r = RunDir.open(run)
+    gate = (load_calibration(r) or {}).get("feature_ood")
+    if not gate:
+        raise SystemExit(f"{run} has no feature_ood in calibration.json: run `kdefect calibrate {run}` first")
+    test = split_outputs(r, "test")
+    host = ood.KNN.fit(split_outputs(r, "train")["features"], k=int(gate["k"])).score(test["features"])
+    host_flag = host > float(gate["threshold"])
+    clf = EdgeClassifier(model)
+    paths, names = load_split(run)["test"]
+    dec = [clf.classify(p) for p in paths]
+    dev = np.array([d.ood["score"] for d in dec])
+    dev_flag = np.array([d.ood["flag"] for d in dec])
+    classes = r.classes()[0]
+    y = np.array([classes.index(n) for n in names])
+    return {"model": str(model), "n": len(paths), "host_flag_share": float(host_flag.mean()),
+            "device_flag_share": float(dev_flag.mean()), "flag_agreement": float((host_flag == dev_flag).mean()),
+            "device_accuracy": float(np.mean([classes.index(d.label) == t for d, t in zip(dec, y, strict=True)])),
+            "host_device_score_spearman": float(spearmanr(host, dev).statistic),
+            "device_threshold": float(clf.rule.ood["threshold"]), "host_threshold": float(gate["threshold"])}
+
+
 def gradcam_pointing(n_per_class: int, size: int, epochs: int, n_eval: int, seed: int, contrast: float = 2.0) -> dict:
     """Train a tiny CNN on kdefect's synthetic defects; share of Grad-CAM heat inside the planted boxes.
 
@@ -220,6 +253,13 @@ def _markdown(res: dict) -> str:
                   for c, v in lo["per_class"].items()]
         m = lo["mean_auroc"]
         lines.append("| **mean** | " + " | ".join(f"**{m[k]:.3f}**" for k in keys) + " | |")
+    if res.get("device_gate"):
+        d = res["device_gate"]
+        lines += ["", f"kNN gate on the device (`{Path(d['model']).name}`, exported with `--ood-gate knn`, run by "
+                      f"kdefect-edge on the {d['n']} test image files) vs the host gate of `kdefect calibrate`: "
+                      f"flagged {100 * d['device_flag_share']:.1f}% vs {100 * d['host_flag_share']:.1f}%, "
+                      f"same flag on {100 * d['flag_agreement']:.1f}% of parts, score rank correlation "
+                      f"{d['host_device_score_spearman']:.3f}; device accuracy {100 * d['device_accuracy']:.2f}%"]
     if res.get("gradcam"):
         g = res["gradcam"]
 
@@ -262,6 +302,8 @@ def main() -> None:
     ap.add_argument("--cv-folds", type=int, default=5)
     ap.add_argument("--cv-set", action="append", default=[], help="config override for CV")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device-gate", type=Path, metavar="MODEL.tflite",
+                    help="a model of --run exported with --ood-gate knn: compare its flags with the host gate's")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not a.run and not a.demo:
@@ -273,6 +315,8 @@ def main() -> None:
            "run": str(run), "calibration": calibration_and_review(run, a.target_risk)}
     if not a.no_loco:
         res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed, a.loco_budget_s, a.loco_device)
+    if a.device_gate:
+        res["device_gate"] = device_gate_agreement(run, a.device_gate)
     if a.gradcam_n > 0:
         res["gradcam"] = gradcam_pointing(a.gradcam_n, a.gradcam_size, a.gradcam_epochs, 20, a.seed,
                                           a.gradcam_contrast)

@@ -134,3 +134,15 @@ def test_qat_model_exports_with_the_knn_gate(tiny_run, tmp_path):
                      calib_size=20, ood_gate="knn")
     assert json.loads(Path(res["sidecar"]).read_text())["thresholds"]["ood"]["method"] == "knn"
     assert EdgeClassifier(res["model"]).classify(_off_distribution(1)[0].astype(np.uint8)).ood["method"] == "knn"
+
+
+def test_big_training_split_is_subsampled_by_class(knn_export, tiny_run, tmp_path):
+    from kdefect.data.split import load_split
+    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.export.feature_gate import fit_gate
+
+    model = tmp_path / "m.tflite"
+    shutil.copy(knn_export["model"], model)
+    sc = read_sidecar(knn_export["model"])
+    gate = fit_gate(model, sc.output["features_index"], load_split(tiny_run), (SIZE, SIZE), 3, max_bank=12)
+    assert gate["bank_size"] == 12 and np.load(tmp_path / "m.knn.npy").shape[0] == 12  # 4 per class, not 60

@@ -229,21 +229,22 @@ def export_run(
     thresholds = run_thresholds(src.run, same_model=distill_from is None)
     main, feat = 0, None
     if ood_gate == "knn":
-        from kdefect.data.split import load_split
-        from kdefect.export.feature_gate import fit_gate, locate_outputs, with_features
-
         if src.run is None:
             raise ExportError("--ood-gate knn fits its bank on the run's training split: export a run folder "
                               "(or pass --run RUN with --model).")
+        from kdefect.export.feature_gate import with_features
+
         model = with_features(model)
-        to_tflite(model, out_path, mode, rep, input_type, output_type)
+    to_tflite(model, out_path, mode, rep, input_type, output_type)
+    if ood_gate == "knn":
+        from kdefect.data.split import load_split
+        from kdefect.export.feature_gate import fit_gate, locate_outputs
+
         probe = rep[0] if rep is not None else representative_images(_need(dataset, "the kNN gate"), (h, w), c, 1)[0]
         main, feat = locate_outputs(out_path, model, probe)
-        thresholds["ood"] = fit_gate(out_path, feat, load_split(src.run.path), (h, w), c)
-    else:
-        to_tflite(model, out_path, mode, rep, input_type, output_type)
-        if ood_gate == "none":
-            thresholds.pop("ood", None)
+        thresholds["ood"] = fit_gate(out_path, feat, load_split(src.run.path), (h, w), c, seed=seed)
+    elif ood_gate == "none":
+        thresholds.pop("ood", None)
     (inp, *_), outs = model_io(out_path)
     classes = dataset.classes if dataset else [str(i) for i in range(int(outs[main]["shape"][-1]))]
     good = dataset.good_label if dataset else None

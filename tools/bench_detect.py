@@ -77,7 +77,24 @@ def markdown(res: dict) -> str:
             lines.append(f"- **{arch}**: " + "; ".join(
                 f"@{r['score_threshold']:g} {r['recall'] or 0:.2f} / {r['missed']} / {r['false_positives_per_image']:.2f}"
                 for r in rows))
+        lines += ["", "Recall at a false-positive budget (best swept threshold with at most that many false positives "
+                      "per image): detectors' score scales differ, so recall at one fixed threshold does not compare "
+                      "them; at an equal false-positive rate it does.", ""]
+        for arch, rows in sweeps.items():
+            lines.append(f"- **{arch}**: " + "; ".join(_at_fp_budget(rows, b) for b in FP_BUDGETS))
     return "\n".join(lines) + "\n"
+
+
+FP_BUDGETS = (0.5, 1.0, 2.0)
+
+
+def _at_fp_budget(rows: list[dict], budget: float) -> str:
+    ok = [r for r in rows if r["false_positives_per_image"] <= budget]
+    if not ok:
+        return f"<= {budget:g} FP/img: none of the swept thresholds"
+    best = max(ok, key=lambda r: r["recall"] or 0)
+    return (f"<= {budget:g} FP/img: recall {best['recall'] or 0:.2f} ({best['missed']} missed, "
+            f"@{best['score_threshold']:g})")
 
 
 def refresh(out: Path) -> dict:

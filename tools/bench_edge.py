@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default="edge_bench", help="tools/results/<out>.{json,md}")
     p.add_argument("--note", default="", help="free text for the results (e.g. which model)")
+    p.add_argument("--compare", type=Path, metavar="MODEL2",
+                   help="a second model run by kdefect-edge in the same rounds (alternating): per-round throughput "
+                        "ratio MODEL2 / MODEL, e.g. the same network exported with --ood-gate knn")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kdefect-bench-") as tmp:
         work = Path(tmp)
@@ -121,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             b = bare(args.model, files, args.threads)
             r = runtime(args.model, work / "images", args.threads, work)
             rounds.append({"bare": b, "runtime": r, "overhead": 1 - r["images_per_s"] / b["images_per_s"]})
+            if args.compare:
+                c = runtime(args.compare, work / "images", args.threads, work)
+                rounds[-1].update(compare=c, compare_ratio=c["images_per_s"] / r["images_per_s"])
     med = sorted(rounds, key=lambda x: x["overhead"])[len(rounds) // 2]
     clf = EdgeClassifier(args.model)
     result = {
@@ -135,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python tools/bench_edge.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "note": args.note,
     }
+    if args.compare:
+        ratios = [x["compare_ratio"] for x in rounds]
+        result["compare"] = {"model": str(args.compare), "runtime": med["compare"],
+                             "throughput_ratio_rounds": ratios, "throughput_ratio_median": statistics.median(ratios)}
     out = REPO / "tools" / "results" / args.out
     write_json(out.with_suffix(".json"), result)
     b, r = result["bare"], result["runtime"]
@@ -156,6 +166,13 @@ Model `{Path(args.model).name}` ({result['input'][0]}x{result['input'][1]}x{resu
 - Cold start, process spawn to first decision on disk: **{r['cold_start_to_first_decision_s']:.2f} s**.
 - Peak RSS of the `kdefect-edge` process: **{r['peak_rss_mb']:.0f} MB** (target < 150 MB).
 """
+    if args.compare:
+        c = result["compare"]
+        md += (f"\nSide by side in the same rounds: `{Path(c['model']).name}` through `kdefect-edge`: "
+               f"{c['runtime']['images_per_s']:.1f} images/s, p50 {c['runtime']['p50_ms']:.2f} ms, "
+               f"p95 {c['runtime']['p95_ms']:.2f} ms; throughput ratio to `{Path(args.model).name}` "
+               f"**{c['throughput_ratio_median']:.3f}** (median; rounds "
+               f"{', '.join(f'{v:.3f}' for v in c['throughput_ratio_rounds'])}).\n")
     write_text(out.with_suffix(".md"), md)
     print(md)
     return 0

@@ -253,6 +253,9 @@ def _markdown(res: dict) -> str:
                   for c, v in lo["per_class"].items()]
         m = lo["mean_auroc"]
         lines.append("| **mean** | " + " | ".join(f"**{m[k]:.3f}**" for k in keys) + " | |")
+        for h in res.get("loco_history", []):  # earlier runs of the same protocol (retraining is not deterministic)
+            lines.append(f"| mean, earlier run {h['date']} | " + " | ".join(
+                f"{h['mean_auroc'][k]:.3f}" if k in h["mean_auroc"] else "-" for k in keys) + " | |")
     if res.get("device_gate"):
         d = res["device_gate"]
         lines += ["", f"kNN gate on the device (`{Path(d['model']).name}`, exported with `--ood-gate knn`, run by "
@@ -315,6 +318,7 @@ def main() -> None:
            "run": str(run), "calibration": calibration_and_review(run, a.target_risk)}
     if not a.no_loco:
         res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed, a.loco_budget_s, a.loco_device)
+        res["loco"]["date"] = res["date"]
     if a.device_gate:
         res["device_gate"] = device_gate_agreement(run, a.device_gate)
     if a.gradcam_n > 0:
@@ -329,6 +333,11 @@ def main() -> None:
     res["wall_s"] = round(time.time() - t0, 1)
     if a.merge and Path(a.out + ".json").is_file():
         old = json.loads(Path(a.out + ".json").read_text())
+        if "loco" in res and "loco" in old:  # a replaced LOCO run stays on record: run-to-run spread matters
+            res["loco_history"] = [*old.get("loco_history", []), {
+                "date": old["loco"].get("date", old.get("date", "").split(" ; ")[0]),
+                "mean_auroc": old["loco"]["mean_auroc"], "budget_s": old["loco"].get("budget_s"),
+                "size": old["loco"].get("size")}]
         res = {**old, **res, "command": old.get("command", "") + " ; then: " + res["command"],
                "date": old.get("date", "") + " ; " + res["date"]}
     write_json(a.out + ".json", res)

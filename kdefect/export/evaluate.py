@@ -28,8 +28,32 @@ log = logging.getLogger(__name__)
 
 def run_tflite(model_path: str | Path, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
     """Dequantized class output for every image, one invoke per image (batch 1, as on the device)."""
+    return run_tflite_outputs(model_path, images, num_threads)[0]
+
+
+def run_tflite_outputs(model_path: str | Path, images: np.ndarray, num_threads: int = 1
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class outputs, feature outputs or None when the model has no feature output), batch 1 per image."""
     runner = TFLiteRunner(model_path, num_threads=num_threads)
-    return np.concatenate([runner.main_output(img).reshape(1, -1) for img in images], axis=0)
+    outs = [runner(img) for img in images]
+    main = np.concatenate([o[runner.roles["main"]].reshape(1, -1) for o in outs], axis=0)
+    if "features" not in runner.roles:
+        return main, None
+    return main, np.concatenate([o[runner.roles["features"]].reshape(1, -1) for o in outs], axis=0)
+
+
+def _decision_shares(model_path: Path, sc: Any, probs: np.ndarray, feats: np.ndarray | None) -> dict[str, Any]:
+    """What the device's decision rule (sidecar thresholds, OOD gate) does on these images: review and OOD shares."""
+    from kdefect.edge.decisions import rule_from_sidecar
+
+    rule = rule_from_sidecar(sc, model_path=model_path)
+    fs = feats if feats is not None else [None] * len(probs)
+    ds = [rule(p, f) for p, f in zip(probs, fs, strict=True)]
+    out: dict[str, Any] = {"review_share": float(np.mean([d.review for d in ds])) if ds else 0.0}
+    if rule.ood is not None:
+        out["ood"] = {"method": rule.ood.get("method", rule.ood.get("score")), "threshold": rule.ood["threshold"],
+                      "flag_share": float(np.mean([d.ood["flag"] for d in ds])) if ds else 0.0}
+    return out
 
 
 def latency_ms(model_path: str | Path, images: np.ndarray, num_threads: int, n: int = 50, warmup: int = 3
@@ -113,7 +137,7 @@ def evaluate_tflite(
         raise DataError(f"source run '{src}' of {model_path} is not available; pass data=FOLDER or run_dir=RUN.")
     classes, good = list(sc.labels), sc.good_label
     images, labels, desc = _load_data(data, run, classes, sc.input.size, sc.input.channels)
-    probs = run_tflite(model_path, images)
+    probs, feats = run_tflite_outputs(model_path, images)
     if probs.shape[1] != len(classes):
         raise ExportError(f"{model_path} outputs {probs.shape[1]} values but its sidecar lists {len(classes)} labels.")
     metrics = classification_metrics(labels, probs, classes, good)
@@ -122,6 +146,7 @@ def evaluate_tflite(
         "accuracy": metrics["accuracy"], "macro_recall": metrics["macro_recall"],
         "per_class_recall": {c: v["recall"] for c, v in metrics["per_class"].items()},
         "escape_rate": metrics.get("escape_rate"), "size_bytes": model_path.stat().st_size, "metrics": metrics,
+        "decisions": _decision_shares(model_path, sc, probs, feats),
     }
     kprobs = _keras_probs(run, images)
     if kprobs is not None:

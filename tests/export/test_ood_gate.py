@@ -96,6 +96,23 @@ def test_host_predict_applies_the_same_gate(knn_export, tmp_path):
         assert r["ood"] is True and r["ood"] == clf.classify(r["path"]).ood["flag"]
 
 
+def test_evaluate_reports_what_the_device_gate_flags(knn_export, ptq_msp):
+    from kdefect.export.evaluate import evaluate_tflite
+
+    knn = evaluate_tflite(knn_export["model"], threads=(1,), latency_images=3)
+    assert knn["decisions"]["ood"]["method"] == "knn" and knn["decisions"]["ood"]["flag_share"] <= 0.1
+    assert knn["top1_agreement"] >= 0.95  # the feature output does not change the class output
+    msp = evaluate_tflite(ptq_msp, threads=(1,), latency_images=3)
+    assert msp["decisions"]["ood"]["method"] == "msp" and 0 <= msp["decisions"]["review_share"] <= 1
+
+
+@pytest.fixture(scope="module")
+def ptq_msp(tiny_run, tmp_path_factory):
+    from kdefect.export import export_run
+
+    return export_run(tiny_run, out=tmp_path_factory.mktemp("msp") / "m.tflite", mode="int8", calib_size=30)["model"]
+
+
 def test_missing_or_changed_bank_is_refused(knn_export, tmp_path):
     from kdefect.edge.classifier import EdgeClassifier
 

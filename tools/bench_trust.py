@@ -256,8 +256,8 @@ def _markdown(res: dict) -> str:
         for h in res.get("loco_history", []):  # earlier runs of the same protocol (retraining is not deterministic)
             lines.append(f"| mean, earlier run {h['date']} | " + " | ".join(
                 f"{h['mean_auroc'][k]:.3f}" if k in h["mean_auroc"] else "-" for k in keys) + " | |")
-    if res.get("device_gate"):
-        d = res["device_gate"]
+    gates = res.get("device_gates") or ([res["device_gate"]] if res.get("device_gate") else [])
+    for d in gates:
         lines += ["", f"kNN gate on the device (`{Path(d['model']).name}`, exported with `--ood-gate knn`, run by "
                       f"kdefect-edge on the {d['n']} test image files) vs the host gate of `kdefect calibrate`: "
                       f"flagged {100 * d['device_flag_share']:.1f}% vs {100 * d['host_flag_share']:.1f}%, "
@@ -305,8 +305,9 @@ def main() -> None:
     ap.add_argument("--cv-folds", type=int, default=5)
     ap.add_argument("--cv-set", action="append", default=[], help="config override for CV")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device-gate", type=Path, metavar="MODEL.tflite",
-                    help="a model of --run exported with --ood-gate knn: compare its flags with the host gate's")
+    ap.add_argument("--device-gate", type=Path, metavar="MODEL.tflite", action="append", default=[],
+                    help="a model of --run exported with --ood-gate knn: compare its flags with the host gate's "
+                         "(repeatable, e.g. the PTQ and the QAT export)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not a.run and not a.demo:
@@ -320,7 +321,7 @@ def main() -> None:
         res["loco"] = leave_one_class_out(run, a.loco_epochs, a.loco_size, a.seed, a.loco_budget_s, a.loco_device)
         res["loco"]["date"] = res["date"]
     if a.device_gate:
-        res["device_gate"] = device_gate_agreement(run, a.device_gate)
+        res["device_gates"] = [device_gate_agreement(run, m) for m in a.device_gate]
     if a.gradcam_n > 0:
         res["gradcam"] = gradcam_pointing(a.gradcam_n, a.gradcam_size, a.gradcam_epochs, 20, a.seed,
                                           a.gradcam_contrast)
@@ -338,6 +339,8 @@ def main() -> None:
                 "date": old["loco"].get("date", old.get("date", "").split(" ; ")[0]),
                 "mean_auroc": old["loco"]["mean_auroc"], "budget_s": old["loco"].get("budget_s"),
                 "size": old["loco"].get("size")}]
+        if "device_gates" in res:
+            old.pop("device_gate", None)  # superseded by the list
         res = {**old, **res, "command": old.get("command", "") + " ; then: " + res["command"],
                "date": old.get("date", "") + " ; " + res["date"]}
     write_json(a.out + ".json", res)

@@ -67,6 +67,34 @@ class HistoryCSV(keras.callbacks.Callback):
         write_text(self.path, buf.getvalue())
 
 
+class KeepBest(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the lowest ``monitor`` and restore them when training ends.
+
+    Why: short fine-tuning (QAT) moves around between epochs; the last epoch
+    is not reliably the best one, and the run's validation split can tell.
+    """
+
+    def __init__(self, monitor: str = "val_loss") -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.last_epoch = -1
+        self._weights: list[Any] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.last_epoch = epoch
+        value = (logs or {}).get(self.monitor)
+        if value is not None and (self.best is None or value < self.best):
+            self.best, self.best_epoch, self._weights = float(value), epoch, self.model.get_weights()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._weights is not None and self.best_epoch != self.last_epoch:
+            self.model.set_weights(self._weights)
+            log.info("kept epoch %d of %d (best %s %.4f)", self.best_epoch + 1, self.last_epoch + 1, self.monitor,
+                     self.best)
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stop training once the wall-clock budget is spent (checked after each batch)."""
 

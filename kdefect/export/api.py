@@ -107,6 +107,23 @@ def _train_ds(data: _Data, size: tuple[int, int], channels: int, seed: int) -> A
     return make_dataset(data.paths, data.labels, len(data.classes), cfg, training=True, seed=seed)
 
 
+def _val_ds(src: _Source, data: Any, size: tuple[int, int], channels: int) -> Any:
+    """The run's validation split (for choosing the best QAT epoch), or None without a run."""
+    if src.run is None or data is not None:
+        return None
+    from kdefect.data.pipeline import make_dataset
+    from kdefect.data.split import load_split
+
+    classes, _ = src.run.classes()
+    paths, names = load_split(src.run.path).get("val", ([], []))
+    if not paths:
+        return None
+    cfg = src.run.config().data
+    cfg.image_size, cfg.channels = list(size), channels
+    return make_dataset(list(paths), np.array([classes.index(n) for n in names], int), len(classes), cfg,
+                        training=False)
+
+
 def _default_out(src: _Source, tag: str) -> Path:
     if src.run is not None and Path(src.origin) == src.run.path:
         return src.run.path / "export" / f"model_{tag}.tflite"
@@ -219,6 +236,7 @@ def export_run(
     if qat:
         d = _need(dataset, "--qat")
         model = quantize_aware(model, _train_ds(d, (h, w), c, seed), epochs, learning_rate, steps_per_epoch,
+                               val_ds=_val_ds(src, data, (h, w), c),
                                scheme=scheme)
         steps.append("pqat" if scheme is not None else "qat")
     rep = None

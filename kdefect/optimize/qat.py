@@ -214,14 +214,18 @@ def quantize_aware(
 
     ``scheme``: a TF-MOT QuantizeScheme, e.g. ``Default8BitPrunePreserveQuantizeScheme()`` for pruned models.
     ``input_range``: pixel range to pin on the input quantizer (None to learn it).
+    ``val_ds``: when given, the epoch with the lowest validation loss is kept (not simply the last one).
     """
     ds = as_dataset(train_ds)
     qmodel, _plan = apply_quantization(model, scheme, extra_configs, strict)
     if input_range is not None:
         pin_input_range(qmodel, *input_range)
     if epochs > 0:
+        from kdefect.engine.callbacks import KeepBest
+
         compile_for(qmodel, ds, learning_rate)
-        qmodel.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds, verbose=verbose)
+        qmodel.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_ds, verbose=verbose,
+                   callbacks=[KeepBest("val_loss")] if val_ds is not None else [])
     if input_range is not None and not pin_input_range(qmodel, *input_range):
         log.info("QAT: no input quantizer found; the converter sets the input range from the representative data.")
     return qmodel

@@ -155,3 +155,20 @@ def test_cosine_schedule_decays_to_its_floor_and_follows_the_time_budget(tmp_pat
     cb.base = 1.0
     cb.params = {"steps": 10}
     assert cb.rate(cb.progress(0)) == pytest.approx(cb.rate(0.5)) and 0.45 < cb.rate(0.5) < 0.56
+
+
+def test_keep_best_restores_the_epoch_with_the_lowest_validation_loss():
+    from kdefect.engine.callbacks import KeepBest
+    from kdefect.keras import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    cb = KeepBest("val_loss")
+    cb.set_model(model)
+    snapshots = []
+    for epoch, loss in enumerate([1.0, 0.5, 0.8]):  # epoch 2 (index 1) is the best; the last is worse
+        model.set_weights([np.full((2, 1), float(epoch)), np.full((1,), float(epoch))])
+        snapshots.append(model.get_weights())
+        cb.on_epoch_end(epoch, {"val_loss": loss})
+    cb.on_train_end()
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), snapshots[1], strict=True))
+    assert cb.best_epoch == 1

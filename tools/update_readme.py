@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "tools" / "results"
 ORDER = [("classify.md", "Classification on NEU-DET (issue 2)"), ("export_neu.md", "INT8 export on NEU-DET (2 QAT epochs)"),
          ("export_neu_qat5.md", "INT8 export on NEU-DET (5 QAT epochs)"),
+         ("qat_select_neu.md", "Which QAT epoch to export"),
          ("edge_bench_neu.md", "On-device runtime"),
          ("edge_bench_neu_knn_gate.md", "On-device runtime: cost of the kNN unknown-defect gate"), ("edge_aarch64.md", "aarch64 (Raspberry Pi) emulated check"),
          ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)")]

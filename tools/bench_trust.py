@@ -77,10 +77,7 @@ def _device_scores(model, x_train: np.ndarray, x_test: np.ndarray, work: Path) -
     path = to_tflite(two, work / "loco_int8.tflite", "int8", rep)
     main, feat = locate_outputs(path, two, x_train[0])
     f_train = device_features(path, x_train, feat)
-    runner = TFLiteRunner(path, roles={"main": main, "features": feat})
-    outs = [runner(im) for im in x_test]
-    f_test = np.stack([o[feat].reshape(-1) for o in outs])
-    probs = np.stack([o[main].reshape(-1) for o in outs])
+    probs, f_test = TFLiteRunner(path, roles={"main": main, "features": feat}).run_all(x_test)
     return {"knn_int8": device_knn(f_train).score(f_test), "max_prob_int8": ood.max_prob_score(probs), "probs_int8": probs}
 
 
@@ -150,8 +147,7 @@ def device_gate_agreement(run: Path, model: Path) -> dict:
     from kdefect.data.split import load_split
     from kdefect.edge.classifier import EdgeClassifier
     from kdefect.engine.run import RunDir
-    from kdefect.trust import ood
-    from kdefect.trust.calibrate import load_calibration
+    from kdefect.trust.calibrate import host_knn, load_calibration
     from kdefect.trust.outputs import split_outputs
 
     r = RunDir.open(run)
@@ -159,7 +155,7 @@ def device_gate_agreement(run: Path, model: Path) -> dict:
     if not gate:
         raise SystemExit(f"{run} has no feature_ood in calibration.json: run `kdefect calibrate {run}` first")
     test = split_outputs(r, "test")
-    host = ood.KNN.fit(split_outputs(r, "train")["features"], k=int(gate["k"])).score(test["features"])
+    host = host_knn(r, int(gate["k"])).score(test["features"])
     host_flag = host > float(gate["threshold"])
     clf = EdgeClassifier(model)
     paths, names = load_split(run)["test"]

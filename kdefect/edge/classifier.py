@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from kdefect.edge.decisions import Decision, DecisionRule, rule_from_sidecar
-from kdefect.edge.interpreter import TFLiteRunner
+from kdefect.edge.interpreter import TFLiteRunner, roles_of
 from kdefect.edge.preprocess import ImagePolicy, load_image, prepare
 from kdefect.edge.sidecar import Sidecar, read_sidecar
 from kdefect.errors import EdgeError, ModelIntegrityError
@@ -40,7 +40,7 @@ class EdgeClassifier:
                             "(task 'classify'). Export a classification run.")
         self.rule: DecisionRule = rule_from_sidecar(self.sidecar, review_below, temperature, model_path=self.path)
         self.runner = TFLiteRunner(self.path, num_threads=threads, edgetpu=edgetpu or require_edgetpu,
-                                   require_edgetpu=require_edgetpu)
+                                   require_edgetpu=require_edgetpu, roles=roles_of(self.sidecar.output))
         if self.rule.knn is not None and "features" not in self.runner.roles:
             raise ModelIntegrityError(f"the sidecar of '{self.path}' has a kNN OOD gate but names no feature "
                                       "output: export again with `kdefect tflite --ood-gate knn`.")

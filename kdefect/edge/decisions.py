@@ -121,10 +121,10 @@ class DecisionRule:
             return None
         method, thr = self.ood.get("method", self.ood.get("score")), float(self.ood["threshold"])
         if method == "knn":
-            if features is None or self.knn is None:
+            if features is None:
                 raise EdgeError("this model's OOD gate is 'knn': pass the model's feature output with the class "
                                 "output (EdgeClassifier.decide does).")
-            s = float(self.knn.score(np.asarray(features, np.float64).reshape(1, -1))[0])
+            s = float(self.knn.score(np.asarray(features).reshape(1, -1))[0])
         elif method == "msp":
             s = 1.0 - float(p.max())
         elif method == "entropy":
@@ -172,6 +172,6 @@ def rule_from_sidecar(sidecar: Any, review_below: float | None = None, temperatu
         if model_path is None:
             raise EdgeError("the sidecar's OOD gate is 'knn': pass model_path so its feature bank can be loaded.")
         knn = load_gate(model_path, gate)
-    return rule_from_thresholds(sidecar.labels, sidecar.thresholds, kind, ood=sidecar.ood,
+    return rule_from_thresholds(sidecar.labels, sidecar.thresholds, kind, ood=gate,
                                 good_label=sidecar.good_label, review_below=review_below, temperature=temperature,
                                 knn=knn)

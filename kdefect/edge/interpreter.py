@@ -134,13 +134,16 @@ def output_roles(model_path: str | Path) -> dict[str, int]:
     from kdefect.edge.sidecar import sidecar_path
     from kdefect.utils.io import read_json
 
-    roles = {"main": 0}
     sp = sidecar_path(model_path)
-    if sp.is_file():
-        out = read_json(sp).get("output") or {}
-        roles["main"] = int(out.get("index", 0))
-        if out.get("features_index") is not None:
-            roles["features"] = int(out["features_index"])
+    return roles_of(read_json(sp).get("output") if sp.is_file() else None)
+
+
+def roles_of(output: dict[str, Any] | None) -> dict[str, int]:
+    """Output positions from a sidecar's ``output`` entry (for callers that have already read the sidecar)."""
+    out = output or {}
+    roles = {"main": int(out.get("index", 0))}
+    if out.get("features_index") is not None:
+        roles["features"] = int(out["features_index"])
     return roles
 
 
@@ -173,3 +176,11 @@ class TFLiteRunner:
     def main_output(self, image: np.ndarray) -> np.ndarray:
         """The class output (probabilities of a kdefect classifier) for one image."""
         return self(image)[self.roles["main"]]
+
+    def run_all(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(class outputs (N, K), feature outputs (N, D) or None), one batch-1 invoke per image as on the device."""
+        outs = [self(np.asarray(im)) for im in images]
+        main = np.stack([o[self.roles["main"]].reshape(-1) for o in outs]) if outs else np.zeros((0, 0), np.float32)
+        if "features" not in self.roles:
+            return main, None
+        return main, np.stack([o[self.roles["features"]].reshape(-1) for o in outs]) if outs else np.zeros((0, 0))

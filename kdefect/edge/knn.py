@@ -46,7 +46,7 @@ class KNN:
     def score(self, features: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """k-th nearest-neighbour Euclidean distance of unit vectors (higher = more OOD).
 
-        Queries take the bank's dtype: the device's float32 bank is never up-cast (10x faster per part).
+        Queries take the bank's dtype: the device's float32 bank is never up-cast to float64 per part.
         """
         q = self._unit(np.atleast_2d(features)).astype(self.bank.dtype, copy=False)
         out = np.empty(len(q))

@@ -52,10 +52,9 @@ def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
 
 def _knn_flags(run: RunDir, gate: dict[str, Any], features: np.ndarray) -> list[bool]:
     """Host-only unknown-defect flag: kNN distance to the training features (``feature_ood`` of calibration.json)."""
-    from kdefect.trust import ood
-    from kdefect.trust.outputs import split_outputs
+    from kdefect.trust.calibrate import host_knn
 
-    knn = ood.KNN.fit(split_outputs(run, "train")["features"], k=int(gate["k"]))
+    knn = host_knn(run, int(gate["k"]))
     return [bool(v) for v in knn.score(features) > float(gate["threshold"])]
 
 
@@ -96,16 +95,13 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
     """
     from kdefect.data.pipeline import load_images
     from kdefect.edge.decisions import rule_from_sidecar
-    from kdefect.edge.interpreter import TFLiteRunner
+    from kdefect.edge.interpreter import TFLiteRunner, roles_of
     from kdefect.edge.sidecar import read_sidecar
 
     sc = read_sidecar(target)
-    runner = TFLiteRunner(target)
     h, w = sc.input.size
     imgs = load_images([str(f) for f in files], (h, w), sc.input.channels)
-    outs = [runner(im.astype(np.float32)) for im in imgs]
-    probs = np.stack([o[runner.roles["main"]][0] for o in outs])
-    feats = np.stack([o[runner.roles["features"]][0] for o in outs]) if "features" in runner.roles else None
+    probs, feats = TFLiteRunner(target, roles=roles_of(sc.output)).run_all(imgs)
     return probs, feats, list(sc.labels), rule_from_sidecar(sc, model_path=target), None
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.edge.interpreter import TFLiteRunner
+from kdefect.edge.interpreter import TFLiteRunner, roles_of
 from kdefect.edge.sidecar import read_sidecar
 from kdefect.engine.metrics import classification_metrics
 from kdefect.errors import DataError, ExportError
@@ -28,18 +28,7 @@ log = logging.getLogger(__name__)
 
 def run_tflite(model_path: str | Path, images: np.ndarray, num_threads: int = 1) -> np.ndarray:
     """Dequantized class output for every image, one invoke per image (batch 1, as on the device)."""
-    return run_tflite_outputs(model_path, images, num_threads)[0]
-
-
-def run_tflite_outputs(model_path: str | Path, images: np.ndarray, num_threads: int = 1
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(class outputs, feature outputs or None when the model has no feature output), batch 1 per image."""
-    runner = TFLiteRunner(model_path, num_threads=num_threads)
-    outs = [runner(img) for img in images]
-    main = np.concatenate([o[runner.roles["main"]].reshape(1, -1) for o in outs], axis=0)
-    if "features" not in runner.roles:
-        return main, None
-    return main, np.concatenate([o[runner.roles["features"]].reshape(1, -1) for o in outs], axis=0)
+    return TFLiteRunner(model_path, num_threads=num_threads).run_all(images)[0]
 
 
 def _decision_shares(model_path: Path, sc: Any, probs: np.ndarray, feats: np.ndarray | None) -> dict[str, Any]:
@@ -137,7 +126,7 @@ def evaluate_tflite(
         raise DataError(f"source run '{src}' of {model_path} is not available; pass data=FOLDER or run_dir=RUN.")
     classes, good = list(sc.labels), sc.good_label
     images, labels, desc = _load_data(data, run, classes, sc.input.size, sc.input.channels)
-    probs, feats = run_tflite_outputs(model_path, images)
+    probs, feats = TFLiteRunner(model_path, roles=roles_of(sc.output)).run_all(images)
     if probs.shape[1] != len(classes):
         raise ExportError(f"{model_path} outputs {probs.shape[1]} values but its sidecar lists {len(classes)} labels.")
     metrics = classification_metrics(labels, probs, classes, good)

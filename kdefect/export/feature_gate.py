@@ -63,8 +63,7 @@ def locate_outputs(tflite_path: str | Path, model: Any, probe: np.ndarray) -> tu
 
 def device_features(tflite_path: str | Path, images: np.ndarray, feature_index: int) -> np.ndarray:
     """The TFLite model's (dequantised) feature output for every image, batch 1 as on the device."""
-    runner = TFLiteRunner(tflite_path, roles={"main": 1 - feature_index, "features": feature_index})
-    return np.stack([runner(im.astype(np.float32))[feature_index].reshape(-1) for im in images])
+    return TFLiteRunner(tflite_path, roles={"main": 1 - feature_index, "features": feature_index}).run_all(images)[1]
 
 
 def device_knn(train_features: np.ndarray, k: int = 10) -> KNN:

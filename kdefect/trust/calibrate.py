@@ -178,14 +178,19 @@ def calibrate_run(
     return out
 
 
-def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k: int = 10) -> dict[str, Any] | None:
-    """kNN distance on the penultimate features (bank: the training split), thresholded at ``tpr`` of validation."""
+def host_knn(run: Any, k: int = 10) -> Any:
+    """The host's kNN gate: the float features of the run's training split (cached by ``split_outputs``)."""
     from kdefect.trust import ood
     from kdefect.trust.outputs import split_outputs
 
+    return ood.KNN.fit(split_outputs(run, "train")["features"], k=k)
+
+
+def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k: int = 10) -> dict[str, Any] | None:
+    """kNN distance on the penultimate features (bank: the training split), thresholded at ``tpr`` of validation."""
     if not (run.path / "split" / "train.txt").is_file() or not len(val["features"]):
         return None
-    knn = ood.KNN.fit(split_outputs(run, "train")["features"], k=k)
+    knn = host_knn(run, k)
     thr = float(np.quantile(knn.score(val["features"]), tpr))
     flags = knn.score(test["features"]) > thr if len(test["features"]) else np.zeros(0, bool)
     return {"score": "knn", "k": knn.k, "bank": "train", "threshold": thr, "val_tpr": tpr,

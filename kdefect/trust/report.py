@@ -69,8 +69,7 @@ def tflite_fidelity(run: Any, images: np.ndarray, keras_probs: np.ndarray, y: np
     rows = []
     for path in sorted((run.path / "export").rglob("*.tflite")) if (run.path / "export").is_dir() else []:
         try:
-            runner = TFLiteRunner(path)
-            probs = np.stack([np.asarray(runner.main_output(img[None].astype(np.float32))).reshape(-1) for img in images])
+            probs = TFLiteRunner(path).run_all(images.astype(np.float32))[0]
         except Exception as exc:  # a model this report cannot run (e.g. Edge TPU only) is listed, not fatal
             rows.append({"model": str(path.relative_to(run.path)), "error": str(exc)[:200]})
             continue

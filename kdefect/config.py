@@ -52,7 +52,10 @@ class DataConfig:
 
     source: str = "synthetic"
     format: str = "auto"
-    image_size: list[int] = field(default_factory=lambda: [64, 64])
+    # "auto": chosen from the data profile (see kdefect.data.recipe), resolved into the saved config.yaml
+    image_size: list[int] | str = "auto"
+    max_auto_size: int = 128  # the largest side "auto" picks (CPU cost grows with its square)
+    resize: str = "auto"  # squash | letterbox | crop | auto; the device runs the same resize bit-exactly
     channels: int = 3
     split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
     batch_size: int = 32
@@ -60,6 +63,8 @@ class DataConfig:
     on_bad_image: str = "fail"
     good_label: str | None = "good"
     label_rule: str = "largest_area"
+    sampling: str = "auto"  # shuffle | balanced (each class equally often per batch) | auto
+    duplicates: str = "drop"  # identical files: drop (keep the first copy) | fail
     subsample: dict[str, float] = field(default_factory=dict)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -106,6 +111,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     strategy: str = "default"
     time_budget_s: float | None = None
+    # which epoch to keep (and early-stop on): auto = val_frr_at_escape with a good class, else val_macro_recall
+    monitor: str = "auto"
 
 
 @dataclass
@@ -127,6 +134,26 @@ class DetectConfig:
 
 
 @dataclass
+class TargetsConfig:
+    """What a model must show on the held-out test split to be READY for the line (``trust.targets``)."""
+
+    max_escape_upper: float = 0.05  # 95% Clopper-Pearson upper bound of the escape rate at the operating point
+    min_class_recall: float = 0.80  # every class, at the operating point
+    max_review_share: float = 0.20  # parts sent to human review
+    max_false_reject: float = 0.25  # good parts rejected at the operating point
+
+
+@dataclass
+class TrustConfig:
+    """Calibration after ``fit`` and the READY / NOT READY verdict."""
+
+    calibrate: bool = True
+    target_escape: float = 0.01  # escape rate allowed on validation when choosing the operating point
+    target_risk: float = 0.005  # residual error allowed on parts not sent to review
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+
+
+@dataclass
 class Config:
     """A whole run: what to learn, from what data, how."""
 
@@ -139,6 +166,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,6 +181,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.cache": ("auto", "memory", "none"),
     "data.on_bad_image": ("fail", "skip"),
     "data.label_rule": ("largest_area", "most_boxes", "first", "filename"),
+    "data.resize": ("auto", "squash", "letterbox", "crop"),
+    "data.sampling": ("auto", "shuffle", "balanced"),
+    "data.duplicates": ("drop", "fail"),
+    "train.monitor": ("auto", "val_loss", "val_macro_recall", "val_frr_at_escape"),
     "model.attention": ("none", "se", "cbam"),
     "model.pooling": ("avg", "max"),
     "loss.name": ("crossentropy", "focal"),
@@ -220,6 +252,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _image_size(value: Any) -> list[int] | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and v >= 8 for v in value):
+        return value
+    raise ConfigError(f"data.image_size: expected [height, width] (each >= 8) or auto, got {value!r}.")
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -229,6 +269,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         if key not in names:
             raise ConfigError(f"unknown config key '{where}'.{_suggest(str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], where)
+        if where == "data.image_size":
+            kwargs[key] = _image_size(kwargs[key])
         choices = CHOICES.get(where)
         if choices and kwargs[key] not in choices:
             raise ConfigError(

@@ -25,7 +25,7 @@ from kdefect.utils.io import write_json, write_text
 
 
 def one(run_dir: Path, keep_best: bool, epochs: int, lr: float, work: Path, seed: int) -> dict:
-    from kdefect.data.pipeline import load_images, make_dataset
+    from kdefect.data.pipeline import load_images, make_dataset, resize_mode
     from kdefect.data.split import load_split
     from kdefect.engine.run import RunDir
     from kdefect.export.api import _Data, _Source, _val_ds, representative_images
@@ -37,6 +37,7 @@ def one(run_dir: Path, keep_best: bool, epochs: int, lr: float, work: Path, seed
     run = RunDir.open(run_dir)
     classes, good = run.classes()
     cfg = run.config()
+    cfg.data.resize = resize_mode(cfg.data)  # an old run's config (no resize key): squash
     size, ch = tuple(cfg.data.image_size), cfg.data.channels
     sp = load_split(run.path)
     tr_paths, tr_names = sp["train"]
@@ -49,7 +50,7 @@ def one(run_dir: Path, keep_best: bool, epochs: int, lr: float, work: Path, seed
     rep = representative_images(_Data(list(tr_paths), y_tr, classes, good, cfg.data), size, ch, 200, seed)
     path = to_tflite(q, work / f"qat_{'best' if keep_best else 'last'}.tflite", "int8", rep)
     te_paths, te_names = sp["test"]
-    probs = run_tflite(path, load_images(te_paths, size, ch))
+    probs = run_tflite(path, load_images(te_paths, size, ch, resize=cfg.data.resize))
     y = np.array([classes.index(n) for n in te_names])
     return {"accuracy": float((probs.argmax(1) == y).mean()), "errors": int((probs.argmax(1) != y).sum()),
             "seconds": round(time.perf_counter() - t0, 1)}

@@ -89,7 +89,7 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: 
     """
     import tempfile
 
-    from kdefect.data.pipeline import load_images
+    from kdefect.data.pipeline import load_images, resize_mode
     from kdefect.data.split import load_split
     from kdefect.engine.run import RunDir
     from kdefect.trust import ood
@@ -103,7 +103,7 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: 
     data = {}
     for s in ("train", "test"):
         paths, names = sp[s]
-        data[s] = (load_images(paths, (size, size), cfg.data.channels).astype(np.float32),
+        data[s] = (load_images(paths, (size, size), cfg.data.channels, resize=resize_mode(cfg.data)).astype(np.float32),
                    np.array([classes.index(n) for n in names]))
     out = {}
     for h, name in enumerate(classes):

@@ -40,7 +40,7 @@ def make_model(out: Path, folder: Path, size: int, per_class: int = 30, epochs: 
     files = _images(folder)
     labels = sorted({_label(p) for p in files})
     chosen = [p for lab in labels for p in [f for f in files if _label(f) == lab][:per_class]]
-    x = np.stack([prepare(load_image(p), (size, size)) for p in chosen])
+    x = np.stack([prepare(load_image(p), (size, size), resize="squash") for p in chosen])  # its sidecar: squash
     y = np.asarray([labels.index(_label(p)) for p in chosen])
     return build_tflite(out, (size, size), labels, x, y, epochs=epochs, widths=(16, 32, 32))
 

@@ -39,11 +39,13 @@ from kdefect.cli import main
               help="Unknown-defect gate on the device: msp = 1 - max calibrated probability; knn = distance to the "
                    "training split in the model's features (adds a feature output and a bank file; best in the NEU "
                    "benchmark); none.")
+@click.option("--allow-unready", is_flag=True,
+              help="Export a run whose verdict is NOT READY (or that was never calibrated); the sidecar records it.")
 def tflite(source: str | None, model_file: str | None, mode: str, qat: bool, prune: float | None,
            distill_from: str | None, student: str, edgetpu: bool, out: str | None, input_type: str,
            output_type: str, epochs: int, distill_epochs: int, steps_per_epoch: int | None, learning_rate: float,
            temperature: float, alpha: float, calib_size: int, run_dir: str | None, data: str | None,
-           ood_gate: str) -> None:
+           ood_gate: str, allow_unready: bool) -> None:
     """Export RUN (or --model FILE) to TFLite with its sidecar model.json."""
     from kdefect.errors import ExportError
     from kdefect.export import export_run
@@ -55,11 +57,14 @@ def tflite(source: str | None, model_file: str | None, mode: str, qat: bool, pru
                      student=student if distill_from else None, edgetpu=edgetpu, input_type=input_type,
                      output_type=output_type, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      learning_rate=learning_rate, distill_epochs=distill_epochs, temperature=temperature,
-                     alpha=alpha, calib_size=calib_size, run=run_dir, data=data, ood_gate=ood_gate)
+                     alpha=alpha, calib_size=calib_size, run=run_dir, data=data, ood_gate=ood_gate,
+                     allow_unready=allow_unready)
     keys = ("model", "sidecar", "quantization", "size_bytes", "sparsity", "edgetpu_report", "edgetpu_fully_mappable")
     summary = {k: res[k] for k in keys if k in res}
     if "input" in res:  # detectors report their raw-head model without I/O details
         summary["input"] = {k: res["input"][k] for k in ("dtype", "shape", "scale", "zero_point")}
+    if res.get("readiness"):
+        summary["readiness"] = res["readiness"]["verdict"]
     if res.get("ood_gate"):
         summary["ood_gate"] = {k: v for k, v in res["ood_gate"].items() if k != "bank_sha256"}
     if "edgetpu_compiler" in res:

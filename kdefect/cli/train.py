@@ -34,23 +34,46 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         key = "detect.backbone" if cfg.task == "detect" else "model.backbone"
         cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}))
     run = fit_(cfg, quiet=ctx.obj["quiet"])
+    _echo_verdict(run.path)
     click.echo(str(run.path))
+
+
+def _echo_verdict(run_path: object) -> None:
+    """The fit-for-use table of a classification run, on stderr (stdout stays machine-readable; -q keeps it)."""
+    from kdefect.engine.run import RunDir
+    from kdefect.trust.calibrate import CALIBRATION_FILE
+    from kdefect.trust.verdict import format_verdict
+
+    run = RunDir.open(run_path)
+    if (run.path / CALIBRATION_FILE).is_file() and "verdict" in run.read_json(CALIBRATION_FILE):
+        click.echo(format_verdict(run.read_json(CALIBRATION_FILE)["verdict"]), err=True)
+    elif run.config().task == "classify":
+        click.echo("verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
+                   err=True)
 
 
 @main.command()
 @click.argument("target", type=click.Path(exists=True))
 @click.option("--data", help="Evaluate on this labelled data instead of the run's saved test split.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for metrics.json and plots.")
+@click.option("--strict", is_flag=True, help="Exit with status 3 when the model is NOT READY (for CI gating).")
 @click.pass_context
-def evaluate(ctx: click.Context, target: str, data: str | None, out: str | None) -> None:
-    """Recompute metrics for a run folder, a .keras model or a .tflite model."""
+def evaluate(ctx: click.Context, target: str, data: str | None, out: str | None, strict: bool) -> None:
+    """Recompute metrics (and the READY / NOT READY verdict) for a run folder, a .keras or a .tflite model."""
     import json
 
     from kdefect.engine import evaluate as evaluate_
+    from kdefect.trust.verdict import format_verdict
 
     metrics = evaluate_(target, data=data, out=out, quiet=ctx.obj["quiet"])
     keys = [k for k in ("n", "accuracy", "macro_recall", "escape_rate", "agreement", "map50", "map") if k in metrics]
-    click.echo(json.dumps({k: metrics[k] for k in keys}, indent=2))
+    verdict = metrics.get("verdict")
+    click.echo(json.dumps({**{k: metrics[k] for k in keys}, **({"verdict": verdict["verdict"]} if verdict else {})},
+                          indent=2))
+    if verdict is not None:
+        click.echo(format_verdict(verdict), err=True)
+    if strict and (verdict is None or not verdict["ready"]):
+        raise SystemExit(3)
 
 
 @main.command()

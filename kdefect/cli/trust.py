@@ -29,17 +29,22 @@ def cv(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], folds
 
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--target-risk", type=float, default=0.005, show_default=True,
-              help="Residual error allowed on parts not sent to review (sets review_below).")
-@click.option("--target-escape", type=float, default=0.01, show_default=True,
-              help="Escape rate allowed on validation when choosing the P(good) threshold.")
-def calibrate(run: str, target_risk: float, target_escape: float) -> None:
-    """Fit temperature, review threshold, OOD threshold and operating point; writes calibration.json."""
+@click.option("--target-risk", type=float, help="Residual error allowed on parts not sent to review (sets "
+              "review_below). Default: the run's trust.target_risk (0.005).")
+@click.option("--target-escape", type=float, help="Escape rate allowed on validation when choosing the P(good) "
+              "threshold. Default: the run's trust.target_escape (0.01).")
+def calibrate(run: str, target_risk: float | None, target_escape: float | None) -> None:
+    """Fit temperature, review threshold, OOD threshold and operating point; writes calibration.json.
+
+    Prints the fit-for-use table and the READY / NOT READY verdict on the test split.
+    """
     from kdefect.trust.calibrate import calibrate_run
+    from kdefect.trust.verdict import format_verdict
 
     out = calibrate_run(run, target_risk=target_risk, target_escape=target_escape)
-    click.echo(json.dumps({k: out[k] for k in ("temperature", "review_below", "ece_before", "ece_after",
-                                               "test_ece_before", "test_ece_after")}, indent=2))
+    keys = ("temperature", "review_below", "ece_before", "ece_after", "test_ece_before", "test_ece_after")
+    click.echo(json.dumps({**{k: out[k] for k in keys}, "verdict": out["verdict"]["verdict"]}, indent=2))
+    click.echo(format_verdict(out["verdict"]), err=True)
 
 
 @main.command()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 
 from kdefect.config import Config, DataConfig
 from kdefect.errors import DataError
 
 from .pipeline import make_dataset
+from .profile import dedupe_index, profile_index
+from .recipe import resolve_auto
 from .sources import DatasetIndex, index_dataset
 from .split import stratified_split
+
+log = logging.getLogger(__name__)
 
 
 def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[int] | None = None,
@@ -21,7 +26,8 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
     ``tfds:NAME``, ``neu``), a DataConfig or a whole Config.  Arguments left as
     None come from the config (for a string: 64x64, batch 32, seed 0, 60/20/20).
     Datasets yield (float32 0..255 images, one-hot labels); only train_ds
-    shuffles and augments.
+    shuffles and augments.  ``auto`` settings are resolved from the data
+    profile exactly as ``kdefect fit`` resolves them (and logged).
     """
     if isinstance(source_or_cfg, Config):
         if source_or_cfg.task != "classify":
@@ -39,7 +45,12 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
         cfg.split = [float(v) for v in split]
     seed = 0 if seed is None else int(seed)
     index: DatasetIndex = index_dataset(cfg, "classify")
+    index, dropped = dedupe_index(index, cfg.duplicates)
     parts = stratified_split(index.labels, cfg.split, seed)
+    full = Config(data=cfg)
+    for choice in resolve_auto(full, profile_index(index, parts, cfg.good_label, dropped=dropped)):
+        log.info("auto: %s", choice)
+    cfg = full.data
     out = []
     for name in ("train", "val", "test"):
         sel = parts[name]

@@ -234,12 +234,27 @@ def index_neu(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
     return index_voc_root(root, data_cfg, task)
 
 
+@register_source("elpv")
+def index_elpv(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    """``source: elpv[:levels|binary][:mono|poly]``: ELPV solar cells from the elpv-dataset package, as folders."""
+    from .elpv import elpv_classes, materialize_elpv, parse_elpv
+
+    if task != "classify":
+        raise DataError("ELPV has one defect probability per cell image and no boxes; use it with task classify.")
+    mode, cell_type = parse_elpv(location)
+    idx = index_folder(str(materialize_elpv(mode, cell_type)), data_cfg, task)
+    order = [c for c in elpv_classes(mode) if c in idx.classes]  # good first, then by severity
+    remap = np.asarray([order.index(c) for c in idx.classes])
+    idx.labels, idx.classes = remap[idx.labels], order
+    return idx
+
+
 def resolve_source(data_cfg) -> tuple[str, str]:
     """(source kind, location) from ``data.source`` and ``data.format``."""
     src, fmt = str(data_cfg.source), data_cfg.format
-    if src == "neu":
-        return "neu", ""
-    for prefix in ("voc", "tfds", "folder", "synthetic"):
+    if src in ("neu", "elpv"):
+        return src, ""
+    for prefix in ("voc", "tfds", "folder", "synthetic", "elpv"):
         if src.startswith(prefix + ":"):
             return prefix, src[len(prefix) + 1:]
     if src == "synthetic" or fmt == "synthetic":
@@ -251,7 +266,7 @@ def resolve_source(data_cfg) -> tuple[str, str]:
 
 
 def index_dataset(data_cfg, task: str = "classify") -> DatasetIndex:
-    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME) for ``task``."""
+    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]]) for ``task``."""
     if task not in ("classify", "detect"):
         raise ConfigError(f"task '{task}' is unknown; use classify or detect.")
     kind, location = resolve_source(data_cfg)

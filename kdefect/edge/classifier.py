@@ -12,7 +12,7 @@ from PIL import Image
 
 from kdefect.edge.decisions import Decision, DecisionRule, rule_from_sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
-from kdefect.edge.preprocess import ImagePolicy, load_image, prepare
+from kdefect.edge.preprocess import RESIZE_MODES, ImagePolicy, load_image, prepare
 from kdefect.edge.sidecar import Sidecar, read_sidecar
 from kdefect.errors import EdgeError, ModelIntegrityError
 
@@ -56,6 +56,11 @@ class EdgeClassifier:
             raise ModelIntegrityError(
                 f"sidecar of '{self.path}' says input {spec.size}x{spec.channels} but the model has "
                 f"{list(self.size)}x{self.channels}; the sidecar belongs to another model: export again.")
+        self.resize = str(getattr(spec, "resize", "squash") or "squash")
+        if self.resize not in RESIZE_MODES:
+            raise ModelIntegrityError(
+                f"sidecar of '{self.path}' asks for resize mode {self.resize!r}, which this runtime does not know "
+                f"({', '.join(RESIZE_MODES)}): update kdefect-edge to the version that exported the model.")
         self.load_s = time.perf_counter() - t0
         log.info("loaded %s (%s, %dx%dx%d, %d labels, %d thread(s)) in %.0f ms", self.path.name, self.backend,
                  *self.size, self.channels, len(self.labels), threads, self.load_s * 1000)
@@ -81,7 +86,7 @@ class EdgeClassifier:
 
     def load(self, source: str | Path | bytes | np.ndarray, name: str | None = None) -> np.ndarray:
         """Decode + check + resize: the float32 model input. Raises ``ImageRejected``."""
-        return prepare(load_image(source, self.channels, self.policy, name), self.size, self.channels)
+        return prepare(load_image(source, self.channels, self.policy, name), self.size, self.channels, self.resize)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Class output (dequantised) for one prepared input."""
@@ -98,5 +103,5 @@ class EdgeClassifier:
 
     def info(self) -> dict[str, Any]:
         return {"model": str(self.path), "sha256": self.sha256, "backend": self.backend, "labels": list(self.labels),
-                "input": [*self.size, self.channels], "temperature": self.rule.temperature,
+                "input": [*self.size, self.channels], "resize": self.resize, "temperature": self.rule.temperature,
                 "review_below": self.rule.review_below, "ood": self.rule.ood}

@@ -8,6 +8,19 @@ close but not equal, so ``resize_bilinear`` re-implements TF's kernel in numpy
 device sees bit-for-bit the pixels the model was validated on (see
 tests/edge/test_preprocess.py).  Bad input raises ``ImageRejected`` with a
 reason that the runtime logs as an error record.
+
+Resize modes (``data.resize``; the sidecar's ``input.resize``), target (H, W):
+
+- ``squash``: the whole image resized to (H, W); the aspect ratio is not kept.
+- ``letterbox``: resized to :func:`letterbox_size` (aspect kept), rounded to
+  uint8, then padded with 0 to (H, W), centred.  Nothing of the part is lost.
+- ``crop``: the centred :func:`crop_box` with the target aspect ratio, resized
+  to (H, W).  It CUTS the image edges off: a defect near the edge of an
+  inspection image can vanish, which makes it a safety risk on the line; that
+  is why ``auto`` never picks it.
+
+The sizes and boxes are integer arithmetic (here, and the same formulas in TF
+ops in ``kdefect.data.pipeline``), so host and device agree bit-exactly.
 """
 
 from __future__ import annotations
@@ -22,9 +35,52 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from kdefect.errors import ConfigError
+
 MAX_PIXELS = 50_000_000  # beyond this a file is a decompression bomb, not a part photo
 MIN_SIDE = 4
+RESIZE_MODES = ("squash", "letterbox", "crop")
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def check_resize(mode: str) -> str:
+    """``mode`` if it is a concrete resize mode; ``auto`` or anything else raises ``ConfigError``."""
+    if mode == "auto":
+        raise ConfigError("data.resize is still 'auto': resolve it first with kdefect.data.recipe.resolve_auto.")
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}.")
+    return mode
+
+
+def resize_mode(data_cfg: object) -> str:
+    """The resize mode a run's data config was trained with: a saved config without one (older runs) is squash.
+
+    An old ``config.yaml`` has no ``resize`` key, so it reads as the dataclass default ``auto``; runs that
+    resolved ``auto`` saved the concrete mode.  Hence ``auto`` (or no attribute) means squash here.
+    """
+    mode = getattr(data_cfg, "resize", None) or "squash"
+    return check_resize("squash" if mode == "auto" else str(mode))
+
+
+def letterbox_size(h: int, w: int, height: int, width: int) -> tuple[int, int]:
+    """(nh, nw): an h x w image scaled by min(height/h, width/w), each side rounded (half up), at least 1.
+
+    Exact integer arithmetic (no float rounding): the limiting side is exactly the target's.
+    """
+    h, w, height, width = int(h), int(w), int(height), int(width)
+    if height * w <= width * h:  # height limits: scale = height / h
+        return height, max(1, (2 * w * height + h) // (2 * h))
+    return max(1, (2 * h * width + w) // (2 * w)), width
+
+
+def crop_box(h: int, w: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, ch, cw): the largest centred box of an h x w image with the target's aspect ratio."""
+    h, w, height, width = int(h), int(w), int(height), int(width)
+    if w * height > h * width:  # too wide
+        ch, cw = h, max(1, (h * width) // height)
+    else:
+        ch, cw = max(1, (w * height) // width), w
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
 class ImageRejected(Exception):
@@ -101,7 +157,10 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (H, W, 1) like ``tf.image.rgb_to_grayscale`` on uint8 (floor(g * 255.5))."""
-    g = np.asarray(rgb, np.float32) * np.float32(1.0 / 255.0) @ np.array([0.2989, 0.5870, 0.1140], np.float32)
+    v = np.asarray(rgb, np.float32) * np.float32(1.0 / 255.0)
+    wr, wg, wb = np.array([0.2989, 0.5870, 0.1140], np.float32)
+    # TF's sum, in order and without fused multiply-add: a BLAS ``@`` (FMA) differed by 1 level on ~1 pixel in 10^6
+    g = (v[..., 0] * wr + v[..., 1] * wg) + v[..., 2] * wb
     return np.clip(np.floor(g * np.float32(255.5)), 0, 255).astype(np.uint8)[..., None]
 
 
@@ -212,16 +271,32 @@ def _check(im: Image.Image, channels: int, policy: ImagePolicy, name: str) -> np
     return np.asarray(_to_rgb(im, channels, policy.color, name), dtype=np.uint8)
 
 
-def prepare(rgb: np.ndarray, size: tuple[int, int], channels: int = 3) -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> float32 (h, w, channels) model input: resize, round to uint8, grey if asked.
-
-    The same steps, in the same order, as ``kdefect.data.pipeline.load_image``.
-    """
+def _resize_round(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize + round + clip (float32 values 0..255), as ``tf.image.resize`` + round + clip in the pipeline."""
     if rgb.shape[-1] == 3 and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         # grey content (NEU, mono cameras): channels resize independently, so one channel gives the same, 3x cheaper
-        x = np.repeat(np.clip(np.round(resize_bilinear(rgb[..., :1], size)), 0, 255), 3, axis=-1)
+        return np.repeat(np.clip(np.round(resize_bilinear(rgb[..., :1], size)), 0, 255), 3, axis=-1)
+    return np.clip(np.round(resize_bilinear(rgb, size)), 0, 255)
+
+
+def prepare(rgb: np.ndarray, size: tuple[int, int], channels: int = 3, resize: str = "squash") -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float32 (h, w, channels) model input: resize, round to uint8, grey if asked.
+
+    The same steps, in the same order, as ``kdefect.data.pipeline.load_image``; ``resize`` is the
+    sidecar's ``input.resize`` (squash | letterbox | crop, see the module docstring).
+    """
+    mode = check_resize(resize)
+    height, width = int(size[0]), int(size[1])
+    if mode == "letterbox":
+        nh, nw = letterbox_size(rgb.shape[0], rgb.shape[1], height, width)
+        top, left = (height - nh) // 2, (width - nw) // 2
+        x = np.zeros((height, width, rgb.shape[-1]), np.float32)
+        x[top:top + nh, left:left + nw] = _resize_round(rgb, (nh, nw))
+    elif mode == "crop":
+        top, left, ch, cw = crop_box(rgb.shape[0], rgb.shape[1], height, width)
+        x = _resize_round(rgb[top:top + ch, left:left + cw], (height, width))
     else:
-        x = np.clip(np.round(resize_bilinear(rgb, size)), 0, 255)
+        x = _resize_round(rgb, (height, width))
     if channels == 1:
         x = rgb_to_gray(x.astype(np.uint8))
     return x.astype(np.float32)

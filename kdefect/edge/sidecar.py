@@ -28,6 +28,8 @@ class InputSpec:
     dtype: str = "uint8"
     scale: float = 1.0
     zero_point: int = 0
+    # squash | letterbox | crop (kdefect.edge.preprocess.prepare); sidecars written before it existed: squash
+    resize: str = "squash"
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Sidecar:
     ood: dict[str, Any] | None = None
     quantization: str = "float32"
     source_run: str | None = None
+    # The run's fit-for-use verdict at export: {"verdict", "calibrated", "reasons", "exported_unready"}
+    readiness: dict[str, Any] | None = None
     kdefect_version: str = ""
     created: str = ""
     schema: int = SCHEMA_VERSION

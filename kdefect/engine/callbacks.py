@@ -18,25 +18,34 @@ log = logging.getLogger(__name__)
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):
-    """Save the best model (by ``monitor``) atomically, so a crash never leaves half a checkpoint."""
+    """Save the best model atomically, so a crash never leaves half a checkpoint.
 
-    def __init__(self, path: str | Path, monitor: str = "val_loss", mode: str = "min") -> None:
+    "Best" compares ``keys`` in order ((log key, sign), lower signed value wins; see
+    ``kdefect.engine.selection``): the monitored metric first, then its tie-breaks.
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val_loss", mode: str = "min",
+                 keys: list[tuple[str, float]] | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
-        self.sign = 1.0 if mode == "min" else -1.0
+        self.keys = keys or [(monitor, 1.0 if mode == "min" else -1.0)]
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self._best_score: tuple[float, ...] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None:
+        from kdefect.engine.selection import score
+
+        logs = logs or {}
+        s = score(logs, self.keys)
+        if s is None:
             return
-        if self.best is None or self.sign * value < self.sign * self.best:
-            self.best, self.best_epoch = float(value), epoch
+        if self._best_score is None or s < self._best_score:
+            self._best_score, self.best, self.best_epoch = s, float(logs[self.keys[0][0]]), epoch
             with atomic_path(self.path, suffix=".keras") as tmp:
                 self.model.save(tmp)
-            log.debug("epoch %d: %s improved to %.4f, checkpoint saved", epoch + 1, self.monitor, value)
+            log.debug("epoch %d: %s improved to %.4f, checkpoint saved", epoch + 1, self.keys[0][0], self.best)
 
 
 class HistoryCSV(keras.callbacks.Callback):

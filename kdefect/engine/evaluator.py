@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 
 def predict_probs(model: keras.Model, paths: list[str], cfg: Config, quiet: bool = True) -> np.ndarray:
     """Class probabilities for image files, through the same tf.data path as training."""
-    from kdefect.data.pipeline import make_dataset
+    import dataclasses
+
+    from kdefect.data.pipeline import make_dataset, resize_mode
 
     k = int(model.output_shape[-1])
-    ds = make_dataset(list(paths), np.zeros(len(paths), int), k, cfg.data, training=False, seed=cfg.seed)
+    data_cfg = dataclasses.replace(cfg.data, resize=resize_mode(cfg.data))  # an old run's config: squash
+    ds = make_dataset(list(paths), np.zeros(len(paths), int), k, data_cfg, training=False, seed=cfg.seed)
     ds = ds.map(lambda x, y: x)
     return model.predict(ds, verbose=0 if quiet else 1)
 
@@ -47,10 +50,22 @@ def _per_class_csv(metrics: dict[str, Any]) -> str:
 
 def evaluate_model(model: keras.Model, paths: list[str], labels: np.ndarray, classes: list[str], cfg: Config,
                    out_dir: str | Path | None = None, good_label: str | None = None, skipped: int = 0,
-                   quiet: bool = True) -> dict[str, Any]:
-    """Score ``model`` on labelled image files; write the confusion matrix and per-class CSV to ``out_dir``."""
+                   quiet: bool = True, judge: tuple[dict[str, Any] | None, Any, str] | None = None) -> dict[str, Any]:
+    """Score ``model`` on labelled image files; write the confusion matrix and per-class CSV to ``out_dir``.
+
+    ``judge``: (calibration thresholds in the sidecar layout or None, ``Targets``, split name) adds the
+    READY / NOT READY ``verdict`` on these images, with the calibrated decision rule.
+    """
     probs = predict_probs(model, paths, cfg, quiet=quiet)
     metrics = classification_metrics(np.asarray(labels), probs, classes, good_label, skipped=skipped)
+    if judge is not None:
+        from kdefect.trust.calibrate import apply_temperature
+        from kdefect.trust.verdict import assess
+
+        thresholds, targets, split = judge
+        t = float((thresholds or {}).get("temperature", 1.0))
+        calibrated = apply_temperature(np.log(np.maximum(probs, 1e-12)), t)
+        metrics["verdict"] = assess(calibrated, labels, classes, good_label, thresholds, targets, split=split)
     if out_dir is not None:
         out = Path(out_dir)
         plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), classes, str(out / "confusion_matrix.png"))
@@ -128,8 +143,13 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
         paths, labels, skipped = labelled_data(data, cfg, classes)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data)).strip("_")[-60:]
         out_dir = Path(out) if out else run.path / "evaluation" / slug
+    from kdefect.trust.calibrate import load_calibration, thresholds_from
+    from kdefect.trust.verdict import Targets
+
+    cal = load_calibration(run) if model_file == run.model_path else None
+    judge = (thresholds_from(cal) if cal else None, Targets.from_config(cfg), "test" if data is None else str(data))
     metrics = evaluate_model(model, paths, labels, classes, cfg, out_dir=out_dir, good_label=good,
-                             skipped=skipped, quiet=quiet)
+                             skipped=skipped, quiet=quiet, judge=judge)
     metrics.update({"model": str(model_file), "data": data or "run test split"})
     write_json(out_dir / "metrics.json", metrics)
     log.info("accuracy %.4f, macro recall %.4f on %d images -> %s", metrics["accuracy"], metrics["macro_recall"],

@@ -67,7 +67,7 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     """
     from scipy.special import softmax
 
-    from kdefect.data.pipeline import load_images
+    from kdefect.data.pipeline import load_images, resize_mode
     from kdefect.edge.decisions import rule_from_thresholds
     from kdefect.trust.calibrate import load_calibration, thresholds_from
     from kdefect.trust.outputs import load_model, predict_heads
@@ -78,7 +78,8 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     cal = load_calibration(run) if model_file == run.model_path else None
     model, logits, feats = load_model(model_file), [], []
     for i in range(0, len(files), chunk):  # bounded memory on big folders
-        imgs = load_images([str(f) for f in files[i:i + chunk]], tuple(cfg.data.image_size), cfg.data.channels)
+        imgs = load_images([str(f) for f in files[i:i + chunk]], tuple(cfg.data.image_size), cfg.data.channels,
+                           resize=resize_mode(cfg.data))
         heads = predict_heads(model, imgs)
         logits.append(heads["logits"])
         feats.append(heads["features"])
@@ -100,7 +101,7 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
     sc = read_sidecar(target)
     h, w = sc.input.size
-    imgs = load_images([str(f) for f in files], (h, w), sc.input.channels)
+    imgs = load_images([str(f) for f in files], (h, w), sc.input.channels, resize=sc.input.resize)
     probs, feats = TFLiteRunner(target, roles=roles_of(sc.output)).run_all(imgs)
     return probs, feats, list(sc.labels), rule_from_sidecar(sc, model_path=target), None
 

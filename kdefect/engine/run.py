@@ -107,6 +107,22 @@ class RunDir:
             files[rel] = sha256_file(f)
         return write_json(self.path / MANIFEST, {"files": files})
 
+    def update_manifest(self, names: list[str]) -> Path | None:
+        """Re-hash only ``names`` (files a later step rewrote, e.g. calibration), keeping every other entry.
+
+        Why not ``write_manifest``: re-hashing everything would bless a file changed since training.
+        """
+        if not (self.path / MANIFEST).is_file():
+            return None
+        files = dict(read_json(self.path / MANIFEST)["files"])
+        for rel in names:
+            f = self.path / rel
+            if f.is_file():
+                files[rel] = sha256_file(f)
+            else:
+                files.pop(rel, None)
+        return write_json(self.path / MANIFEST, {"files": dict(sorted(files.items()))})
+
     def verify_manifest(self) -> list[str]:
         """Return the artefacts whose content no longer matches the manifest."""
         man = read_json(self.path / MANIFEST)["files"]

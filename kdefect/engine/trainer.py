@@ -9,6 +9,7 @@ held-out test split and write every artefact atomically.
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -19,8 +20,10 @@ import numpy as np
 from kdefect.config import Config
 from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
 from kdefect.engine.run import RunDir
+from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.keras import keras, tf
+from kdefect.trust.verdict import format_verdict
 from kdefect.utils.io import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
@@ -35,23 +38,39 @@ def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Op
 
 
 def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
-    """Index the data, split it, create the run folder and write the data artefacts (every task)."""
+    """Index, profile and split the data, resolve the ``auto`` settings, create the run folder (every task).
+
+    ``cfg`` is updated in place: its ``auto`` keys become the concrete values saved in ``config.yaml``.
+    A ``split`` from outside (cross-validation folds) indexes the de-duplicated data, as ``cross_validate`` does.
+    """
+    from kdefect.data.profile import check_split_leaks, dedupe_index, format_profile, profile_index
+    from kdefect.data.recipe import resolve_auto
     from kdefect.data.sources import index_dataset, subsample_indices
     from kdefect.data.split import save_split, stratified_split, write_skipped
 
-    index = index_dataset(cfg.data, task=cfg.task)
+    index, dropped = dedupe_index(index_dataset(cfg.data, task=cfg.task), cfg.data.duplicates)
     if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
         split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
+    else:
+        check_split_leaks(index, split)
     if cfg.data.subsample and cfg.task == "classify":
         train = np.asarray(split["train"])
         keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
         split = dict(split, train=train[keep])
+    good = cfg.data.good_label if cfg.task == "classify" else None
+    profile = profile_index(index, split, good, dropped=dropped)
+    choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
+    profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     run = RunDir.create(cfg.runs_dir, cfg.name)
     cfg.save(run.config_path)
-    run.save_classes(index.classes, cfg.data.good_label if cfg.task == "classify" else None)
+    run.write_json("data_profile.json", profile)
+    run.save_classes(index.classes, good)
     save_split(run.path, index, split)
     if write_skipped(run.path, index.skipped):
         log.warning("%d bad image(s) skipped; see %s", len(index.skipped), run.path / "skipped.csv")
+    log.info("data profile:\n%s", format_profile(profile))
+    for c in choices:
+        log.info("auto: %s", c)
     log.info("run folder %s: %d classes, split %s", run.path, len(index.classes),
              {k: len(v) for k, v in split.items()})
     return run, index, split
@@ -71,9 +90,12 @@ def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str
     return out
 
 
-def _compile(model: keras.Model, cfg: Config, loss: Any, lr: float) -> None:
-    model.compile(optimizer=_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay), loss=loss,
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+def _compile(model: keras.Model, cfg: Config, loss: Any, lr: float, good_index: int | None) -> None:
+    from kdefect.engine.selection import selection_metrics
+
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
+               *selection_metrics(int(model.output_shape[-1]), good_index, cfg.trust.target_escape)]
+    model.compile(optimizer=_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay), loss=loss, metrics=metrics)
 
 
 def _verbose(quiet: bool) -> int:
@@ -103,16 +125,19 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     history = HistoryCSV(run.path / "history.csv")
     counter = ImageCounter(cfg.data.batch_size)
     has_val = "val" in data
-    ckpt = AtomicBestCheckpoint(run.checkpoint_path, monitor="val_loss" if has_val else "loss")
+    good_index = index.classes.index(cfg.data.good_label) if cfg.data.good_label in index.classes else None
+    monitor = resolve_monitor(cfg.train.monitor, good_index, has_val)
+    ckpt = AtomicBestCheckpoint(run.checkpoint_path, monitor=monitor, keys=selection_keys(monitor))
     callbacks: list[keras.callbacks.Callback] = [history, counter, ckpt,
                                                  keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)
-    monitor = "val_loss" if has_val else "loss"
     if cfg.train.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.train.patience))
-    callbacks += lr_callbacks(cfg.train.lr_schedule, monitor, cfg.train.epochs, cfg.train.time_budget_s, t0)
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor),
+                                                       patience=cfg.train.patience))
+    loss_key = "val_loss" if has_val else "loss"  # the LR schedule follows the optimisation, not the selection
+    callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, cfg.train.time_budget_s, t0)
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
                   verbose=_verbose(quiet), callbacks=callbacks)
     phases = []
@@ -131,7 +156,7 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
                 freeze_backbone(model)
             elif action == "unfreeze":
                 unfreeze_top(model, cfg.train.fine_tune_layers)
-            _compile(model, cfg, loss, lr)
+            _compile(model, cfg, loss, lr, good_index)
         n_train = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         log.info("phase %s: epochs %d-%d, lr %g, %d trainable parameters", title, epoch + 1, until, lr, n_train)
         model.fit(data["train"], initial_epoch=epoch, epochs=until, **fit_kw)
@@ -140,8 +165,10 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     if run.checkpoint_path.is_file():
         best = keras.models.load_model(run.checkpoint_path, compile=False)
         model.set_weights(best.get_weights())
-        log.info("restored best weights from epoch %s", (ckpt.best_epoch or 0) + 1)
+        log.info("restored the weights of epoch %s (best %s %.4f)", (ckpt.best_epoch or 0) + 1, monitor,
+                 ckpt.best if ckpt.best is not None else float("nan"))
     stats = {"train_seconds": round(train_s, 2), "epochs_run": epoch, "best_epoch": (ckpt.best_epoch or 0) + 1,
+             "monitor": monitor, "best_value": ckpt.best,
              "train_images": counter.images, "train_images_per_s": round(counter.images_per_s, 2),
              "time_budget_exhausted": bool(budget and budget.exhausted),
              "params": int(model.count_params())}
@@ -157,7 +184,14 @@ def save_model(model: keras.Model, run: RunDir) -> None:
 
 
 def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = False) -> RunDir:
-    """Train a model from ``cfg`` and return its complete run folder."""
+    """Train a model from ``cfg`` and return its complete run folder.
+
+    Classifiers are then calibrated on the validation split (``trust.calibrate``) and judged READY or
+    NOT READY on the test split against ``trust.targets``; the verdict is logged and kept in
+    ``calibration.json`` (``kdefect tflite`` refuses a NOT READY run).  ``cfg`` is not changed: the
+    resolved copy is the run's ``config.yaml``.
+    """
+    cfg = copy.deepcopy(cfg)
     if cfg.task == "detect":
         from kdefect.tasks.detect import fit_detector
 
@@ -174,7 +208,25 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
                              skipped=len(index.skipped), quiet=quiet)
     metrics.update({"split": eval_split, "training": stats})
     run.write_json("metrics.json", metrics)
+    verdict = _judge(cfg, run, model, list(paths[split[eval_split]]), index.labels[split[eval_split]], index.classes)
     run.write_manifest()
     log.info("done: %s accuracy %.4f, macro recall %.4f -> %s", eval_split, metrics["accuracy"],
              metrics["macro_recall"], run.path)
+    log.info("%s", format_verdict(verdict))
     return run
+
+
+def _judge(cfg: Config, run: RunDir, model: keras.Model, paths: list[str], labels: np.ndarray,
+           classes: list[str]) -> dict[str, Any]:
+    """Calibrate on validation and judge on test (``trust.calibrate``); uncalibrated runs are NOT READY."""
+    from kdefect.trust.verdict import Targets, assess
+
+    if cfg.trust.calibrate:
+        from kdefect.trust.calibrate import calibrate_run
+
+        return calibrate_run(run.path)["verdict"]
+    from kdefect.engine.evaluator import predict_probs
+
+    log.warning("trust.calibrate is off: the run has no operating point and is NOT READY for export.")
+    return assess(predict_probs(model, paths, cfg), labels, classes, cfg.data.good_label, None,
+                  Targets.from_config(cfg))

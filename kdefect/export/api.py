@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.edge.preprocess import resize_mode
 from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
 from kdefect.errors import ExportError
 from kdefect.export.litert_info import model_io, weight_sparsity
@@ -59,8 +60,12 @@ def _open_source(source: Any, run: Any = None) -> _Source:
     return _Source(load_model_any(p), run_obj, str(p))
 
 
-def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int) -> _Data | None:
-    """Training images + labels from the run's split, or from a class-per-folder ``data`` folder."""
+def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int, resize: str = "squash"
+               ) -> _Data | None:
+    """Training images + labels from the run's split, or from a class-per-folder ``data`` folder.
+
+    ``resize``: the model's resize mode, stored in the returned ``data_cfg`` (its ``auto`` is resolved).
+    """
     from kdefect.config import Config
 
     if src.run is not None and data is None:
@@ -69,6 +74,7 @@ def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int) ->
         classes, good = src.run.classes()
         paths, names = load_split(src.run.path)["train"]
         cfg = src.run.config()
+        cfg.data.resize = resize
         return _Data(list(paths), np.array([classes.index(n) for n in names], int), classes, good, cfg.data)
     if data is None:
         return None
@@ -76,6 +82,7 @@ def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int) ->
 
     cfg = Config()
     cfg.data.source, cfg.data.image_size, cfg.data.channels = str(data), list(size), channels
+    cfg.data.resize = resize
     index = index_dataset(cfg.data, task="classify")
     good = "good" if "good" in index.classes else None
     return _Data(list(index.paths), np.asarray(index.labels, int), list(index.classes), good, cfg.data)
@@ -88,22 +95,25 @@ def _need(data: _Data | None, what: str) -> _Data:
     return data
 
 
-def representative_images(data: _Data, size: tuple[int, int], channels: int, n: int = 200, seed: int = 0
-                          ) -> np.ndarray:
-    """``n`` training images drawn stratified by class, uint8 (N, H, W, C)."""
+def representative_images(data: _Data, size: tuple[int, int], channels: int, n: int = 200, seed: int = 0,
+                          resize: str | None = None) -> np.ndarray:
+    """``n`` training images drawn stratified by class, uint8 (N, H, W, C).
+
+    ``resize``: squash | letterbox | crop; None: ``data.data_cfg``'s (an old run's ``auto`` is squash).
+    """
     from kdefect.data.pipeline import load_images
 
     idx = stratified_indices(data.labels, n, seed)
     if len(idx) == 0:
         raise ExportError("the representative set is empty: the training split has no images. Check split/train.txt.")
-    return load_images([data.paths[i] for i in idx], size, channels)
+    return load_images([data.paths[i] for i in idx], size, channels, resize=resize or resize_mode(data.data_cfg))
 
 
 def _train_ds(data: _Data, size: tuple[int, int], channels: int, seed: int) -> Any:
     from kdefect.data.pipeline import make_dataset
 
     cfg = data.data_cfg
-    cfg.image_size, cfg.channels = list(size), channels
+    cfg.image_size, cfg.channels, cfg.resize = list(size), channels, resize_mode(cfg)
     return make_dataset(data.paths, data.labels, len(data.classes), cfg, training=True, seed=seed)
 
 
@@ -119,7 +129,7 @@ def _val_ds(src: _Source, data: Any, size: tuple[int, int], channels: int) -> An
     if not paths:
         return None
     cfg = src.run.config().data
-    cfg.image_size, cfg.channels = list(size), channels
+    cfg.image_size, cfg.channels, cfg.resize = list(size), channels, resize_mode(cfg)
     return make_dataset(list(paths), np.array([classes.index(n) for n in names], int), len(classes), cfg,
                         training=False)
 
@@ -157,6 +167,34 @@ def _export_detection_run(run: Path, out: str | Path | None, mode: str, qat: boo
     return res
 
 
+def check_readiness(src: _Source, allow_unready: bool = False) -> dict[str, Any]:
+    """The run's verdict for the sidecar; raise ``ExportError`` for a NOT READY run unless ``allow_unready``."""
+    from kdefect.trust.calibrate import load_calibration
+
+    own_run = src.run is not None and Path(src.origin).resolve() == src.run.path.resolve()
+    if not own_run:
+        log.warning("%s is not a kdefect run: it has no validated READY verdict. Its sidecar records that.",
+                    src.origin)
+        return {"verdict": "UNKNOWN", "calibrated": False, "exported_unready": True,
+                "reasons": ["model from outside a kdefect run: never judged against trust.targets"]}
+    cal = load_calibration(src.run)
+    verdict = (cal or {}).get("verdict")
+    if cal is None:
+        reasons = [f"not calibrated (run `kdefect calibrate {src.run.path}`)"]
+    elif verdict is None:
+        reasons = [f"calibrated before verdicts existed (run `kdefect calibrate {src.run.path}` again)"]
+    else:
+        reasons = list(verdict["reasons"])
+    ready = not reasons
+    if not ready and not allow_unready:
+        raise ExportError(f"{src.run.path} is NOT READY: {'; '.join(reasons)}. Improve the model, or pass "
+                          "--allow-unready to export it anyway (the sidecar and model card then say so).")
+    if not ready:
+        log.warning("exporting a NOT READY model (--allow-unready): %s", "; ".join(reasons))
+    return {"verdict": "READY" if ready else "NOT READY", "calibrated": cal is not None,
+            "exported_unready": not ready, "reasons": reasons}
+
+
 def export_run(
     source: Any,
     out: str | Path | None = None,
@@ -179,6 +217,7 @@ def export_run(
     data: str | Path | None = None,
     seed: int = 0,
     ood_gate: str = "msp",
+    allow_unready: bool = False,
 ) -> dict[str, Any]:
     """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict.
 
@@ -210,9 +249,12 @@ def export_run(
         log.warning("Edge TPU: float %s I/O adds CPU quantize ops; uint8 is the native type.",
                     "input" if input_type == "float32" else "output")
     src = _open_source(source, run)
+    readiness = check_readiness(src, allow_unready)
     model = src.model
     h, w, c = input_shape_of(model)
-    dataset = _load_data(src, data, (h, w), c)
+    # the run's resize mode (an old run's config without one: squash); a user's own model without a run: squash
+    resize = resize_mode(src.run.config().data) if src.run is not None else "squash"
+    dataset = _load_data(src, data, (h, w), c, resize)
     steps: list[str] = []
     if distill_from is not None:
         from kdefect.tasks.classify import build_classifier
@@ -241,7 +283,7 @@ def export_run(
         steps.append("pqat" if scheme is not None else "qat")
     rep = None
     if mode == "int8":
-        rep = representative_images(_need(dataset, "INT8 calibration"), (h, w), c, calib_size, seed)
+        rep = representative_images(_need(dataset, "INT8 calibration"), (h, w), c, calib_size, seed, resize)
     quant = "-".join([mode, *(steps or (["ptq"] if mode == "int8" else []))])
     out_path = Path(out) if out else _default_out(src, quant.replace("-", "_"))
     thresholds = run_thresholds(src.run, same_model=distill_from is None)
@@ -258,9 +300,10 @@ def export_run(
         from kdefect.data.split import load_split
         from kdefect.export.feature_gate import fit_gate, locate_outputs
 
-        probe = rep[0] if rep is not None else representative_images(_need(dataset, "the kNN gate"), (h, w), c, 1)[0]
+        probe = rep[0] if rep is not None else representative_images(_need(dataset, "the kNN gate"), (h, w), c, 1,
+                                                                     resize=resize)[0]
         main, feat = locate_outputs(out_path, model, probe)
-        thresholds["ood"] = fit_gate(out_path, feat, load_split(src.run.path), (h, w), c, seed=seed)
+        thresholds["ood"] = fit_gate(out_path, feat, load_split(src.run.path), (h, w), c, seed=seed, resize=resize)
     elif ood_gate == "none":
         thresholds.pop("ood", None)
     (inp, *_), outs = model_io(out_path)
@@ -268,17 +311,18 @@ def export_run(
     good = dataset.good_label if dataset else None
     sc = Sidecar(
         sha256="", task="classify", labels=classes, good_label=good,
-        input=InputSpec(size=[h, w], channels=c, dtype=inp["dtype"], scale=inp["scale"], zero_point=inp["zero_point"]),
+        input=InputSpec(size=[h, w], channels=c, dtype=inp["dtype"], scale=inp["scale"], zero_point=inp["zero_point"],
+                        resize=resize),
         output={"dtype": outs[main]["dtype"], "scale": outs[main]["scale"], "zero_point": outs[main]["zero_point"],
                 "kind": "probabilities", "index": main,
                 **({"features_index": feat, "features_dim": int(outs[feat]["shape"][-1])} if feat is not None else {})},
         thresholds=thresholds, quantization=quant,
-        source_run=str(src.run.path.resolve()) if src.run is not None else None,
+        source_run=str(src.run.path.resolve()) if src.run is not None else None, readiness=readiness,
     )
     side = write_sidecar(out_path, sc)
     result: dict[str, Any] = {"model": str(out_path), "sidecar": str(side), "quantization": quant,
                               "size_bytes": out_path.stat().st_size, "input": inp, "output": outs[main],
-                              "ood_gate": thresholds.get("ood")}
+                              "ood_gate": thresholds.get("ood"), "readiness": readiness}
     if prune:
         result["sparsity"] = weight_sparsity(out_path)["overall"]
     if edgetpu:

@@ -45,6 +45,19 @@ def _decision_shares(model_path: Path, sc: Any, probs: np.ndarray, feats: np.nda
     return out
 
 
+def _verdict(model_path: Path, sc: Any, probs: np.ndarray, labels: np.ndarray, run: Any, split: str
+             ) -> dict[str, Any]:
+    """READY / NOT READY for the exported model itself: the device's calibrated probabilities and thresholds."""
+    from kdefect.edge.decisions import rule_from_sidecar
+    from kdefect.trust.verdict import Targets, assess
+
+    rule = rule_from_sidecar(sc, model_path=model_path)
+    cal = np.stack([rule.probabilities(p) for p in probs]) if len(probs) else probs
+    calibrated = bool((sc.readiness or {}).get("calibrated", "decision" in sc.thresholds))
+    targets = Targets.from_config(run.config()) if run is not None else Targets()
+    return assess(cal, labels, list(sc.labels), sc.good_label, sc.thresholds if calibrated else None, targets, split)
+
+
 def latency_ms(model_path: str | Path, images: np.ndarray, num_threads: int, n: int = 50, warmup: int = 3
                ) -> dict[str, float]:
     """p50 / p95 / mean milliseconds per image (invoke only, images already loaded)."""
@@ -62,9 +75,12 @@ def latency_ms(model_path: str | Path, images: np.ndarray, num_threads: int, n: 
             "mean": float(np.mean(times)), "n": n}
 
 
-def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channels: int
+def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channels: int, resize: str = "squash"
                ) -> tuple[np.ndarray, np.ndarray, str]:
-    """(uint8 images, label indices, description) from the run's test split, a folder, or arrays."""
+    """(uint8 images, label indices, description) from the run's test split, a folder, or arrays.
+
+    ``resize``: the sidecar's ``input.resize``, so the host sees the pixels the device will.
+    """
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], str):
         return np.asarray(data[0]), np.asarray(data[1], int), "arrays"
     from kdefect.data.pipeline import load_images
@@ -90,7 +106,7 @@ def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channel
         desc = str(data)
     if not len(paths):
         raise DataError(f"no images to evaluate in {desc}.")
-    return load_images(paths, size, channels), np.asarray(labels, int), desc
+    return load_images(paths, size, channels, resize=resize), np.asarray(labels, int), desc
 
 
 def _keras_probs(run: Any, images: np.ndarray) -> np.ndarray | None:
@@ -125,7 +141,7 @@ def evaluate_tflite(
     if src and run is None and data is None:
         raise DataError(f"source run '{src}' of {model_path} is not available; pass data=FOLDER or run_dir=RUN.")
     classes, good = list(sc.labels), sc.good_label
-    images, labels, desc = _load_data(data, run, classes, sc.input.size, sc.input.channels)
+    images, labels, desc = _load_data(data, run, classes, sc.input.size, sc.input.channels, sc.input.resize)
     probs, feats = TFLiteRunner(model_path, roles=roles_of(sc.output)).run_all(images)
     if probs.shape[1] != len(classes):
         raise ExportError(f"{model_path} outputs {probs.shape[1]} values but its sidecar lists {len(classes)} labels.")
@@ -136,6 +152,7 @@ def evaluate_tflite(
         "per_class_recall": {c: v["recall"] for c, v in metrics["per_class"].items()},
         "escape_rate": metrics.get("escape_rate"), "size_bytes": model_path.stat().st_size, "metrics": metrics,
         "decisions": _decision_shares(model_path, sc, probs, feats),
+        "verdict": _verdict(model_path, sc, probs, labels, run, "test" if data is None else "given data"),
     }
     kprobs = _keras_probs(run, images)
     if kprobs is not None:

@@ -75,11 +75,12 @@ def device_knn(train_features: np.ndarray, k: int = 10) -> KNN:
 
 def fit_gate(tflite_path: str | Path, feature_index: int, split: dict[str, tuple[list[str], list[str]]],
              size: tuple[int, int], channels: int, k: int = 10, tpr: float = 0.95, max_bank: int = 5000,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, resize: str = "squash") -> dict[str, Any]:
     """Bank = device features of the training split; threshold = ``tpr`` quantile of validation scores.
 
     ``max_bank``: a larger training split is subsampled (stratified by class) so the bank stays small on the
     device (5,000 x 256 float16 = 2.5 MB; one matrix-vector product per part).
+    ``resize``: the run's resize mode (the sidecar's ``input.resize``): the bank sees the device's pixels.
     Writes ``<model>.knn.npy`` beside the model and returns the sidecar's ``ood`` entry.
     """
     from kdefect.data.pipeline import load_images
@@ -92,7 +93,8 @@ def fit_gate(tflite_path: str | Path, feature_index: int, split: dict[str, tuple
     if len(paths["train"]) > max_bank:
         keep = np.sort(stratified_indices(split["train"][1], max_bank, seed))
         paths["train"] = [paths["train"][i] for i in keep]
-    feats = {s: device_features(tflite_path, load_images(p, size, channels), feature_index) for s, p in paths.items()}
+    feats = {s: device_features(tflite_path, load_images(p, size, channels, resize=resize), feature_index)
+             for s, p in paths.items()}
     knn = device_knn(feats["train"], k)
     val_scores = knn.score(feats["val"])
     thr = float(np.quantile(val_scores, tpr))

@@ -27,6 +27,13 @@ WEIGHTS = "detector.weights.h5"
 
 
 def input_size(cfg: Config) -> tuple[int, int]:
+    """The detector's (h, w); refuses ``data.resize`` letterbox / crop (boxes are only scaled, as in squash)."""
+    from kdefect.errors import ConfigError
+
+    resize = getattr(cfg.data, "resize", "auto")
+    if resize not in ("auto", "squash"):  # detection: auto means squash
+        raise ConfigError(f"data.resize {resize!r}: detection supports squash only (boxes are scaled with the "
+                          "whole image, not letterboxed or cropped); set data.resize: squash.")
     s = list(cfg.data.image_size)
     return (int(s[0]), int(s[-1]))
 

@@ -107,22 +107,31 @@ def plot_reliability(
 
 def calibrate_run(
     run_dir: str | Path,
-    target_risk: float = 0.005,
-    target_escape: float = 0.01,
+    target_risk: float | None = None,
+    target_escape: float | None = None,
     n_bins: int = 15,
     ood_tpr: float = 0.95,
+    targets: Any = None,
 ) -> dict[str, Any]:
-    """Fit temperature, review threshold, OOD threshold and operating point on val; check them on test.
+    """Fit temperature, review threshold, OOD threshold and operating point on val; judge them on test.
 
-    Writes ``calibration.json`` and ``reliability.png`` into the run folder and
-    returns the dict.  ``target_risk`` is the residual error allowed on parts
-    that are not sent to review; ``target_escape`` the allowed escape rate.
+    Writes ``calibration.json`` (with the READY / NOT READY ``verdict``) and
+    ``reliability.png`` into the run folder and returns the dict.
+    ``target_risk`` is the residual error allowed on parts that are not sent to
+    review; ``target_escape`` the allowed escape rate; ``targets`` a
+    ``kdefect.trust.verdict.Targets``.  Left as None, each comes from the run's
+    ``trust`` config.
     """
     from kdefect.engine.run import RunDir
     from kdefect.trust import ood, operating_point, uncertainty
     from kdefect.trust.outputs import split_outputs
+    from kdefect.trust.verdict import Targets
 
     run = RunDir.open(run_dir)
+    tcfg = run.config().trust
+    target_risk = tcfg.target_risk if target_risk is None else float(target_risk)
+    target_escape = tcfg.target_escape if target_escape is None else float(target_escape)
+    targets = targets or Targets.from_config(run.config())
     classes, good = run.classes()
     val, test = split_outputs(run, "val"), split_outputs(run, "test")
     t = fit_temperature(val["logits"], val["y"])
@@ -171,11 +180,27 @@ def calibrate_run(
             "test": operating_point.evaluate_threshold(pt, test["y"], gi, thr),
         }
         out["decision"] = {"good_label": good, "good_min_prob": thr}
+    out["verdict"] = _verdict(out, pv, val["y"], pt, test["y"], classes, good, targets)
     plot_reliability(pt_raw, test["y"], run.path / "reliability.png", pt, n_bins, "Reliability (test split)")
     run.write_json(CALIBRATION_FILE, out)
+    run.update_manifest([CALIBRATION_FILE, "reliability.png"])
     log.info("calibrated %s: T=%.3f ECE %.2f%% -> %.2f%% (val), review below %.4f", run.path, t,
              100 * out["ece_before"], 100 * out["ece_after"], review)
     return out
+
+
+def _verdict(cal: dict[str, Any], pv: np.ndarray, yv: np.ndarray, pt: np.ndarray, yt: np.ndarray,
+             classes: list[str], good: str | None, targets: Any) -> dict[str, Any]:
+    """READY / NOT READY on the test split with the device's rule; without a test split, on val (never READY)."""
+    from kdefect.trust.verdict import assess
+
+    if len(yt):
+        return assess(pt, yt, classes, good, thresholds_from(cal), targets, split="test")
+    v = assess(pv, yv, classes, good, thresholds_from(cal), targets, split="val")
+    v["reasons"].insert(0, "no held-out test split: the thresholds were fitted on this validation split, so "
+                           "these figures are optimistic (set data.split with a test fraction)")
+    v["ready"], v["verdict"] = False, "NOT READY"
+    return v
 
 
 def host_knn(run: Any, k: int = 10) -> Any:

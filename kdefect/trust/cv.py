@@ -79,7 +79,9 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
         raise ConfigError(f"--folds must be at least 2, got {folds}.")
     if fit_fn is None:
         from kdefect.engine import fit as fit_fn
-    index = index_dataset(cfg.data, task="classify")
+    from kdefect.data.profile import dedupe_index
+
+    index, _ = dedupe_index(index_dataset(cfg.data, task="classify"), cfg.data.duplicates)  # as fit indexes it
     counts = np.bincount(np.asarray(index.labels)[np.asarray(index.labels) >= 0])
     if counts.min() < folds:
         raise ConfigError(f"--folds {folds}: the smallest class has only {counts.min()} images; use fewer folds.")

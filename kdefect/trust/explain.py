@@ -174,16 +174,18 @@ def explain_images(model: Any, images: np.ndarray, names: list[str], out_dir: st
 def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str | Path,
                   class_name: str | None = None, layer: str | None = None) -> list[Path]:
     """``kdefect explain``: a run folder or .keras model + image files / folders -> overlay PNGs."""
-    from kdefect.data.pipeline import load_images
+    from kdefect.data.pipeline import load_images, resize_mode
     from kdefect.engine.predictor import collect_images
+    from kdefect.engine.run import RunDir
     from kdefect.trust.outputs import load_model
 
     p = Path(model_path)
     classes: list[str] | None = None
-    if p.is_dir():
-        from kdefect.engine.run import RunDir
-
+    resize = "squash"  # a user's own model: no run config to say otherwise
+    if p.is_dir() or (p.parent / "config.yaml").is_file():
         run = RunDir.open(p)
+        resize = resize_mode(run.config().data)
+    if p.is_dir():
         p, classes = run.model_path, run.classes()[0]
     elif (p.parent / "classes.json").is_file():
         from kdefect.utils.io import read_json
@@ -197,5 +199,5 @@ def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str
         class_index = classes.index(class_name)
     files = collect_images(list(inputs))
     _, h, w, c = model.input_shape
-    images = load_images([str(f) for f in files], (h, w), c)
+    images = load_images([str(f) for f in files], (h, w), c, resize=resize)
     return explain_images(model, images, [str(f) for f in files], out_dir, class_index, layer)

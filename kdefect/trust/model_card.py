@@ -65,6 +65,25 @@ def _pct(v: Any) -> str:
     return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "n/a"
 
 
+def _verdict_lines(v: dict[str, Any] | None, run_path: Path) -> list[str]:
+    """READY / NOT READY with its reasons, and any export made despite a NOT READY verdict."""
+    from kdefect.utils.io import read_json
+
+    if not v:
+        lines = ["**NOT READY**: never calibrated, so no verdict (run `kdefect calibrate`)."]
+    else:
+        lines = [f"**{v['verdict']}** on the {v['split']} split against trust.targets {v['targets']}"]
+        lines += [f"- {r}" for r in v["reasons"]]
+    for side in sorted((run_path / "export").glob("*.json")) if (run_path / "export").is_dir() else []:
+        try:
+            r = read_json(side).get("readiness") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if r.get("exported_unready"):
+            lines.append(f"- Exported although {r.get('verdict', 'NOT READY')} (--allow-unready): `{side.name}`")
+    return lines
+
+
 def render_model_card(run_path: Path, cfg_text: str, classes: list[str], good: str | None, metrics: dict[str, Any],
                       calibration: dict[str, Any], fingerprint: dict[str, Any]) -> str:
     """Markdown text of the model card."""
@@ -78,6 +97,8 @@ def render_model_card(run_path: Path, cfg_text: str, classes: list[str], good: s
         "Decisions below the review threshold, and parts flagged as out-of-distribution, go to a human inspector."
         " Not for use on other products, cameras, lighting or defect types than those in the training data"
         " without re-validation.", "",
+        "## Verdict",
+        *_verdict_lines(calibration.get("verdict"), run_path), "",
         "## Data",
         f"- Fingerprint (sha256 over split lists and image bytes): `{fingerprint['sha256']}`",
         f"- Split sizes: {fingerprint['counts']}" + (f" ({fingerprint['missing_files']} listed files missing)"

@@ -20,7 +20,7 @@ from kdefect.utils.io import sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("Summary", "Training curves", "Confusion matrix", "Per-class metrics", "Precision-recall curves",
+SECTIONS = ("Verdict", "Summary", "Training curves", "Confusion matrix", "Per-class metrics", "Precision-recall curves",
             "Reliability diagram", "Risk-coverage and review", "Escape-rate table", "Out-of-distribution",
             "Gallery: misclassified and review-flagged", "TFLite fidelity", "Model card")
 
@@ -28,7 +28,27 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;co
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
         "th{background:#eee}img{max-width:100%}.g{display:inline-block;margin:4px;font-size:11px;width:150px;"
         "vertical-align:top}.g img{width:72px;image-rendering:pixelated}pre{background:#f6f6f6;padding:.5em;"
-        "overflow:auto}.bad{color:#b00}")
+        "overflow:auto}.bad{color:#b00}.verdict{font-size:1.6em;font-weight:bold;padding:.3em .6em;display:inline-block}"
+        ".ready{background:#dfd;color:#060}.notready{background:#fdd;color:#900}")
+
+
+def verdict_html(v: dict[str, Any] | None) -> str:
+    """The verdict banner, its reasons and the fit-for-use table (the first thing an auditor reads)."""
+    if not v:
+        return '<p class="verdict notready">NOT READY</p><p>This run has no verdict: run kdefect calibrate.</p>'
+    cls = "ready" if v["ready"] else "notready"
+    out = f'<p class="verdict {cls}">{html.escape(v["verdict"])}</p>'
+    if v["reasons"]:
+        out += "<ul>" + "".join(f'<li class="bad">{html.escape(r)}</li>' for r in v["reasons"]) + "</ul>"
+    t = v["targets"]
+    rows = [[f"recall {c}", "n/a" if r is None else r, f">= {t['min_class_recall']}"]
+            for c, r in v["per_class_recall"].items()]
+    if "escape_rate" in v:
+        rows += [["escape rate (95% CP upper)", f"{v['escape_rate']:.4f} ({v['escape_upper95']:.4f})",
+                  f"upper <= {t['max_escape_upper']}"],
+                 ["false-reject rate", v["false_reject_rate"], f"<= {t['max_false_reject']}"]]
+    rows.append(["review share", v["review_share"], f"<= {t['max_review_share']}"])
+    return out + _table([f"{v['split']} split ({v['n']} parts)", "value", "target (trust.targets)"], rows)
 
 
 def _img(path: Path | bytes, alt: str) -> str:
@@ -128,6 +148,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max
     cm = np.zeros((len(classes), len(classes)), int)
     np.add.at(cm, (y, probs.argmax(1)), 1)
     acc = float((probs.argmax(1) == y).mean()) if len(y) else 0.0
+    s["Verdict"] = verdict_html(cal.get("verdict"))
     s["Summary"] = _table(["item", "value"], [
         ["run", str(run.path)], ["test images", len(y)], ["test accuracy", acc],
         ["temperature", t], ["test ECE before -> after", f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}"],

@@ -20,7 +20,7 @@ def syn_index(synthetic_root):
 
 
 def _ds(idx, training, aug=NO_AUG, **kw):
-    cfg = DataConfig(image_size=[24, 24], batch_size=8, augment=aug, **kw)
+    cfg = DataConfig(image_size=[24, 24], resize="squash", batch_size=8, augment=aug, **kw)
     return make_dataset(idx.paths, idx.labels, idx.num_classes, cfg, training=training, seed=0)
 
 
@@ -53,7 +53,7 @@ def test_augmentation_only_in_training(syn_index):
     evald = np.concatenate([b[0].numpy() for b in _ds(syn_index, False, ALL_AUG)])
     np.testing.assert_array_equal(plain, evald)
     sub = syn_index.subset(np.arange(8))
-    cfg = DataConfig(image_size=[24, 24], batch_size=8, augment=ALL_AUG, cache="none")
+    cfg = DataConfig(image_size=[24, 24], resize="squash", batch_size=8, augment=ALL_AUG, cache="none")
     plain8 = np.concatenate([b[0].numpy() for b in _ds(sub, False)])
     ((x, _),) = list(make_dataset(sub.paths, sub.labels, 5, cfg, training=True, seed=0))
     x = x.numpy()
@@ -97,7 +97,7 @@ def test_formats_modes_and_grayscale(tmp_path):
 
 
 def test_pipeline_matches_load_images_and_pillow(syn_index):
-    cfg = DataConfig(image_size=[20, 20], batch_size=4, cache="none")
+    cfg = DataConfig(image_size=[20, 20], resize="squash", batch_size=4, cache="none")
     piped = np.concatenate([b[0].numpy() for b in make_dataset(syn_index.paths[:8], syn_index.labels[:8], 5, cfg,
                                                                  training=False)])
     ref = load_images(syn_index.paths[:8], (20, 20))
@@ -108,7 +108,7 @@ def test_pipeline_matches_load_images_and_pillow(syn_index):
 
 
 def test_cache_decision():
-    assert should_cache(1000, DataConfig(cache="auto"))
+    assert should_cache(1000, DataConfig(cache="auto", image_size=[64, 64]))
     assert not should_cache(10**7, DataConfig(cache="auto", image_size=[224, 224]))
     assert should_cache(10**7, DataConfig(cache="memory"))
     assert not should_cache(10, DataConfig(cache="none"))

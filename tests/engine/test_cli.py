@@ -97,7 +97,7 @@ def test_single_class_and_empty_class_are_refused(cli, tmp_path):
 def test_evaluate_and_predict_commands(cli, tiny_run, tmp_path):
     r = cli.invoke(main, ["-q", "evaluate", str(tiny_run.path), "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output[r.output.index("{"):])
+    out = json.loads(r.stdout[r.stdout.index("{"):])
     assert 0 <= out["accuracy"] <= 1 and "escape_rate" in out
     assert (tmp_path / "ev" / "metrics.json").is_file()
     test_file = (tiny_run.path / "split" / "test.txt").read_text().splitlines()[0].split("\t")[0]
@@ -107,7 +107,7 @@ def test_evaluate_and_predict_commands(cli, tiny_run, tmp_path):
     assert first.endswith(test_file)
     r = cli.invoke(main, ["predict", str(tiny_run.path / "model.keras"), first, "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path,class,score,review,ood,verdict,p_good")
+    assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path,class,score,review,ood,ood_knn,verdict,p_good")  # calibrated by fit
 
 
 @pytest.mark.slow

@@ -102,5 +102,6 @@ def tiny_run(tmp_path_factory, trained_model, easy_train, easy_test) -> Path:
     write_json(run.path / "calibration.json", {"temperature": 1.5, "review_below": 0.6,
                                                "decision": {"good_label": "good", "good_min_prob": 0.7},
                                                "device_ood": {"method": "msp", "threshold": 0.45, "val_tpr": 0.95},
-                                               "ood": {"score": "energy", "threshold": -3.0}})
+                                               "ood": {"score": "energy", "threshold": -3.0},
+                                               "verdict": {"verdict": "READY", "ready": True, "reasons": []}})
     return run.path

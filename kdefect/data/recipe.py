@@ -1,0 +1,89 @@
+"""``auto`` settings chosen from the data profile, each with its reason.
+
+Why: the shipped defaults were tuned on balanced, square NEU images.  On a
+line's own data (a dominant good class, elongated parts, small defects) the
+same defaults trained a model that passed every defect.  Each ``auto`` key is
+resolved here, once, from ``data_profile.json``; the concrete value is written
+into the run's ``config.yaml`` (so the run is reproducible) and the reason is
+printed and saved (``recipe`` in ``data_profile.json``).  Any key set
+explicitly is left alone.  TF-free.
+
+Rules (documented in the README, "auto settings"):
+
+- ``data.sampling``: ``balanced`` (every class equally often in a batch) when
+  the training split's largest class is >= ``IMBALANCE_BALANCE`` x its
+  smallest, else ``shuffle``;
+- ``data.resize``: ``letterbox`` when the images' aspect ratios differ (p90 / p10
+  > ``ASPECT_SPREAD``) and some are elongated (p90 >= ``ELONGATED``): squashing
+  would distort each part, and its defects, by a different amount; else ``squash``;
+- ``data.image_size``: square, the median short side (letterbox: long side)
+  rounded down to a multiple of 32, between 32 and ``data.max_auto_size``;
+- ``train.monitor``: ``val_frr_at_escape`` with a good class, else ``val_macro_recall``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+IMBALANCE_BALANCE = 3.0
+ASPECT_SPREAD = 1.25
+ELONGATED = 1.5
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value}  ({self.reason})"
+
+
+def _stat(profile: dict[str, Any], name: str, q: str, default: float) -> float:
+    v = (profile.get("geometry") or {}).get(name, {}).get(q)
+    return float(v) if v is not None else default
+
+
+def _floor32(v: float, hi: int) -> int:
+    return int(min(max(32, 32 * (int(v) // 32)), hi))
+
+
+def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> list[Choice]:
+    """Replace every ``auto`` in ``cfg`` (in place) with a concrete value; return the choices made."""
+    d, out = cfg.data, []
+    if d.sampling == "auto":
+        ratio = float(profile.get("imbalance_ratio") or 1.0)
+        balanced = cfg.task == "classify" and ratio >= IMBALANCE_BALANCE
+        d.sampling = "balanced" if balanced else "shuffle"
+        out.append(Choice("data.sampling", d.sampling, f"imbalance {ratio:.1f}:1 "
+                          + (f">= {IMBALANCE_BALANCE:g}:1 -> each class equally often per batch" if balanced
+                             else "-> plain shuffling" if cfg.task == "classify" else "(detection)")))
+    p10, p90 = _stat(profile, "aspect", "p10", 1.0), _stat(profile, "aspect", "p90", 1.0)
+    if d.resize == "auto":
+        varied = cfg.task == "classify" and p90 / max(p10, 1e-9) > ASPECT_SPREAD and p90 >= ELONGATED
+        d.resize = "letterbox" if varied else "squash"
+        out.append(Choice("data.resize", d.resize,
+                          f"aspect ratios p10 {p10:.2f} .. p90 {p90:.2f}: "
+                          + ("varied and elongated -> keep each part's shape" if varied
+                             else "similar -> use every pixel" if cfg.task == "classify" else "detection")))
+    if d.image_size == "auto":
+        name = "long_side" if d.resize == "letterbox" else "short_side"
+        med = _stat(profile, name, "median", 64.0)
+        side = _floor32(med, int(d.max_auto_size))
+        d.image_size = [side, side]
+        out.append(Choice("data.image_size", d.image_size, f"median {name.replace('_', ' ')} {med:.0f} px, "
+                          f"capped at data.max_auto_size {d.max_auto_size}"))
+    if cfg.train.monitor == "auto":
+        good = d.good_label is not None and d.good_label in profile.get("classes", [])
+        if cfg.task != "classify":
+            cfg.train.monitor, why = "val_loss", "detection keeps the epoch with the lowest validation loss"
+        else:
+            cfg.train.monitor = "val_frr_at_escape" if good else "val_macro_recall"
+            why = (f"good class '{d.good_label}': the cost of meeting the {cfg.trust.target_escape:.0%} escape "
+                   "target" if good else "no good class: every class counts alike")
+        if not has_val:
+            why += "; no validation split, so the training loss decides"
+        out.append(Choice("train.monitor", cfg.train.monitor, why))
+    return out

@@ -1,0 +1,146 @@
+"""READY / NOT READY: is this model fit to decide parts on the line?
+
+Why a verdict: a model that calls every part good still scores 71 % accuracy
+on data that is 71 % good, and a user reading one accuracy figure ships it.
+The verdict is computed on the held-out test split with the decision rule the
+device applies (calibrated probabilities, the operating point on P(good), the
+review threshold), against ``trust.targets``:
+
+- the 95 % Clopper-Pearson **upper bound** of the escape rate (a small test
+  set cannot prove a low escape rate, and the verdict says so).  An escape
+  is a defective part passed as good *and not sent to review*: the line's
+  outcome, with the review queue capped by its own target; the model's own
+  escapes before review are reported beside it;
+- the recall of every class;
+- the false-reject rate (good parts rejected);
+- the share of parts sent to human review.
+
+Each missed target is named in words, and so is a degenerate model (a class
+never predicted, every defect passed).  TF-free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from kdefect.trust.operating_point import clopper_pearson, decide
+
+READY, NOT_READY = "READY", "NOT READY"
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The defaults are documented in README (``trust.targets``)."""
+
+    max_escape_upper: float = 0.05
+    min_class_recall: float = 0.80
+    max_review_share: float = 0.20
+    max_false_reject: float = 0.25
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Targets:
+        t = getattr(getattr(cfg, "trust", None), "targets", None)
+        return cls(**{k: float(getattr(t, k)) for k in cls.__dataclass_fields__}) if t is not None else cls()
+
+
+def defectives_needed(max_upper: float, alpha: float = 0.05) -> int:
+    """Fewest defective test parts for which 0 escapes gives a CP upper bound <= ``max_upper``."""
+    if max_upper >= 1:
+        return 0
+    return max(1, math.ceil(math.log(alpha / 2) / math.log(1 - max_upper)))
+
+
+def assess(probs: np.ndarray, labels: np.ndarray, classes: list[str], good_label: str | None,
+           thresholds: dict[str, Any] | None, targets: Targets | None = None, split: str = "test") -> dict[str, Any]:
+    """The verdict dict for calibrated ``probs`` (N, K) and true ``labels`` on one split.
+
+    ``thresholds``: the sidecar layout (``review_below``, ``decision.good_min_prob``) or None when the model
+    was never calibrated (which alone makes it NOT READY: it has no operating point).
+    """
+    targets = targets or Targets()
+    p = np.asarray(probs, np.float64)
+    y = np.asarray(labels, int)
+    k = len(classes)
+    reasons: list[str] = []
+    if thresholds is None:
+        reasons.append("not calibrated: no operating point, review or unknown-defect thresholds "
+                       "(run `kdefect calibrate RUN`)")
+    th = thresholds or {}
+    good = good_label if good_label in classes else None
+    gi = classes.index(good) if good is not None else None
+    thr = (th.get("decision") or {}).get("good_min_prob")
+    pred = decide(p, gi, float(thr)) if gi is not None and thr is not None and len(p) else p.argmax(1) if len(p) else y
+    review_below = float(th.get("review_below", 0.0))
+    review = p.max(1) < review_below if len(p) else np.zeros(0, bool)
+    support = np.bincount(y, minlength=k)
+    hits = np.bincount(y[pred == y], minlength=k)
+    predicted = np.bincount(pred, minlength=k)
+    recall = {c: float(hits[i] / support[i]) if support[i] else None for i, c in enumerate(classes)}
+    out: dict[str, Any] = {
+        "split": split, "n": len(y), "calibrated": thresholds is not None, "targets": asdict(targets),
+        "per_class_recall": recall, "per_class_support": dict(zip(classes, support.tolist())),
+        "review_share": float(review.mean()) if len(review) else 0.0,
+        "review_below": review_below, "good_min_prob": None if thr is None else float(thr),
+    }
+    never = [c for i, c in enumerate(classes) if support[i] and predicted[i] == 0]
+    if never:
+        reasons.append(f"degenerate: the model never predicts {', '.join(never)} on the {split} split")
+    low = [f"{c} {r:.2f}" for c, r in recall.items() if r is not None and r < targets.min_class_recall
+           and c not in never]
+    if low:
+        reasons.append(f"recall below {targets.min_class_recall:.2f}: {', '.join(low)}")
+    if gi is not None:
+        defective, is_good = y != gi, y == gi
+        passed = pred == gi
+        model_esc, n_def = int(passed[defective].sum()), int(defective.sum())
+        esc = int((passed & ~review)[defective].sum())  # a defect sent to review is seen by an inspector
+        fr, n_good = int((pred[is_good] != gi).sum()), int(is_good.sum())
+        upper = clopper_pearson(esc, n_def)[1]
+        out.update({"escape_rate": esc / n_def if n_def else 0.0, "escapes": esc, "defective": n_def,
+                    "escape_upper95": upper, "model_escape_rate": model_esc / n_def if n_def else 0.0,
+                    "model_escapes": model_esc, "false_reject_rate": fr / n_good if n_good else 0.0,
+                    "false_rejects": fr, "good": n_good})
+        if n_def and model_esc == n_def:
+            reasons.append(f"degenerate: every defective {split} part ({n_def}) is passed as good")
+        elif upper > targets.max_escape_upper:
+            need = defectives_needed(targets.max_escape_upper)
+            small = (f"; with only {n_def} defective {split} parts even 0 escapes cannot show it "
+                     f"(needs >= {need})" if n_def < need else "")
+            reasons.append(f"escape rate {esc}/{n_def} = {esc / max(n_def, 1):.1%}, upper bound {upper:.1%} "
+                           f"> {targets.max_escape_upper:.1%}{small}")
+        if n_good and fr / n_good > targets.max_false_reject:
+            reasons.append(f"false-reject rate {fr / n_good:.1%} > {targets.max_false_reject:.1%} "
+                           "(good parts rejected at the operating point)")
+    if out["review_share"] > targets.max_review_share:
+        reasons.append(f"review share {out['review_share']:.1%} > {targets.max_review_share:.1%} "
+                       f"(parts below confidence {review_below:.3f} go to a human)")
+    out["reasons"] = reasons
+    out["ready"] = not reasons
+    out["verdict"] = READY if not reasons else NOT_READY
+    return out
+
+
+def format_verdict(v: dict[str, Any]) -> str:
+    """The short table printed by fit, evaluate and calibrate, ending with the verdict and its reasons."""
+    rows = [f"fit for use on the {v['split']} split ({v['n']} parts):"]
+    width = max([len(c) for c in v["per_class_recall"]] + [12])
+    for c, r in v["per_class_recall"].items():
+        rows.append(f"  recall {c:<{width}} {'n/a' if r is None else f'{r:.3f}'}"
+                    f"  (n={v['per_class_support'][c]})")
+    if "escape_rate" in v:
+        rows.append(f"  escape rate{'':<{width - 5}} {v['escape_rate']:.3%} ({v['escapes']}/{v['defective']}), "
+                    f"95% upper bound {v['escape_upper95']:.3%}; before review {v['model_escapes']}/{v['defective']}")
+        rows.append(f"  false rejects{'':<{width - 7}} {v['false_reject_rate']:.3%} ({v['false_rejects']}/{v['good']})")
+    rows.append(f"  review share{'':<{width - 6}} {v['review_share']:.3%}")
+    rows.append(f"verdict: {v['verdict']}")
+    rows += [f"  - {r}" for r in v["reasons"]]
+    return "\n".join(rows)
+
+
+def verdict_of(cal: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The verdict stored in a ``calibration.json`` (None when absent)."""
+    return (cal or {}).get("verdict")

@@ -1,0 +1,140 @@
+"""Issue-10 benchmark: the shipped defaults on data beyond NEU, ``auto`` recipe vs the previous defaults.
+
+Side by side in one run, per data set, arms of ``configs/quickstart.yaml`` with only ``data.source``
+and ``data.good_label`` changed:
+
+- ``previous``: the defaults before the auto recipe (64x64 squash, plain shuffling, keep the epoch with
+  the lowest validation loss);
+- ``auto``: the shipped defaults (settings from the data profile, epoch kept on the safety metric);
+- ``auto_loss``: ``auto`` with a class-balanced loss instead of balanced sampling (which of the two
+  handles imbalance better decides the ``auto`` rule).
+
+Data sets:
+- ``synthetic``: the quick start itself (the built-in data);
+- ``elpv_binary``: ELPV solar cells, good (p < 0.5) vs defective, Deitsch et al. (2019) / Buerhop-Lutz et al. (2018),
+  CC BY-NC-SA 4.0 (``pip install elpv-dataset``; images are never committed);
+- ``elpv_levels``: ELPV, 4 defect-probability levels (good = p 0);
+- ``neu_cut``: NEU-DET with ``--neu-good`` as the good class (300 images) and the 5 other classes cut to 10 %
+  (30 images each): a dominant good class on real steel images (class folders of symlinks in a temp dir).
+
+Every run is calibrated and judged (READY / NOT READY).  Results: tools/results/recipe.json and .md.
+Example: python tools/bench_recipe.py --datasets elpv_binary elpv_levels neu_cut
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import RESULTS, md_table, merge_results, write_md
+
+from kdefect.config import load_config
+
+OUT = RESULTS / "recipe.json"
+QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
+PREVIOUS = ["data.image_size=[64, 64]", "data.resize=squash", "data.sampling=shuffle", "train.monitor=val_loss"]
+ARMS = {"previous": PREVIOUS, "auto": [],
+        # the alternative for imbalance: a class-balanced loss (Cui et al. 2019) instead of balanced sampling
+        "auto_loss": ["data.sampling=shuffle", "loss.class_weights=effective"]}
+NEU_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
+
+
+def neu_cut(root: Path, good: str, keep: float = 0.1, seed: int = 0) -> Path:
+    """Class folders of symlinks: ``good`` keeps all its images, every other class ``keep`` of them."""
+    from kdefect.data.neu import neu_dir
+
+    src = neu_dir()
+    if src is None:
+        raise SystemExit("NEU-DET not found: set KDEFECT_NEU_DIR")
+    rng = np.random.default_rng(seed)
+    for c in NEU_CLASSES:
+        files = sorted((src / "images").glob(f"{c}_*.jpg"))
+        if c != good:
+            files = list(rng.choice(files, max(1, round(keep * len(files))), replace=False))
+        out = root / ("good" if c == good else c)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            (out / f.name).symlink_to(f)
+    return root
+
+
+def sources(names: list[str], tmp: Path, neu_good: str) -> dict[str, str]:
+    table = {"elpv_binary": "elpv:binary", "elpv_levels": "elpv:levels", "synthetic": "synthetic"}
+    out = {}
+    for n in names:
+        out[n] = str(neu_cut(tmp / "neu_cut", neu_good)) if n == "neu_cut" else table[n]
+    return out
+
+
+def run_arm(dataset: str, source: str, arm: str, runs_dir: str, extra: list[str]) -> dict[str, Any]:
+    from kdefect.engine import fit
+
+    over = [f"runs_dir={runs_dir}", f"name={dataset}-{arm}", f"data.source={source}", "data.good_label=good",
+            *ARMS[arm], *extra]
+    cfg = load_config(QUICKSTART, over)
+    t0 = time.perf_counter()
+    run = fit(cfg, quiet=True)
+    wall = time.perf_counter() - t0
+    m, cal = run.read_json("metrics.json"), run.read_json("calibration.json")
+    v, resolved = cal["verdict"], run.config()
+    op = cal.get("operating_point", {}).get("test", {})
+    return {
+        "dataset": dataset, "arm": arm, "run": str(run.path), "overrides": over[3:],
+        "image_size": resolved.data.image_size, "resize": resolved.data.resize, "sampling": resolved.data.sampling,
+        "monitor": resolved.train.monitor, "test_n": m["n"], "accuracy": m["accuracy"],
+        "macro_recall": m["macro_recall"], "per_class_recall": {c: r["recall"] for c, r in m["per_class"].items()},
+        "argmax_escape_rate": m.get("escape_rate"), "argmax_false_reject_rate": m.get("false_reject_rate"),
+        "degenerate": any(r["recall"] == 0 for r in m["per_class"].values()),
+        "op_escape_rate": op.get("escape_rate"), "op_escape_upper95": (op.get("escape_rate_ci95") or [None, None])[1],
+        "op_false_reject_rate": op.get("false_reject_rate"), "review_share": v["review_share"],
+        "verdict": v["verdict"], "reasons": v["reasons"], "best_epoch": m["training"]["best_epoch"],
+        "epochs": m["training"]["epochs_run"], "train_seconds": m["training"]["train_seconds"],
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["synthetic", "neu_cut", "elpv_levels", "elpv_binary"])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--neu-good", default="rolled-in_scale", help="NEU class that plays the good class in neu_cut")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra override for both arms")
+    ap.add_argument("--section", default="defaults", help="results section name")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kdefect-recipe-") as tmp:
+        for name, src in sources(args.datasets, Path(tmp), args.neu_good).items():
+            for arm in args.arms:
+                r = run_arm(name, src, arm, str(Path(tmp) / "runs"), args.sets)
+                rows.append(r)
+                print(f"{name:12s} {arm:9s} acc {r['accuracy']:.4f} macro recall {r['macro_recall']:.4f} "
+                      f"FRR@op {r['op_false_reject_rate']} {r['verdict']} ({r['wall_seconds']:.0f} s)", flush=True)
+    data = merge_results(OUT, args.section, {"neu_good": args.neu_good, "extra": args.sets, "rows": rows})
+    lines = ["# The shipped defaults beyond NEU: auto recipe vs previous defaults", "",
+             "`configs/quickstart.yaml` with only `data.source` and `data.good_label` changed; `previous` adds "
+             f"`{' '.join(PREVIOUS)}` (the defaults before the auto recipe). Test split 20 %, seed 0. "
+             "`op_*`: at the operating point chosen on validation for a 1 % escape target. "
+             "ELPV: Deitsch et al. 2019, Buerhop-Lutz et al. 2018 (CC BY-NC-SA 4.0).", ""]
+    for sec, val in data.items():
+        lines += [f"## {sec}", "", f"Command: `{val['command']}`  ", f"Date: {val['date']}  ",
+                  f"Machine: {val['machine']['cpu']}, {val['machine']['cpu_count']} cores", "",
+                  md_table(val["rows"], ["dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy",
+                                         "macro_recall", "degenerate", "op_escape_rate", "op_escape_upper95",
+                                         "op_false_reject_rate", "review_share", "verdict", "wall_seconds"]),
+                  "Verdict reasons:", ""]
+        lines += [f"- {r['dataset']} / {r['arm']}: " + ("; ".join(r["reasons"]) or "none") for r in val["rows"]]
+        lines.append("")
+    write_md(OUT.with_suffix(".md"), "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -74,12 +74,13 @@ def sources(names: list[str], tmp: Path, neu_good: str) -> dict[str, str]:
     return out
 
 
-def run_arm(dataset: str, source: str, arm: str, runs_dir: str, extra: list[str]) -> dict[str, Any]:
+def run_arm(dataset: str, source: str, arm: str, runs_dir: str, extra: list[str], config: Path = QUICKSTART
+            ) -> dict[str, Any]:
     from kdefect.engine import fit
 
     over = [f"runs_dir={runs_dir}", f"name={dataset}-{arm}", f"data.source={source}", "data.good_label=good",
             *ARMS[arm], *extra]
-    cfg = load_config(QUICKSTART, over)
+    cfg = load_config(config, over)
     t0 = time.perf_counter()
     run = fit(cfg, quiet=True)
     wall = time.perf_counter() - t0
@@ -108,17 +109,19 @@ def main() -> None:
     ap.add_argument("--neu-good", default="rolled-in_scale", help="NEU class that plays the good class in neu_cut")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra override for both arms")
     ap.add_argument("--section", default="defaults", help="results section name")
+    ap.add_argument("--config", type=Path, default=QUICKSTART, help="base config (default: the quick start)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="kdefect-recipe-") as tmp:
         for name, src in sources(args.datasets, Path(tmp), args.neu_good).items():
             for arm in args.arms:
-                r = run_arm(name, src, arm, str(Path(tmp) / "runs"), args.sets)
+                r = run_arm(name, src, arm, str(Path(tmp) / "runs"), args.sets, args.config)
                 rows.append(r)
                 print(f"{name:12s} {arm:9s} acc {r['accuracy']:.4f} macro recall {r['macro_recall']:.4f} "
                       f"FRR@op {r['op_false_reject_rate']} {r['verdict']} ({r['wall_seconds']:.0f} s)", flush=True)
-    data = merge_results(OUT, args.section, {"neu_good": args.neu_good, "extra": args.sets, "rows": rows})
+    data = merge_results(OUT, args.section, {"config": str(args.config), "neu_good": args.neu_good,
+                                             "extra": args.sets, "rows": rows})
     lines = ["# The shipped defaults beyond NEU: auto recipe vs previous defaults", "",
              "`configs/quickstart.yaml` with only `data.source` and `data.good_label` changed; `previous` adds "
              f"`{' '.join(PREVIOUS)}` (the defaults before the auto recipe). Test split 20 %, seed 0. "
@@ -126,10 +129,11 @@ def main() -> None:
              "ELPV: Deitsch et al. 2019, Buerhop-Lutz et al. 2018 (CC BY-NC-SA 4.0).", ""]
     for sec, val in data.items():
         lines += [f"## {sec}", "", f"Command: `{val['command']}`  ", f"Date: {val['date']}  ",
+                  f"Base config: `{Path(val.get('config', QUICKSTART)).name}`, extra: `{' '.join(val['extra'])}`  ",
                   f"Machine: {val['machine']['cpu']}, {val['machine']['cpu_count']} cores", "",
                   md_table(val["rows"], ["dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy",
                                          "macro_recall", "degenerate", "op_escape_rate", "op_escape_upper95",
-                                         "op_false_reject_rate", "review_share", "verdict", "wall_seconds"]),
+                                         "op_false_reject_rate", "review_share", "verdict", "epochs", "wall_seconds"]),
                   "Verdict reasons:", ""]
         lines += [f"- {r['dataset']} / {r['arm']}: " + ("; ".join(r["reasons"]) or "none") for r in val["rows"]]
         lines.append("")

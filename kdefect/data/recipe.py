@@ -8,7 +8,7 @@ into the run's ``config.yaml`` (so the run is reproducible) and the reason is
 printed and saved (``recipe`` in ``data_profile.json``).  Any key set
 explicitly is left alone.  TF-free.
 
-Rules (documented in the README, "auto settings"):
+Rules (documented in docs/own-data.md):
 
 - ``data.sampling``: ``balanced`` (every class equally often in a batch) when
   the training split's largest class is >= ``IMBALANCE_BALANCE`` x its

@@ -59,6 +59,7 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         split = dict(split, train=train[keep])
     good = cfg.data.good_label if cfg.task == "classify" else None
     profile = profile_index(index, split, good, dropped=dropped)
+    profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     run = RunDir.create(cfg.runs_dir, cfg.name)

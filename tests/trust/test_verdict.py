@@ -87,3 +87,14 @@ def test_defectives_needed_matches_clopper_pearson(upper):
 
     n = defectives_needed(upper)
     assert clopper_pearson(0, n)[1] <= upper < clopper_pearson(0, n - 1)[1]
+
+
+def test_a_defect_sent_to_review_is_not_an_escape():
+    y = np.array([0] * 100 + [1] * 100)
+    p = np.zeros((200, 3))
+    p[:, 0] = np.r_[np.full(100, 0.99), np.full(99, 0.01), 0.6]  # one defect passed, but with low confidence
+    p[:, 1] = 1 - p[:, 0]
+    v = assess(p, y, CLASSES, "good", _thresholds(0.5, review_below=0.7))
+    assert v["model_escapes"] == 1 and v["escapes"] == 0  # the inspector sees it
+    v = assess(p, y, CLASSES, "good", _thresholds(0.5, review_below=0.0))
+    assert v["model_escapes"] == v["escapes"] == 1

@@ -61,6 +61,10 @@ class EdgeClassifier:
             raise ModelIntegrityError(
                 f"sidecar of '{self.path}' asks for resize mode {self.resize!r}, which this runtime does not know "
                 f"({', '.join(RESIZE_MODES)}): update kdefect-edge to the version that exported the model.")
+        ready = self.sidecar.readiness or {}
+        if ready.get("exported_unready"):
+            log.warning("%s was exported although its verdict is %s (%s): the line runs an unvalidated model.",
+                        self.path.name, ready.get("verdict", "NOT READY"), "; ".join(ready.get("reasons", [])))
         self.load_s = time.perf_counter() - t0
         log.info("loaded %s (%s, %dx%dx%d, %d labels, %d thread(s)) in %.0f ms", self.path.name, self.backend,
                  *self.size, self.channels, len(self.labels), threads, self.load_s * 1000)

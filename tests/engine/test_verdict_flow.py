@@ -27,7 +27,7 @@ def test_fit_writes_profile_resolved_config_and_a_verdict(tiny_run):
     assert not tiny_run.verify_manifest()  # calibration.json is covered by the manifest
 
 
-def test_export_refuses_an_unready_run_unless_allowed(tiny_run, tmp_path):
+def test_export_refuses_an_unready_run_unless_allowed(tiny_run, tmp_path, caplog):
     from kdefect.errors import ExportError
     from kdefect.export import export_run
 
@@ -39,6 +39,11 @@ def test_export_refuses_an_unready_run_unless_allowed(tiny_run, tmp_path):
     side = json.loads((tmp_path / "m.json").read_text())
     assert res["readiness"]["exported_unready"] and side["readiness"]["verdict"] == "NOT READY"
     assert side["readiness"]["reasons"] == tiny_run.read_json("calibration.json")["verdict"]["reasons"]
+    from kdefect.edge.classifier import EdgeClassifier
+
+    with caplog.at_level("WARNING", logger="kdefect.edge.classifier"):
+        EdgeClassifier(tmp_path / "m.tflite")
+    assert "exported although its verdict is NOT READY" in caplog.text  # the device says so at start-up
 
 
 def test_evaluate_strict_exits_3_when_not_ready(tiny_run):

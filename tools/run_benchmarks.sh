@@ -44,3 +44,11 @@ python tools/bench_trust.py --run "$R/best" --out tools/results/trust_neu --loco
 python tools/bench_trust.py --run "$R/best" --out tools/results/trust_neu --loco-epochs 100 --loco-budget-s 210 \
   --loco-size 128 --loco-device --gradcam-n 0 --merge
 
+
+# Issue 10: the shipped defaults beyond NEU (quick start with only data.source/good_label changed), auto recipe vs
+# the previous defaults vs a class-balanced loss, on synthetic, NEU with a dominant good class, ELPV levels/binary
+# (pip install elpv-dataset; CC BY-NC-SA 4.0)
+python tools/bench_recipe.py
+# ELPV targets from scratch on the CPU budget (25 % test split, operating point for a 5 % escape target)
+python tools/bench_recipe.py --config configs/elpv_cls_resnet_small.yaml --datasets elpv_binary elpv_levels \
+  --arms auto --section elpv_target

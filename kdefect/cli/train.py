@@ -39,17 +39,26 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
 
 
 def _echo_verdict(run_path: object) -> None:
-    """The fit-for-use table of a classification run, on stderr (stdout stays machine-readable; -q keeps it)."""
+    """The closing block of ``fit`` on stderr (stdout stays the run path; -q keeps it): verdict and next steps."""
     from kdefect.engine.run import RunDir
     from kdefect.trust.calibrate import CALIBRATION_FILE
     from kdefect.trust.verdict import format_verdict
 
     run = RunDir.open(run_path)
-    if (run.path / CALIBRATION_FILE).is_file() and "verdict" in run.read_json(CALIBRATION_FILE):
-        click.echo(format_verdict(run.read_json(CALIBRATION_FILE)["verdict"]), err=True)
-    elif run.config().task == "classify":
-        click.echo("verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
-                   err=True)
+    if run.config().task != "classify":
+        return
+    cal = run.read_json(CALIBRATION_FILE) if (run.path / CALIBRATION_FILE).is_file() else {}
+    verdict = cal.get("verdict")
+    lines = [format_verdict(verdict) if verdict else
+             "verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
+             f"Results saved to {run.path} (data_profile.json, metrics.json, calibration.json)"]
+    if verdict and verdict["ready"]:
+        lines.append(f"Next: kdefect tflite {run.path} --int8 --qat   then kdefect evaluate "
+                     f"{run.path}/export/model_int8_qat.tflite --strict")
+    else:
+        lines.append(f"Next: fix what the verdict names (more data for a rare class, more defective test parts, "
+                     f"settings in docs/own-data.md), then fit again; kdefect report {run.path} shows the errors")
+    click.echo("\n".join(lines), err=True)
 
 
 @main.command()

@@ -10,7 +10,7 @@ from kdefect.config import Config, DataConfig
 from kdefect.errors import DataError
 
 from .pipeline import make_dataset
-from .profile import dedupe_index, profile_index
+from .profile import FileScan, dedupe_index, profile_index
 from .recipe import resolve_auto
 from .sources import DatasetIndex, index_dataset
 from .split import stratified_split
@@ -45,10 +45,11 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
         cfg.split = [float(v) for v in split]
     seed = 0 if seed is None else int(seed)
     index: DatasetIndex = index_dataset(cfg, "classify")
-    index, dropped = dedupe_index(index, cfg.duplicates)
+    scan = FileScan()
+    index, dropped = dedupe_index(index, cfg.duplicates, scan)
     parts = stratified_split(index.labels, cfg.split, seed)
     full = Config(data=cfg)
-    for choice in resolve_auto(full, profile_index(index, parts, cfg.good_label, dropped=dropped)):
+    for choice in resolve_auto(full, profile_index(index, parts, cfg.good_label, dropped=dropped, scan=scan)):
         log.info("auto: %s", choice)
     cfg = full.data
     out = []

@@ -4,8 +4,9 @@ Why: the class balance, the image sizes and aspect ratios and whether "RGB"
 files are really grey decide the input size, resize mode, sampling and loss;
 identical files in train and test silently inflate every metric.  Everything
 is read from image *headers* (no decoding) and each file is hashed (sha256 of
-its bytes) in the same threaded pass; results are cached per (path, size,
-mtime), so profiling, deduplication and the leak check hash each file once.
+its bytes) in the same threaded pass; one ``FileScan`` passed to every step
+of a run (profile, deduplication, leak check) keeps what it read, so each
+file is hashed once, and nothing is kept between runs (no global cache).
 Only a small sample of colour images is decoded, to tell grey content from
 colour.  TF-free; the profile is JSON-ready (plain ints, floats, lists).
 """
@@ -46,9 +47,6 @@ class FileInfo(NamedTuple):
     bits: int  # bits per channel as decoded: 8 or 16 (32 for float / int32 TIFF)
 
 
-_CACHE: dict[tuple[str, int, int], FileInfo] = {}
-
-
 def _bits(mode: str, data: bytes, im) -> int:
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24:  # IHDR bit depth (16-bit RGB opens as 8-bit "RGB")
         return 16 if data[24] == 16 else 8
@@ -64,10 +62,6 @@ def _bits(mode: str, data: bytes, im) -> int:
 def _scan_one(path: str) -> FileInfo:
     from PIL import Image
 
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if (hit := _CACHE.get(key)) is not None:
-        return hit
     with open(path, "rb") as fh:
         data = fh.read()
     sha = hashlib.sha256(data).hexdigest()
@@ -76,14 +70,11 @@ def _scan_one(path: str) -> FileInfo:
             info = FileInfo(sha, int(im.width), int(im.height), im.mode, _bits(im.mode, data, im))
     except Exception:  # unreadable content: still hashed, no geometry
         info = FileInfo(sha, 0, 0, "", 0)
-    if len(_CACHE) > 500_000:
-        _CACHE.clear()
-    _CACHE[key] = info
     return info
 
 
 def scan_files(paths: Sequence[str | os.PathLike], workers: int | None = None) -> list[FileInfo]:
-    """sha256 + header geometry of every file (threaded, order kept, cached per path/size/mtime)."""
+    """sha256 + header geometry of every file (threaded, order kept)."""
     paths = [str(p) for p in paths]
     if len(paths) < 32:
         return [_scan_one(p) for p in paths]
@@ -91,15 +82,30 @@ def scan_files(paths: Sequence[str | os.PathLike], workers: int | None = None) -
         return list(pool.map(_scan_one, paths, chunksize=64))
 
 
-def file_hashes(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """sha256 of each file's bytes (cached: a second call does not re-read unchanged files)."""
-    return [f.sha256 for f in scan_files(paths)]
+class FileScan:
+    """What was read of each file (sha256, header) during one run: pass the same instance to every step."""
+
+    def __init__(self) -> None:
+        self._info: dict[str, FileInfo] = {}
+
+    def infos(self, paths: Sequence[str | os.PathLike]) -> list[FileInfo]:
+        """FileInfo per path (order kept); only files this scan has not read yet are read."""
+        paths = [str(p) for p in paths]
+        missing = [p for p in dict.fromkeys(paths) if p not in self._info]
+        if missing:
+            self._info.update(zip(missing, scan_files(missing)))
+        return [self._info[p] for p in paths]
 
 
-def find_duplicates(paths: Sequence[str | os.PathLike]) -> list[list[int]]:
+def file_hashes(paths: Sequence[str | os.PathLike], scan: FileScan | None = None) -> list[str]:
+    """sha256 of each file's bytes; with ``scan``, files it already read are not read again."""
+    return [f.sha256 for f in (scan or FileScan()).infos(paths)]
+
+
+def find_duplicates(paths: Sequence[str | os.PathLike], scan: FileScan | None = None) -> list[list[int]]:
     """Groups (>= 2, in first-seen order) of indices into ``paths`` whose files have identical bytes."""
     groups: dict[str, list[int]] = {}
-    for i, h in enumerate(file_hashes(paths)):
+    for i, h in enumerate(file_hashes(paths, scan)):
         groups.setdefault(h, []).append(i)
     return [g for g in groups.values() if len(g) > 1]
 
@@ -126,7 +132,8 @@ def _annotation_key(index, i: int) -> tuple:
     return int(index.labels[i]), tuple(sorted(zip(map(tuple, rows), np.asarray(index.box_labels[i]).tolist())))
 
 
-def dedupe_index(index: DatasetIndex, policy: str) -> tuple[DatasetIndex, list[dict]]:
+def dedupe_index(index: DatasetIndex, policy: str, scan: FileScan | None = None
+                 ) -> tuple[DatasetIndex, list[dict]]:
     """Apply ``data.duplicates`` before splitting; returns (new index, records of dropped files).
 
     ``drop``: of identical files with the same label keep the first; identical
@@ -135,7 +142,7 @@ def dedupe_index(index: DatasetIndex, policy: str) -> tuple[DatasetIndex, list[d
     """
     if policy not in DUPLICATE_POLICIES:
         raise ConfigError(f"data.duplicates '{policy}' is unknown; use {' or '.join(DUPLICATE_POLICIES)}.")
-    groups = find_duplicates(index.paths)
+    groups = find_duplicates(index.paths, scan)
     if not groups:
         return index, []
     conflict = [len({_annotation_key(index, i) for i in g}) > 1 for g in groups]
@@ -176,9 +183,9 @@ def dedupe_index(index: DatasetIndex, policy: str) -> tuple[DatasetIndex, list[d
     return new, drop
 
 
-def check_split_leaks(index: DatasetIndex, split: dict[str, np.ndarray]) -> None:
+def check_split_leaks(index: DatasetIndex, split: dict[str, np.ndarray], scan: FileScan | None = None) -> None:
     """Raise DataError when identical files sit in two different splits (e.g. outside-made folds)."""
-    hashes = file_hashes(index.paths)
+    hashes = file_hashes(index.paths, scan)
     seen: dict[str, tuple[str, int]] = {}
     leaks = []
     for name, idx in split.items():
@@ -228,9 +235,10 @@ def _counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
 
 
 def profile_index(index: DatasetIndex, split: dict[str, np.ndarray] | None = None, good_label: str | None = None,
-                  dropped: list[dict] | None = None) -> dict:
+                  dropped: list[dict] | None = None, scan: FileScan | None = None) -> dict:
     """JSON-ready profile of ``index`` (see module docstring); ``dropped`` = dedupe_index's records."""
-    infos = scan_files(index.paths)
+    scan = scan or FileScan()
+    infos = scan.infos(index.paths)
     counts = _counts(index.labels, index.classes)
     prof: dict = {"n_images": len(index), "n_skipped": len(index.skipped), "task": index.task,
                   "classes": list(index.classes), "class_counts": counts}
@@ -267,7 +275,7 @@ def profile_index(index: DatasetIndex, split: dict[str, np.ndarray] | None = Non
         "colour_images": len(colour_idx), "grey_checked": len(grey), "grey_of_checked": int(sum(grey)),
         "colour_is_grey": bool(grey) and all(grey),
     }
-    groups = find_duplicates(index.paths)
+    groups = find_duplicates(index.paths, scan)
     prof["duplicates"] = {"groups": len(groups), "extra_copies": sum(len(g) - 1 for g in groups),
                           "dropped": len(dropped or []),
                           "label_conflicts_dropped": sum(r.get("reason") == "label conflict" for r in dropped or [])}

@@ -43,22 +43,23 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
     ``cfg`` is updated in place: its ``auto`` keys become the concrete values saved in ``config.yaml``.
     A ``split`` from outside (cross-validation folds) indexes the de-duplicated data, as ``cross_validate`` does.
     """
-    from kdefect.data.profile import check_split_leaks, dedupe_index, format_profile, profile_index
+    from kdefect.data.profile import FileScan, check_split_leaks, dedupe_index, format_profile, profile_index
     from kdefect.data.recipe import resolve_auto
     from kdefect.data.sources import index_dataset, subsample_indices
     from kdefect.data.split import save_split, stratified_split, write_skipped
 
-    index, dropped = dedupe_index(index_dataset(cfg.data, task=cfg.task), cfg.data.duplicates)
+    scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
+    index, dropped = dedupe_index(index_dataset(cfg.data, task=cfg.task), cfg.data.duplicates, scan)
     if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
         split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
     else:
-        check_split_leaks(index, split)
+        check_split_leaks(index, split, scan)
     if cfg.data.subsample and cfg.task == "classify":
         train = np.asarray(split["train"])
         keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
         split = dict(split, train=train[keep])
     good = cfg.data.good_label if cfg.task == "classify" else None
-    profile = profile_index(index, split, good, dropped=dropped)
+    profile = profile_index(index, split, good, dropped=dropped, scan=scan)
     profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]

@@ -126,14 +126,19 @@ def test_split_leak_raises_naming_both(root):
         check_split_leaks(idx, {"train": np.array([*rest, a]), "val": np.array([], int), "test": np.array([b])})
 
 
-def test_hashes_cached(root, monkeypatch):
+def test_one_scan_hashes_each_file_once(root, monkeypatch):
+    from kdefect.data.profile import FileScan
+
     idx = _index(root)
-    first = file_hashes(idx.paths)
+    scan = FileScan()
+    first = file_hashes(idx.paths, scan)
     import kdefect.data.profile as prof_mod
 
     monkeypatch.setattr(prof_mod.hashlib, "sha256", lambda *_: pytest.fail("file hashed twice"))
-    assert file_hashes(idx.paths) == first
-    profile_index(idx)
+    assert file_hashes(idx.paths, scan) == first
+    new, _ = dedupe_index(idx, "drop", scan)
+    check_split_leaks(new, {"train": np.arange(len(new))}, scan)
+    profile_index(new, scan=scan)
 
 
 def test_drop_that_empties_a_class_raises(root):

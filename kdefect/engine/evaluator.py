@@ -144,10 +144,10 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data)).strip("_")[-60:]
         out_dir = Path(out) if out else run.path / "evaluation" / slug
     from kdefect.trust.calibrate import load_calibration, thresholds_from
-    from kdefect.trust.verdict import Targets
+    from kdefect.trust.verdict import targets_of
 
     cal = load_calibration(run) if model_file == run.model_path else None
-    judge = (thresholds_from(cal) if cal else None, Targets.from_config(cfg), "test" if data is None else str(data))
+    judge = (thresholds_from(cal) if cal else None, targets_of(cfg), "test" if data is None else str(data))
     metrics = evaluate_model(model, paths, labels, classes, cfg, out_dir=out_dir, good_label=good,
                              skipped=skipped, quiet=quiet, judge=judge)
     metrics.update({"model": str(model_file), "data": data or "run test split"})

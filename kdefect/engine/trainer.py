@@ -221,7 +221,7 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
 def _judge(cfg: Config, run: RunDir, model: keras.Model, paths: list[str], labels: np.ndarray,
            classes: list[str]) -> dict[str, Any]:
     """Calibrate on validation and judge on test (``trust.calibrate``); uncalibrated runs are NOT READY."""
-    from kdefect.trust.verdict import Targets, assess
+    from kdefect.trust.verdict import assess, targets_of
 
     if cfg.trust.calibrate:
         from kdefect.trust.calibrate import calibrate_run
@@ -231,4 +231,4 @@ def _judge(cfg: Config, run: RunDir, model: keras.Model, paths: list[str], label
 
     log.warning("trust.calibrate is off: the run has no operating point and is NOT READY for export.")
     return assess(predict_probs(model, paths, cfg), labels, classes, cfg.data.good_label, None,
-                  Targets.from_config(cfg))
+                  targets_of(cfg))

@@ -49,12 +49,12 @@ def _verdict(model_path: Path, sc: Any, probs: np.ndarray, labels: np.ndarray, r
              ) -> dict[str, Any]:
     """READY / NOT READY for the exported model itself: the device's calibrated probabilities and thresholds."""
     from kdefect.edge.decisions import rule_from_sidecar
-    from kdefect.trust.verdict import Targets, assess
+    from kdefect.trust.verdict import Targets, assess, targets_of
 
     rule = rule_from_sidecar(sc, model_path=model_path)
     cal = np.stack([rule.probabilities(p) for p in probs]) if len(probs) else probs
     calibrated = bool((sc.readiness or {}).get("calibrated", "decision" in sc.thresholds))
-    targets = Targets.from_config(run.config()) if run is not None else Targets()
+    targets = targets_of(run.config()) if run is not None else Targets()
     return assess(cal, labels, list(sc.labels), sc.good_label, sc.thresholds if calibrated else None, targets, split)
 
 

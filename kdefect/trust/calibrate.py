@@ -125,13 +125,13 @@ def calibrate_run(
     from kdefect.engine.run import RunDir
     from kdefect.trust import ood, operating_point, uncertainty
     from kdefect.trust.outputs import split_outputs
-    from kdefect.trust.verdict import Targets
+    from kdefect.trust.verdict import targets_of
 
     run = RunDir.open(run_dir)
     tcfg = run.config().trust
     target_risk = tcfg.target_risk if target_risk is None else float(target_risk)
     target_escape = tcfg.target_escape if target_escape is None else float(target_escape)
-    targets = targets or Targets.from_config(run.config())
+    targets = targets or targets_of(run.config())
     classes, good = run.classes()
     val, test = split_outputs(run, "val"), split_outputs(run, "test")
     t = fit_temperature(val["logits"], val["y"])

@@ -22,29 +22,21 @@ never predicted, every defect passed).  TF-free.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from kdefect.config import TargetsConfig as Targets  # one definition of the targets and their defaults
 from kdefect.trust.operating_point import clopper_pearson, decide
 
 READY, NOT_READY = "READY", "NOT READY"
 
 
-@dataclass(frozen=True)
-class Targets:
-    """The defaults are documented in README (``trust.targets``)."""
-
-    max_escape_upper: float = 0.05
-    min_class_recall: float = 0.80
-    max_review_share: float = 0.20
-    max_false_reject: float = 0.25
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> Targets:
-        t = getattr(getattr(cfg, "trust", None), "targets", None)
-        return cls(**{k: float(getattr(t, k)) for k in cls.__dataclass_fields__}) if t is not None else cls()
+def targets_of(cfg: Any) -> Targets:
+    """A run config's ``trust.targets`` (the documented defaults when it has none)."""
+    t = getattr(getattr(cfg, "trust", None), "targets", None)
+    return Targets(**asdict(t)) if t is not None else Targets()
 
 
 def defectives_needed(max_upper: float, alpha: float = 0.05) -> int:

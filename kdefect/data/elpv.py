@@ -11,8 +11,9 @@ them like on any other folder.
 
 Classes: ``levels`` (the default) -> ``good`` (p = 0), ``p033``, ``p067``,
 ``p100``; ``binary`` -> ``good`` (p < 0.5: p = 0 or 1/3) and ``defective``
-(p >= 0.5: p = 2/3 or 1), the functional / defective split used in the
-dataset's papers.  ``:mono`` / ``:poly`` keep one module type.
+(p >= 0.5: p = 2/3 or 1): a functional / defective split at 50 %.  The
+papers on this set use more than one binary protocol (some drop the
+uncertain cells), so check theirs before comparing accuracies.  ``:mono`` / ``:poly`` keep one module type.
 
 Credit: Buerhop-Lutz, C.; Deitsch, S.; Maier, A.; Gallwitz, F.; Berger, S.;
 Doll, B.; Hauch, J.; Camus, C.; Brabec, C. J. (2018) "A benchmark for visual

@@ -137,7 +137,7 @@ def should_cache(n: int, data_cfg) -> bool:
     if data_cfg.cache != "auto":  # before reading image_size: it may still be "auto" here
         return data_cfg.cache == "memory"
     h, w = data_cfg.image_size
-    return data_cfg.cache == "auto" and n * h * w * data_cfg.channels < CACHE_LIMIT_BYTES
+    return n * h * w * data_cfg.channels < CACHE_LIMIT_BYTES
 
 
 def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray, num_classes: int, data_cfg,
@@ -146,7 +146,7 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray, num_c
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     for key in ("image_size", "resize"):
-        if isinstance(getattr(data_cfg, key), str) and getattr(data_cfg, key) == "auto":
+        if getattr(data_cfg, key) == "auto":
             raise ConfigError(f"data.{key} is still 'auto': resolve it first with kdefect.data.recipe.resolve_auto.")
     size, ch, resize = tuple(data_cfg.image_size), data_cfg.channels, check_resize(data_cfg.resize)
     batch = int(batch_size or data_cfg.batch_size)

@@ -139,7 +139,7 @@ def rule_from_thresholds(labels: list[str] | tuple[str, ...], thresholds: dict[s
                          output_kind: str = "probs", ood: dict[str, Any] | None = None, good_label: str | None = None,
                          review_below: float | None = None, temperature: float | None = None,
                          knn: KNN | None = None) -> DecisionRule:
-    """A rule from a sidecar-layout ``thresholds`` dict (device sidecar, or ``run_thresholds`` on the host)."""
+    """A rule from a sidecar-layout ``thresholds`` dict (device sidecar, or ``thresholds_from(calibration)`` on the host)."""
     th = thresholds or {}
     ood = ood if ood is not None else th.get("ood")
     if ood and ood.get("method", ood.get("score")) == "energy" and output_kind != "logits":

@@ -167,17 +167,17 @@ def _export_detection_run(run: Path, out: str | Path | None, mode: str, qat: boo
     return res
 
 
-def check_readiness(src: _Source, allow_unready: bool = False) -> dict[str, Any]:
-    """The run's verdict for the sidecar; raise ``ExportError`` for a NOT READY run unless ``allow_unready``."""
-    from kdefect.trust.calibrate import load_calibration
+def check_readiness(src: _Source, cal: dict[str, Any] | None, allow_unready: bool = False) -> dict[str, Any]:
+    """The run's verdict for the sidecar; raise ``ExportError`` for a NOT READY run unless ``allow_unready``.
 
+    ``cal``: the run's current calibration (``load_calibration``), read once by the caller.
+    """
     own_run = src.run is not None and Path(src.origin).resolve() == src.run.path.resolve()
     if not own_run:
         log.warning("%s is not a kdefect run: it has no validated READY verdict. Its sidecar records that.",
                     src.origin)
         return {"verdict": "UNKNOWN", "calibrated": False, "exported_unready": True,
                 "reasons": ["model from outside a kdefect run: never judged against trust.targets"]}
-    cal = load_calibration(src.run)
     verdict = (cal or {}).get("verdict")
     if cal is None:
         reasons = [f"not calibrated (run `kdefect calibrate {src.run.path}`)"]
@@ -237,7 +237,7 @@ def export_run(
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
     from kdefect.optimize import quantize_aware
-    from kdefect.trust.calibrate import run_thresholds  # lazy: scipy.optimize only when exporting
+    from kdefect.trust.calibrate import load_calibration, thresholds_from  # lazy: scipy only when exporting
 
     if edgetpu and mode != "int8":
         raise ExportError(f"--edgetpu needs a full-integer model: use --int8 (not --{mode}).")
@@ -249,7 +249,8 @@ def export_run(
         log.warning("Edge TPU: float %s I/O adds CPU quantize ops; uint8 is the native type.",
                     "input" if input_type == "float32" else "output")
     src = _open_source(source, run)
-    readiness = check_readiness(src, allow_unready)
+    cal = load_calibration(src.run) if src.run is not None else None  # hashes model.keras: once per export
+    readiness = check_readiness(src, cal, allow_unready)
     model = src.model
     h, w, c = input_shape_of(model)
     # the run's resize mode (an old run's config without one: squash); a user's own model without a run: squash
@@ -286,7 +287,7 @@ def export_run(
         rep = representative_images(_need(dataset, "INT8 calibration"), (h, w), c, calib_size, seed, resize)
     quant = "-".join([mode, *(steps or (["ptq"] if mode == "int8" else []))])
     out_path = Path(out) if out else _default_out(src, quant.replace("-", "_"))
-    thresholds = run_thresholds(src.run, same_model=distill_from is None)
+    thresholds = thresholds_from(cal if distill_from is None else None)  # a distilled student is another model
     main, feat = 0, None
     if ood_gate == "knn":
         if src.run is None:

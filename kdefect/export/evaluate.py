@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.edge.decisions import rule_from_sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
 from kdefect.edge.sidecar import read_sidecar
 from kdefect.engine.metrics import classification_metrics
@@ -31,11 +32,8 @@ def run_tflite(model_path: str | Path, images: np.ndarray, num_threads: int = 1)
     return TFLiteRunner(model_path, num_threads=num_threads).run_all(images)[0]
 
 
-def _decision_shares(model_path: Path, sc: Any, probs: np.ndarray, feats: np.ndarray | None) -> dict[str, Any]:
+def _decision_shares(rule: Any, probs: np.ndarray, feats: np.ndarray | None) -> dict[str, Any]:
     """What the device's decision rule (sidecar thresholds, OOD gate) does on these images: review and OOD shares."""
-    from kdefect.edge.decisions import rule_from_sidecar
-
-    rule = rule_from_sidecar(sc, model_path=model_path)
     fs = feats if feats is not None else [None] * len(probs)
     ds = [rule(p, f) for p, f in zip(probs, fs, strict=True)]
     out: dict[str, Any] = {"review_share": float(np.mean([d.review for d in ds])) if ds else 0.0}
@@ -45,13 +43,10 @@ def _decision_shares(model_path: Path, sc: Any, probs: np.ndarray, feats: np.nda
     return out
 
 
-def _verdict(model_path: Path, sc: Any, probs: np.ndarray, labels: np.ndarray, run: Any, split: str
-             ) -> dict[str, Any]:
+def _verdict(rule: Any, sc: Any, probs: np.ndarray, labels: np.ndarray, run: Any, split: str) -> dict[str, Any]:
     """READY / NOT READY for the exported model itself: the device's calibrated probabilities and thresholds."""
-    from kdefect.edge.decisions import rule_from_sidecar
     from kdefect.trust.verdict import Targets, assess, targets_of
 
-    rule = rule_from_sidecar(sc, model_path=model_path)
     cal = np.stack([rule.probabilities(p) for p in probs]) if len(probs) else probs
     calibrated = bool((sc.readiness or {}).get("calibrated", "decision" in sc.thresholds))
     targets = targets_of(run.config()) if run is not None else Targets()
@@ -146,13 +141,14 @@ def evaluate_tflite(
     if probs.shape[1] != len(classes):
         raise ExportError(f"{model_path} outputs {probs.shape[1]} values but its sidecar lists {len(classes)} labels.")
     metrics = classification_metrics(labels, probs, classes, good)
+    rule = rule_from_sidecar(sc, model_path=model_path)  # built once: a kNN gate loads its bank here
     result: dict[str, Any] = {
         "model": str(model_path), "data": desc, "quantization": sc.quantization, "n": len(labels),
         "accuracy": metrics["accuracy"], "macro_recall": metrics["macro_recall"],
         "per_class_recall": {c: v["recall"] for c, v in metrics["per_class"].items()},
         "escape_rate": metrics.get("escape_rate"), "size_bytes": model_path.stat().st_size, "metrics": metrics,
-        "decisions": _decision_shares(model_path, sc, probs, feats),
-        "verdict": _verdict(model_path, sc, probs, labels, run, "test" if data is None else "given data"),
+        "decisions": _decision_shares(rule, probs, feats),
+        "verdict": _verdict(rule, sc, probs, labels, run, "test" if data is None else "given data"),
     }
     kprobs = _keras_probs(run, images)
     if kprobs is not None:

@@ -244,12 +244,3 @@ def thresholds_from(cal: dict[str, Any] | None) -> dict[str, Any]:
         if "device_ood" in cal:
             th["ood"] = cal["device_ood"]
     return th
-
-
-def run_thresholds(run: Any, same_model: bool = True) -> dict[str, Any]:
-    """What ``kdefect calibrate`` chose on validation, in the sidecar's ``thresholds`` layout.
-
-    Only when the network is the calibrated one: a distilled student is a
-    different model, and a calibration made for an older ``model.keras`` is stale.
-    """
-    return thresholds_from(load_calibration(run) if run is not None and same_model else None)

@@ -3,7 +3,10 @@
 Layers, each overriding the one before: dataclass defaults, then a YAML file,
 then ``--set a.b=value`` overrides from the CLI.  Unknown keys anywhere are
 rejected with the closest valid key suggested, and values are checked against
-the field types, so a typo never silently trains the wrong model.  The
+the field types, the allowed choices (``CHOICES``) and the allowed ranges
+(``RULES``), so a typo or an impossible value (``batch_size: 0``, a NaN
+learning rate) stops with one line naming the key instead of a traceback
+or, worse, a "complete" run holding an untrained model.  The
 resolved config is saved beside every run (``config.yaml``).
 """
 
@@ -11,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,7 +199,111 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_schedule": ("constant", "cosine", "plateau"),
     "train.strategy": ("default", "mirrored", "one_device"),
     "detect.architecture": ("yolov8", "retinanet"),
+    "data.channels": (1, 3),
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """The finite numbers ``lo <= v <= hi`` (``<`` where ``*_open``; None: unbounded); lists are checked per item."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __call__(self, value: Any) -> str | None:
+        items = value if isinstance(value, list) else [value]
+        ok = all(v is None or (math.isfinite(v) and self._within(v)) for v in items)
+        return None if ok else f"{value!r} is out of range; allowed: {self}"
+
+    def _within(self, v: float) -> bool:
+        lo_ok = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+        hi_ok = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        return lo_ok and hi_ok
+
+    def __str__(self) -> str:
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return " and ".join(b for b in (lo, hi) if b) or "a finite number"
+
+
+def _split_rule(value: list[float]) -> str | None:
+    ok = (len(value) == 3 and all(math.isfinite(v) and 0 <= v <= 1 for v in value)
+          and abs(sum(value) - 1) <= 1e-6 and value[0] > 0 and value[1] + value[2] > 0)
+    return None if ok else (f"{value!r} is not allowed; use three fractions [train, val, test], each 0 to 1, "
+                            "summing to 1, with train > 0 and val + test > 0 (a split to evaluate on)")
+
+
+def _jitter_rule(value: list[float]) -> str | None:
+    ok = not value or (len(value) == 2 and all(math.isfinite(v) and v > 0 for v in value) and value[0] <= value[1])
+    return None if ok else f"{value!r} is not allowed; use [] (off) or [min_scale, max_scale] with 0 < min <= max"
+
+
+RUN_NAME = re.compile(r"\w[\w.-]{0,127}")  # one plain folder name: no separator, no "..", no leading dot
+
+
+def _name_rule(value: str) -> str | None:
+    return None if RUN_NAME.fullmatch(value) else (
+        f"{value!r} is not a plain folder name; use letters, digits, '.', '-' and '_' "
+        "(starting with a letter or digit, at most 128 characters)")
+
+
+_FRACTION, _POSITIVE, _COUNT = Range(0, 1), Range(0, lo_open=True), Range(1)
+# Allowed values per key: a rule returns None when the value is fine, else why not (prefixed with the key).
+RULES: dict[str, Callable[[Any], str | None]] = {
+    "name": _name_rule,
+    "seed": Range(0),
+    "data.max_auto_size": Range(8),
+    "data.split": _split_rule,
+    "data.batch_size": _COUNT,
+    "data.synthetic.n_per_class": _COUNT,
+    "data.synthetic.size": Range(8),
+    "data.synthetic.seed": Range(0),
+    "data.synthetic.contrast": _POSITIVE,
+    "data.augment.brightness": _FRACTION,
+    "data.augment.contrast": _FRACTION,
+    "data.augment.crop_min_area": Range(0, 1, lo_open=True),
+    "data.augment.noise_std": Range(0),
+    "model.alpha": _POSITIVE,
+    "model.dropout": Range(0, 1, hi_open=True),
+    "loss.beta": Range(0, 1, hi_open=True),
+    "loss.gamma": Range(0),
+    "loss.label_smoothing": Range(0, 1, hi_open=True),
+    "train.epochs": _COUNT,
+    "train.freeze_epochs": Range(0),
+    "train.fine_tune_layers": Range(-1),
+    "train.learning_rate": _POSITIVE,
+    "train.fine_tune_learning_rate": _POSITIVE,
+    "train.weight_decay": Range(0),
+    "train.patience": Range(0),
+    "train.steps_per_epoch": _COUNT,
+    "train.time_budget_s": _POSITIVE,
+    "detect.fpn_depth": _COUNT,
+    "detect.score_threshold": _FRACTION,
+    "detect.iou_threshold": _FRACTION,
+    "detect.max_detections": _COUNT,
+    "detect.jitter": _jitter_rule,
+    "detect.head_convs": _COUNT,
+    "detect.max_boxes": _COUNT,
+    "detect.eval_score_threshold": _FRACTION,
+    "trust.target_escape": Range(0, 1, lo_open=True, hi_open=True),
+    "trust.target_risk": Range(0, 1, lo_open=True, hi_open=True),
+    "trust.targets.max_escape_upper": _FRACTION,
+    "trust.targets.min_class_recall": _FRACTION,
+    "trust.targets.max_review_share": _FRACTION,
+    "trust.targets.max_false_reject": _FRACTION,
+}
+
+
+def _check_value(where: str, value: Any) -> None:
+    """Apply ``RULES[where]``; any other float must at least be finite (no NaN / inf anywhere)."""
+    rule = RULES.get(where)
+    why = rule(value) if rule is not None else None
+    if why is None and isinstance(value, float) and not math.isfinite(value):
+        why = f"{value!r} is not allowed; use a finite number"
+    if why:
+        raise ConfigError(f"{where}: {why}.")
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -273,9 +383,11 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
             kwargs[key] = _image_size(kwargs[key])
         choices = CHOICES.get(where)
         if choices and kwargs[key] not in choices:
+            names = [str(c) for c in choices]
             raise ConfigError(
-                f"{where}: '{kwargs[key]}' is not one of {', '.join(choices)}.{_suggest(str(kwargs[key]), list(choices))}"
+                f"{where}: '{kwargs[key]}' is not one of {', '.join(names)}.{_suggest(str(kwargs[key]), names)}"
             )
+        _check_value(where, kwargs[key])
     return cls(**kwargs)
 
 
@@ -324,6 +436,9 @@ def load_config(
             raise ConfigError(f"config file '{p}' does not exist. Shipped configs are in the configs/ folder.")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file '{p}' is not UTF-8 text (a binary file?). Pass a YAML file, "
+                              "e.g. one from configs/.") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
@@ -339,3 +454,8 @@ def load_config(
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Strictly build a Config from a plain dict (e.g. a saved ``config.yaml``)."""
     return _build(Config, values)
+
+
+def validate_config(cfg: Config) -> Config:
+    """Re-check every key of a Config built or changed in code (attributes set directly skip ``load_config``)."""
+    return config_from_dict(cfg.to_dict())

@@ -4,22 +4,38 @@
 weights, the model, history, metrics and a manifest with the sha256 of every
 artefact.  Later steps (evaluate, export, trust) read a run only through here.
 TF-free so that reports and monitors can read runs without TensorFlow.
+
+A run that stopped on an error holds ``failed.json`` (the error); ``open``
+refuses it, so no later step evaluates or exports a half-made run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdefect.errors import DataError
-from kdefect.utils.io import read_json, sha256_file, write_json
+from kdefect.config import RULES
+from kdefect.errors import ConfigError, DataError
+from kdefect.utils.io import fsync_dir, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+FAILED = "failed.json"
 _SKIP_IN_MANIFEST = {MANIFEST}
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is one plain folder name, else ConfigError (``../../x`` must not leave ``runs_dir``)."""
+    why = RULES["name"](str(name))
+    if why:
+        raise ConfigError(f"name: {why}.")
+    return str(name)
 
 
 @dataclass
@@ -31,26 +47,64 @@ class RunDir:
     # ---- creation -------------------------------------------------------
     @classmethod
     def create(cls, runs_dir: str | Path, name: str, exist_ok: bool = False) -> RunDir:
-        """Make ``runs_dir/name``; if taken (and not exist_ok) use ``name-2``, ``name-3``..."""
+        """Make ``runs_dir/name``; if taken (and not exist_ok) use ``name-2``, ``name-3``...
+
+        Each candidate is claimed with an exclusive ``mkdir``, so two runs started together
+        never share a folder: the loser of the race moves on to the next suffix.
+        """
         base = Path(runs_dir)
-        path = base / name
-        if not exist_ok:
-            i = 2
-            while path.exists():
-                path = base / f"{name}-{i}"
-                i += 1
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        base.mkdir(parents=True, exist_ok=True)
+        check_run_name(name)
+        for i in itertools.count(1):
+            path = base / (name if i == 1 else f"{name}-{i}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if exist_ok and i == 1 and path.is_dir():
+                    return cls(path)
+                continue
+            fsync_dir(base)
+            return cls(path)
+        raise AssertionError("unreachable")
 
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
-        """Open an existing run folder (anything with a config.yaml)."""
+    def open(cls, path: str | Path, allow_failed: bool = False) -> RunDir:
+        """Open an existing run folder (anything with a config.yaml that did not fail, unless ``allow_failed``)."""
         p = Path(path)
         if p.is_file():
             p = p.parent
         if not (p / "config.yaml").is_file():
             raise DataError(f"'{path}' is not a kdefect run folder (no config.yaml). Pass the folder `kdefect fit` made.")
-        return cls(p)
+        run = cls(p)
+        failure = run.failure()
+        if failure is not None and not allow_failed:
+            raise DataError(f"run '{p}' failed ({failure.get('error', 'unknown error')}) and is incomplete; "
+                            "fix the cause and fit again.")
+        return run
+
+    # ---- failure marker -----------------------------------------------------
+    def mark_failed(self, exc: BaseException) -> Path:
+        """Record why this run stopped, so that ``open`` (and so evaluate, export, report) refuses it."""
+        return write_json(self.path / FAILED, {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                                               "type": type(exc).__name__})
+
+    @contextlib.contextmanager
+    def failure_recorded(self) -> Iterator[RunDir]:
+        """Run the body; if it raises, mark this run failed and re-raise.
+
+        Only errors count: Ctrl-C or a kill leaves the run unmarked, as an interrupted run to resume.
+        """
+        try:
+            yield self
+        except Exception as exc:
+            self.mark_failed(exc)
+            log.error("run %s stopped on an error and is marked failed (%s)", self.path, FAILED)
+            raise
+
+    def failure(self) -> dict[str, Any] | None:
+        """The recorded failure (``{"error", "type"}``), or None for a run that did not fail."""
+        f = self.path / FAILED
+        return read_json(f) if f.is_file() else None
 
     # ---- well-known paths -------------------------------------------------
     @property

@@ -72,3 +72,55 @@ def test_shipped_configs_are_valid():
     assert configs, "configs/ should ship example configs"
     for p in configs:
         load_config(p)
+
+
+@pytest.mark.parametrize(("override", "key", "allowed"), [
+    ("data.batch_size=0", "data.batch_size", ">= 1"),
+    ("data.image_size=[0,0]", "data.image_size", ">= 8"),
+    ("data.channels=2", "data.channels", "1, 3"),
+    ("data.split=[1,0,0]", "data.split", "val + test > 0"),
+    ("data.split=[0.5,0.2,0.2]", "data.split", "summing to 1"),
+    ("train.epochs=-1", "train.epochs", ">= 1"),
+    ("train.epochs=0", "train.epochs", ">= 1"),
+    ("train.learning_rate=.nan", "train.learning_rate", "> 0"),
+    ("train.learning_rate=-0.1", "train.learning_rate", "> 0"),
+    ("model.dropout=1.5", "model.dropout", "< 1"),
+    ("detect.iou_threshold=2", "detect.iou_threshold", "<= 1"),
+    ("detect.jitter=[1.2,0.8]", "detect.jitter", "min <= max"),
+    ("data.synthetic.contrast=.inf", "data.synthetic.contrast", "> 0"),
+    ("name=../../x", "name", "plain folder name"),
+    ("name=a/b", "name", "plain folder name"),
+    ("name=.hidden", "name", "plain folder name"),
+])
+def test_out_of_range_values_name_the_key_and_the_allowed_range(override, key, allowed):
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, [override])
+    msg = str(exc.value)
+    assert msg.startswith(f"{key}:") and allowed in msg and "\n" not in msg
+
+
+def test_any_float_must_be_finite():
+    with pytest.raises(ConfigError, match="trust.targets.min_class_recall"):
+        load_config(None, ["trust.targets.min_class_recall=.nan"])
+
+
+def test_valid_edge_values_pass():
+    cfg = load_config(None, ["data.channels=1", "data.split=[0.8,0.2,0]", "train.time_budget_s=null",
+                             "detect.jitter=[]", "name=neu_tiny-cnn.2", "train.fine_tune_layers=-1"])
+    assert cfg.data.channels == 1 and cfg.data.split == [0.8, 0.2, 0.0] and cfg.name == "neu_tiny-cnn.2"
+
+
+def test_binary_config_file_is_a_config_error(tmp_path):
+    p = tmp_path / "model.bin"
+    p.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(p)
+
+
+def test_validate_config_catches_values_set_in_code():
+    from kdefect.config import validate_config
+
+    cfg = load_config()
+    cfg.data.batch_size = 0
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        validate_config(cfg)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kdefect.errors import ModelError
 from kdefect.keras import keras
 from kdefect.utils.io import atomic_path, write_text
 
@@ -46,6 +47,25 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
             with atomic_path(self.path, suffix=".keras") as tmp:
                 self.model.save(tmp)
             log.debug("epoch %d: %s improved to %.4f, checkpoint saved", epoch + 1, self.keys[0][0], self.best)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop with a ModelError when an epoch's loss is NaN or inf: the weights are garbage from then on.
+
+    Checked per epoch (a NaN in any batch makes the epoch mean NaN), so it adds no per-step hook.
+    Put it first in the callback list, so no checkpoint or history row is written for that epoch.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        bad = {k: float(v) for k, v in (logs or {}).items()
+               if k.endswith("loss") and not math.isfinite(float(v))}
+        if bad:
+            self.model.stop_training = True
+            lr = self.model.optimizer.learning_rate
+            lr_text = f"{float(keras.backend.get_value(lr)):g}" if not callable(lr) else "scheduled"
+            raise ModelError(f"training diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at epoch "
+                             f"{epoch + 1} (learning rate {lr_text}); the run is stopped and marked failed. "
+                             "Lower train.learning_rate or check the data for broken images or labels.")
 
 
 class HistoryCSV(keras.callbacks.Callback):

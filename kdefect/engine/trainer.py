@@ -17,11 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.config import Config
-from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
+from kdefect.config import Config, validate_config
+from kdefect.engine.callbacks import (
+    AtomicBestCheckpoint,
+    HistoryCSV,
+    ImageCounter,
+    StopOnNonFiniteLoss,
+    TimeBudget,
+    lr_callbacks,
+)
 from kdefect.engine.run import RunDir
 from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
+from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
 from kdefect.trust.verdict import format_verdict
 from kdefect.utils.io import atomic_dir, atomic_path
@@ -42,12 +50,15 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
 
     ``cfg`` is updated in place: its ``auto`` keys become the concrete values saved in ``config.yaml``.
     A ``split`` from outside (cross-validation folds) indexes the de-duplicated data, as ``cross_validate`` does.
+    Everything that can be checked is checked before the folder exists, so a bad config leaves no orphan
+    (which would also shift the next run's name).
     """
     from kdefect.data.profile import FileScan, check_split_leaks, dedupe_index, format_profile, profile_index
     from kdefect.data.recipe import resolve_auto
     from kdefect.data.sources import index_dataset, subsample_indices
     from kdefect.data.split import save_split, stratified_split, write_skipped
 
+    validate_config(cfg)
     scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
     index, dropped = dedupe_index(index_dataset(cfg.data, task=cfg.task), cfg.data.duplicates, scan)
     if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
@@ -63,19 +74,42 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
     profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
+    _preflight(cfg, split)
     run = RunDir.create(cfg.runs_dir, cfg.name)
-    cfg.save(run.config_path)
-    run.write_json("data_profile.json", profile)
-    run.save_classes(index.classes, good)
-    save_split(run.path, index, split)
-    if write_skipped(run.path, index.skipped):
-        log.warning("%d bad image(s) skipped; see %s", len(index.skipped), run.path / "skipped.csv")
+    with run.failure_recorded():
+        cfg.save(run.config_path)
+        run.write_json("data_profile.json", profile)
+        run.save_classes(index.classes, good)
+        save_split(run.path, index, split)
+        if write_skipped(run.path, index.skipped):
+            log.warning("%d bad image(s) skipped; see %s", len(index.skipped), run.path / "skipped.csv")
     log.info("data profile:\n%s", format_profile(profile))
     for c in choices:
         log.info("auto: %s", c)
     log.info("run folder %s: %d classes, split %s", run.path, len(index.classes),
              {k: len(v) for k, v in split.items()})
     return run, index, split
+
+
+def _preflight(cfg: Config, split: dict[str, np.ndarray]) -> None:
+    """The checks that would otherwise fail only after the run folder exists: backbone and batch size."""
+    validate_config(cfg)  # the resolved ``auto`` values too
+    if cfg.task == "detect":
+        from kdefect.models.detectors import backbone_names
+
+        if cfg.detect.backbone not in backbone_names():
+            raise ConfigError(f"detect.backbone '{cfg.detect.backbone}' is unknown. "
+                              f"Available: {', '.join(backbone_names())}.")
+        return
+    from kdefect.models.backbones import check_backbone
+
+    m = cfg.model
+    check_backbone(m.backbone, min(cfg.data.image_size), weights=m.weights, alpha=m.alpha, attention=m.attention,
+                   attention_in_blocks=m.attention_in_blocks)
+    n_train = len(split["train"])
+    if n_train < cfg.data.batch_size:  # training drops the last partial batch: nothing would be left
+        raise DataError(f"the training split has {n_train} image(s), fewer than one batch (data.batch_size="
+                        f"{cfg.data.batch_size}). Add images or set data.batch_size to {max(n_train, 1)} or less.")
 
 
 def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str, tf.data.Dataset]:
@@ -130,7 +164,7 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     good_index = index.classes.index(cfg.data.good_label) if cfg.data.good_label in index.classes else None
     monitor = resolve_monitor(cfg.train.monitor, good_index, has_val)
     ckpt = AtomicBestCheckpoint(run.checkpoint_path, monitor=monitor, keys=selection_keys(monitor))
-    callbacks: list[keras.callbacks.Callback] = [history, counter, ckpt,
+    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), history, counter, ckpt,
                                                  keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
@@ -201,17 +235,19 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
     from kdefect.engine.evaluator import evaluate_model
 
     run, index, split = prepare_run(cfg, split)
-    model, stats = train_model(cfg, run, index, split, quiet=quiet)
-    save_model(model, run)
-    paths = np.asarray(index.paths)
-    eval_split = "test" if len(split.get("test", [])) else "val"
-    metrics = evaluate_model(model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
-                             index.classes, cfg, out_dir=run.path, good_label=cfg.data.good_label,
-                             skipped=len(index.skipped), quiet=quiet)
-    metrics.update({"split": eval_split, "training": stats})
-    run.write_json("metrics.json", metrics)
-    verdict = _judge(cfg, run, model, list(paths[split[eval_split]]), index.labels[split[eval_split]], index.classes)
-    run.write_manifest()
+    with run.failure_recorded():
+        model, stats = train_model(cfg, run, index, split, quiet=quiet)
+        save_model(model, run)
+        paths = np.asarray(index.paths)
+        eval_split = "test" if len(split.get("test", [])) else "val"
+        metrics = evaluate_model(model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
+                                 index.classes, cfg, out_dir=run.path, good_label=cfg.data.good_label,
+                                 skipped=len(index.skipped), quiet=quiet)
+        metrics.update({"split": eval_split, "training": stats})
+        run.write_json("metrics.json", metrics)
+        verdict = _judge(cfg, run, model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
+                         index.classes)
+        run.write_manifest()
     log.info("done: %s accuracy %.4f, macro recall %.4f -> %s", eval_split, metrics["accuracy"],
              metrics["macro_recall"], run.path)
     log.info("%s", format_verdict(verdict))

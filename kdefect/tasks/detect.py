@@ -77,13 +77,20 @@ class _KeepBest(keras.callbacks.Callback):
 
 def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
     """Train, evaluate on the test split and write a complete detection run folder."""
-    from kdefect.data.detection_pipeline import load_arrays, make_dataset
-    from kdefect.engine.callbacks import HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
     from kdefect.engine.trainer import prepare_run
+
+    run, index, split = prepare_run(cfg)
+    with run.failure_recorded():  # an error leaves a run marked failed, never one that looks complete
+        return _train_detector(cfg, run, index, split, quiet)
+
+
+def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool) -> RunDir:
+    """Train, evaluate and write the artefacts of a prepared detection run."""
+    from kdefect.data.detection_pipeline import load_arrays, make_dataset
+    from kdefect.engine.callbacks import HistoryCSV, ImageCounter, StopOnNonFiniteLoss, TimeBudget, lr_callbacks
     from kdefect.models.detectors import compile_detector
     from kdefect.tasks.detect_infer import evaluate_arrays
 
-    run, index, split = prepare_run(cfg)
     size, d = input_size(cfg), cfg.detect
     arrays = {k: load_arrays(index.subset(v), size) for k, v in split.items() if len(v)}
     train = make_dataset(arrays["train"], cfg.data.batch_size, True, max_boxes=d.max_boxes,
@@ -96,7 +103,7 @@ def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
     t0 = time.perf_counter()
     history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
     best = _KeepBest("val_loss" if val is not None else "loss")
-    callbacks = [history, counter, best]
+    callbacks = [StopOnNonFiniteLoss(), history, counter, best]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)

@@ -3,7 +3,10 @@
 Why check up front: a corrupt or truncated file otherwise kills training hours
 in (or, worse, is silently decoded as garbage).  Each file is ``verify()``-ed
 and then fully loaded with Pillow (the load catches truncation), in a small
-thread pool because Pillow releases the GIL while decoding.  TF-free.
+thread pool because Pillow releases the GIL while decoding.  Images above the
+device's pixel cap (``kdefect.edge.preprocess.MAX_PIXELS``, 50 MP) are refused
+from their header, before decoding: training and the device accept the same
+files.  TF-free.
 """
 
 from __future__ import annotations
@@ -42,11 +45,15 @@ def check_image(path: str | Path) -> str | None:
     path = Path(path)
     if not is_image_name(path):
         return f"not an image file (extension '{path.suffix or '(none)'}'; use jpg, png, bmp or tif)"
+    from kdefect.edge.preprocess import MAX_PIXELS  # one pixel cap for training and the device
+
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
         with Image.open(path) as im:
             fmt = im.format
+            if im.width * im.height > MAX_PIXELS:  # checked on the header, before anything is decoded
+                return f"image is {im.width}x{im.height}, more than the {MAX_PIXELS} pixels allowed (the device limit)"
             im.verify()
         with Image.open(path) as im:
             im.load()

@@ -8,6 +8,7 @@ Parsing uses defusedxml (annotation files are untrusted input).  TF-free.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,22 +66,33 @@ def find_image(xml_path: Path, filename: str | None) -> Path | None:
 def _num(node, tag: str, where: str) -> float:
     text = node.findtext(tag)
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: <{tag}> is missing or not a number ({text!r}). Fix or remove this annotation.") \
-            from None
+        value = math.nan
+    if not math.isfinite(value):  # "nan" and "inf" parse as floats, but no box or size is NaN or infinite
+        raise DataError(f"{where}: <{tag}> is missing or not a number ({text!r}; it must be finite). Fix or "
+                        "remove this annotation.")
+    return value
 
 
 def _image_size(root, image_path: Path, where: str) -> tuple[int, int]:
+    """The image's real (width, height) from its header; ``<size>`` is only cross-checked (the real size wins).
+
+    Why: a ``<size>`` of 1000x1000 on a 64x64 image would otherwise let boxes far outside the pixels through.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(image_path) as im:  # reads the header only
+            w, h = im.size
+    except Exception as exc:  # Pillow raises many types on hostile files; each is a bad file, not a crash
+        raise DataError(f"{where}: its image '{image_path}' cannot be read ({type(exc).__name__}: {exc}).") from None
     size = root.find("size")
     if size is not None and size.findtext("width") and size.findtext("height"):
-        w, h = int(_num(size, "width", where)), int(_num(size, "height", where))
-        if w > 0 and h > 0:
-            return w, h
-    from PIL import Image  # <size> missing or 0: read it from the image header
-
-    with Image.open(image_path) as im:
-        return im.size
+        sw, sh = _num(size, "width", where), _num(size, "height", where)
+        if (sw, sh) != (0, 0) and (sw, sh) != (w, h):
+            log.warning("%s: <size> says %gx%g but the image is %dx%d; using the image's size", where, sw, sh, w, h)
+    return w, h
 
 
 def parse_voc(xml_path: str | Path, class_names: list[str] | None = None) -> VocRecord:

@@ -32,6 +32,15 @@ def test_help_and_version(cli):
         (["--backbone", "mobilenetv2"], "Did you mean 'mobilenet_v2'"),
         (["--set", "train.epochs=lots"], "train.epochs: expected an integer"),
         (["--data", "/no/such/folder"], "/no/such/folder"),
+        (["--set", "data.batch_size=0"], "data.batch_size: 0 is out of range; allowed: >= 1"),
+        (["--set", "data.image_size=[0,0]"], "data.image_size"),
+        (["--set", "data.channels=2"], "data.channels: '2' is not one of 1, 3"),
+        (["--set", "data.split=[1,0,0]"], "data.split: [1.0, 0.0, 0.0] is not allowed"),
+        (["--epochs", "-1"], "train.epochs: -1 is out of range; allowed: >= 1"),
+        (["--set", "train.learning_rate=.nan"], "train.learning_rate: nan is out of range; allowed: > 0"),
+        (["--name", "../../x"], "name: '../../x' is not a plain folder name"),
+        (["--backbone", "nope"], "unknown backbone 'nope'"),
+        (["--set", "data.batch_size=64"], "fewer than one batch (data.batch_size=64)"),
     ],
 )
 def test_bad_config_gives_one_clear_line(cli, tmp_path, args, message):
@@ -41,6 +50,14 @@ def test_bad_config_gives_one_clear_line(cli, tmp_path, args, message):
     assert message in r.output
     assert "Traceback" not in r.output
     assert not list(tmp_path.rglob("model.keras"))
+    assert not list(tmp_path.rglob("config.yaml")), "a failed fit must not leave a run folder"
+
+
+def test_binary_config_file_gives_one_clear_line(cli, tmp_path):
+    p = tmp_path / "model.bin"
+    p.write_bytes(bytes(range(256)) * 4)
+    r = cli.invoke(main, ["-q", "fit", "--config", str(p), "--set", f"runs_dir={tmp_path}"])
+    assert r.exit_code == 2 and "not UTF-8 text" in r.output and "Traceback" not in r.output
 
 
 def _image_folder(root, n=6, size=32):

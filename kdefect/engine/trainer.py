@@ -31,7 +31,6 @@ from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
-from kdefect.trust.verdict import format_verdict
 from kdefect.utils.io import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
@@ -250,7 +249,9 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
         run.write_manifest()
     log.info("done: %s accuracy %.4f, macro recall %.4f -> %s", eval_split, metrics["accuracy"],
              metrics["macro_recall"], run.path)
-    log.info("%s", format_verdict(verdict))
+    # one line here: the CLI prints the full table (format_verdict) once, at the very end
+    log.info("verdict on the %s split: %s%s", verdict["split"], verdict["verdict"],
+             "".join(f"; {r}" for r in verdict["reasons"]))
     return run
 
 

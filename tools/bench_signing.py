@@ -147,7 +147,7 @@ def tampers(other_export: Path, other_key: Path) -> dict[str, Callable[[Path], N
 
 
 def _one_line(p: subprocess.CompletedProcess) -> str:
-    lines = [ln for ln in p.stderr.strip().splitlines() if "error" in ln.lower()]
+    lines = [ln for ln in p.stderr.strip().splitlines() if "error:" in ln]
     return lines[-1][:200] if lines else ""
 
 

@@ -241,7 +241,10 @@ def read_artefacts(model_path: str | Path, trust_key: str | Path | Any | None = 
     bank = None
     name = bank_name(sc)
     if name is not None:
-        bank = _read(model_path.parent / name, "kNN feature bank") if name else b""
+        if not name or not (model_path.parent / name).is_file():
+            raise ModelIntegrityError(f"the kNN OOD gate of '{model_path}' needs its feature bank '{name}' beside "
+                                      "the model: copy it along with model.tflite and model.json (or export again).")
+        bank = _read(model_path.parent / name, "kNN feature bank")
         if public_key is not None:
             _check("bank", name, bank, payload["files"], model_path)
     if public_key is None:

@@ -59,11 +59,13 @@ def verified_run(path: str | Path) -> Any:
         log.warning("run '%s' has no %s: cannot check that its model is the one trained there.", rd.path, MANIFEST)
         return rd
     bad = rd.verify_manifest()
-    used = [f for f in bad if f in _EXPORT_INPUTS or f.startswith("split/")]
+    # a deleted calibration.json is left to the readiness check ("not calibrated"), which refuses it too
+    used = [f for f in bad if (f in _EXPORT_INPUTS or f.startswith("split/"))
+            and not (f == "calibration.json" and not (rd.path / f).exists())]
     if used:
-        raise ExportError(f"run '{rd.path}' changed since training ({', '.join(used)} no longer match "
-                          f"{MANIFEST}): it would export a model that was never validated there. Restore the "
-                          "files, or train (and calibrate) again.")
+        raise ExportError(f"run '{rd.path}' changed since training: {', '.join(used)} differ(s) from {MANIFEST}, "
+                          "so the export would ship a model that was never validated there. Restore the files, or "
+                          "train (and calibrate) again.")
     if bad:
         log.warning("run '%s': %s changed since training (not used by the export).", rd.path, ", ".join(bad))
     return rd

@@ -173,13 +173,14 @@ def test_bank_hash_is_mandatory_even_without_a_signature(model_copy):
 
 
 @pytest.mark.parametrize("content", [
-    b"{not json", b'{"sha256": "x", "task": "classify", "labels": ["a"]}',
-    b'{"sha256": "x", "task": "classify", "labels": "ab", "input": {"size": [48, 48]}}',
-    b'{"sha256": "x", "task": "classify", "labels": ["a"], "input": {"size": "48x48"}}',
-    b'{"sha256": "x", "task": "classify", "labels": ["a"], "input": {"size": [48, 48]}, '
+    b"{not json", b'{"sha256": "SHA", "task": "classify", "labels": ["a"]}',
+    b'{"sha256": "SHA", "task": "classify", "labels": "ab", "input": {"size": [48, 48]}}',
+    b'{"sha256": "SHA", "task": "classify", "labels": ["a"], "input": {"size": "48x48"}}',
+    b'{"sha256": "SHA", "task": "classify", "labels": ["a", "b", "c", "d", "e"], "input": {"size": [48, 48]}, '
     b'"thresholds": {"review_below": "high"}}',
     b'\xff\xfe binary'])
 def test_malformed_sidecar_is_one_line_and_exit_2(model_copy, image_folder, tmp_path, capsys, content):
-    model_copy.with_suffix(".json").write_bytes(content)
+    sha = hashlib.sha256(model_copy.read_bytes()).hexdigest().encode()
+    model_copy.with_suffix(".json").write_bytes(content.replace(b"SHA", sha))  # only the content is wrong
     rc, err = _run(capsys, model_copy, image_folder, "--log", tmp_path / "d.jsonl")
-    assert rc == 2 and "malformed" in err and len(err.splitlines()) == 1
+    assert rc == 2 and "model.json' is malformed" in err and len(err.splitlines()) == 1

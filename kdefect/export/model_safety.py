@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 _OP_DENY = ("io.", "gfile", "raw_ops", "py_function", "numpy_function", "compat.", "debugging.", "print",
             "summary.", "saved_model", "data.")
 _OP_LAYERS = ("TFOpLambda", "SlicingOpLambda")
+# serialised values (shapes, tensor specs), not objects with code
+_DATA = {"TensorShape", "TypeSpec", "TensorSpec", "RaggedTensorSpec", "SparseTensorSpec"}
 
 
 def known_class_names() -> set[str]:
@@ -43,7 +45,7 @@ def known_class_names() -> set[str]:
         names |= set(serialization.LOCAL.ALL_OBJECTS)
     except (ImportError, AttributeError):  # pragma: no cover - another tf_keras layout
         log.debug("tf_keras layer registry not found; TF-op layers count as unknown")
-    names |= set(keras.utils.get_custom_objects())
+    names |= set(keras.utils.get_custom_objects()) | _DATA
     names.discard("Lambda")
     return names
 

@@ -120,7 +120,8 @@ def test_unknown_custom_objects_are_listed_and_plain_layers_are_not(tmp_path, tr
     from kdefect.keras import keras
 
     trained_model.save(tmp_path / "clean.h5", save_format="h5")
-    assert code_findings(tmp_path / "clean.h5") == []
+    trained_model.save(tmp_path / "clean_sm", save_format="tf")
+    assert code_findings(tmp_path / "clean.h5") == [] and code_findings(tmp_path / "clean_sm") == []
 
     class Mystery(keras.layers.Layer):
         def call(self, x):
@@ -130,3 +131,14 @@ def test_unknown_custom_objects_are_listed_and_plain_layers_are_not(tmp_path, tr
     keras.Model(inp, Mystery(name="mystery")(inp)).save(tmp_path / "custom.h5", save_format="h5")
     found = code_findings(tmp_path / "custom.h5")
     assert len(found) == 1 and "Mystery" in found[0]
+
+
+def test_a_clean_saved_model_exports_through_the_isolated_loader(tmp_path, trained_model):
+    from kdefect.export.saved_model import load_model_any
+    from kdefect.keras import keras
+
+    trained_model.save(tmp_path / "sm", save_format="tf")
+    model = load_model_any(tmp_path / "sm")  # inspected, loaded in a subprocess, re-loaded here in safe mode
+    assert isinstance(model, keras.Model) and model.count_params() == trained_model.count_params()
+    res = _invoke("tflite", "--model", tmp_path / "sm", "--float32", "--out", tmp_path / "m.tflite")
+    assert res.exit_code == 0, res.output

@@ -41,11 +41,17 @@ from kdefect.cli import main
                    "benchmark); none.")
 @click.option("--allow-unready", is_flag=True,
               help="Export a run whose verdict is NOT READY (or that was never calibrated); the sidecar records it.")
+@click.option("--sign", "sign_key", type=click.Path(exists=True, dir_okay=False), metavar="KEY",
+              help="Sign model, sidecar and kNN bank with this private key (kdefect keys new) into model.sig; "
+                   "the device checks it with kdefect-edge --trust-key.")
+@click.option("--trust-model", is_flag=True,
+              help="Load a --model .h5 / SavedModel even if it holds Lambda layers or unknown custom code "
+                   "(a model file is a program: only for files you would run as code).")
 def tflite(source: str | None, model_file: str | None, mode: str, qat: bool, prune: float | None,
            distill_from: str | None, student: str, edgetpu: bool, out: str | None, input_type: str,
            output_type: str, epochs: int, distill_epochs: int, steps_per_epoch: int | None, learning_rate: float,
            temperature: float, alpha: float, calib_size: int, run_dir: str | None, data: str | None,
-           ood_gate: str, allow_unready: bool) -> None:
+           ood_gate: str, allow_unready: bool, sign_key: str | None, trust_model: bool) -> None:
     """Export RUN (or --model FILE) to TFLite with its sidecar model.json."""
     from kdefect.errors import ExportError
     from kdefect.export import export_run
@@ -58,8 +64,8 @@ def tflite(source: str | None, model_file: str | None, mode: str, qat: bool, pru
                      output_type=output_type, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      learning_rate=learning_rate, distill_epochs=distill_epochs, temperature=temperature,
                      alpha=alpha, calib_size=calib_size, run=run_dir, data=data, ood_gate=ood_gate,
-                     allow_unready=allow_unready)
-    keys = ("model", "sidecar", "quantization", "size_bytes", "sparsity", "edgetpu_report", "edgetpu_fully_mappable")
+                     allow_unready=allow_unready, sign_key=sign_key, trust_model=trust_model)
+    keys = ("model", "sidecar", "signature", "quantization", "size_bytes", "sparsity", "edgetpu_report", "edgetpu_fully_mappable")
     summary = {k: res[k] for k in keys if k in res}
     if "input" in res:  # detectors report their raw-head model without I/O details
         summary["input"] = {k: res["input"][k] for k in ("dtype", "shape", "scale", "zero_point")}

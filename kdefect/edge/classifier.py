@@ -13,7 +13,8 @@ from PIL import Image
 from kdefect.edge.decisions import Decision, DecisionRule, rule_from_sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
 from kdefect.edge.preprocess import RESIZE_MODES, ImagePolicy, load_image, prepare
-from kdefect.edge.sidecar import Sidecar, read_sidecar
+from kdefect.edge.sidecar import Sidecar
+from kdefect.edge.signing import read_artefacts
 from kdefect.errors import EdgeError, ModelIntegrityError
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 class EdgeClassifier:
     """Load ``model.tflite`` + ``model.json`` (refusing a mismatch) and classify images.
 
+    ``trust_key``: the public key whose signature (``model.sig``) must cover the model, sidecar and bank;
+    every file is read once and the checked bytes are what runs.
+
     The interpreter input is fed float pixels 0..255 resized like the training
     pipeline; ``TFLiteRunner`` quantises them with the tensor's own scale /
     zero point, exactly as ``kdefect evaluate model.tflite`` does.
@@ -29,18 +33,25 @@ class EdgeClassifier:
 
     def __init__(self, model_path: str | Path, threads: int = 1, edgetpu: bool = False,
                  require_edgetpu: bool = False, review_below: float | None = None,
-                 temperature: float | None = None, policy: ImagePolicy | None = None) -> None:
+                 temperature: float | None = None, policy: ImagePolicy | None = None,
+                 trust_key: str | Path | None = None) -> None:
         t0 = time.perf_counter()
         self.path = Path(model_path)
         if not self.path.is_file():
             raise EdgeError(f"model file '{self.path}' does not exist.")
-        self.sidecar: Sidecar = read_sidecar(self.path, verify=True)
+        art = read_artefacts(self.path, trust_key)
+        self.sidecar: Sidecar = art.sidecar
+        self.manifest_sha256 = art.manifest_sha256
+        if art.manifest_sha256 and (review_below is not None or temperature is not None):
+            log.warning("--review-below / --temperature override thresholds that the signature protects.")
         if self.sidecar.task != "classify":
             raise EdgeError(f"'{self.path}' is a {self.sidecar.task!r} model; kdefect-edge classifies only "
                             "(task 'classify'). Export a classification run.")
-        self.rule: DecisionRule = rule_from_sidecar(self.sidecar, review_below, temperature, model_path=self.path)
+        self.rule: DecisionRule = rule_from_sidecar(self.sidecar, review_below, temperature, model_path=self.path,
+                                                    bank=art.bank)
         self.runner = TFLiteRunner(self.path, num_threads=threads, edgetpu=edgetpu or require_edgetpu,
-                                   require_edgetpu=require_edgetpu, roles=roles_of(self.sidecar.output))
+                                   require_edgetpu=require_edgetpu, roles=roles_of(self.sidecar.output),
+                                   model_content=art.model)
         if self.rule.knn is not None and "features" not in self.runner.roles:
             raise ModelIntegrityError(f"the sidecar of '{self.path}' has a kNN OOD gate but names no feature "
                                       "output: export again with `kdefect tflite --ood-gate knn`.")
@@ -106,6 +117,7 @@ class EdgeClassifier:
         return self.decide(self.load(source))
 
     def info(self) -> dict[str, Any]:
-        return {"model": str(self.path), "sha256": self.sha256, "backend": self.backend, "labels": list(self.labels),
+        return {"model": str(self.path), "sha256": self.sha256, "manifest_sha256": self.manifest_sha256,
+                "backend": self.backend, "labels": list(self.labels),
                 "input": [*self.size, self.channels], "resize": self.resize, "temperature": self.rule.temperature,
                 "review_below": self.rule.review_below, "ood": self.rule.ood}

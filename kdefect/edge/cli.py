@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--temperature", type=float, metavar="T", help="override the sidecar's calibration temperature")
     out.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
     run = p.add_argument_group("runtime")
+    run.add_argument("--trust-key", metavar="PUB",
+                     help="public key (kdefect keys new): refuse a model, sidecar or bank that is unsigned, altered "
+                          "or signed by another key (model.sig beside the model)")
     run.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                      help="interpreter threads (default: min(4, CPUs))")
     run.add_argument("--warmup", type=int, default=2, metavar="N", help="warm-up invokes before the first part")
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     clf = EdgeClassifier(args.model, threads=args.threads, edgetpu=args.edgetpu, require_edgetpu=args.require_edgetpu,
                          review_below=args.review_below, temperature=args.temperature,
-                         policy=ImagePolicy(color=args.color, expect_size=args.expect_size))
+                         policy=ImagePolicy(color=args.color, expect_size=args.expect_size),
+                         trust_key=args.trust_key)
     if args.info:
         print(json.dumps(clf.info(), indent=2))
         return 0
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_stream(clf, items, dlog, stop, review=review, max_items=args.max_images,
                              prefetch=0 if args.no_prefetch else 4, t_start=t_start)
     info = {**summary.to_dict(), "backend": clf.backend, "threads": args.threads, "model_sha256": clf.sha256,
-            "load_s": round(clf.load_s, 4), "log": os.path.abspath(args.log)}
+            "manifest_sha256": clf.manifest_sha256, "load_s": round(clf.load_s, 4), "log": os.path.abspath(args.log)}
     if args.summary:
         write_json(args.summary, info)
     lat = summary.latency_ms

@@ -22,7 +22,8 @@ from kdefect.utils.io import _json_default
 
 log = logging.getLogger(__name__)
 
-RECORD_KEYS = ("time", "source", "label", "score", "probs", "review", "ood", "latency_ms", "model_sha256")
+RECORD_KEYS = ("time", "source", "label", "score", "probs", "review", "ood", "latency_ms", "model_sha256",
+               "manifest_sha256")
 
 
 def now_iso() -> str:

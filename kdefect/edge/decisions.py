@@ -161,8 +161,11 @@ def rule_from_thresholds(labels: list[str] | tuple[str, ...], thresholds: dict[s
 
 
 def rule_from_sidecar(sidecar: Any, review_below: float | None = None, temperature: float | None = None,
-                      model_path: str | Path | None = None) -> DecisionRule:
-    """The sidecar's decision parameters, with optional CLI overrides; a ``knn`` gate loads its bank beside ``model_path``."""
+                      model_path: str | Path | None = None, bank: bytes | None = None) -> DecisionRule:
+    """The sidecar's decision parameters, with optional CLI overrides; a ``knn`` gate loads its bank beside ``model_path``.
+
+    ``bank``: the bank's bytes when the caller has already read and checked them (``edge.signing``).
+    """
     out = sidecar.output or {}
     kind = str(out.get("kind", out.get("activation", "probs"))).lower()
     kind = "logits" if kind in ("logits", "linear", "none") else "probs"
@@ -171,7 +174,7 @@ def rule_from_sidecar(sidecar: Any, review_below: float | None = None, temperatu
     if gate and gate.get("method") == "knn":
         if model_path is None:
             raise EdgeError("the sidecar's OOD gate is 'knn': pass model_path so its feature bank can be loaded.")
-        knn = load_gate(model_path, gate)
+        knn = load_gate(model_path, gate, bank)
     return rule_from_thresholds(sidecar.labels, sidecar.thresholds, kind, ood=gate,
                                 good_label=sidecar.good_label, review_below=review_below, temperature=temperature,
                                 knn=knn)

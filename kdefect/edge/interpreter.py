@@ -20,6 +20,7 @@ from kdefect.errors import EdgeError
 log = logging.getLogger(__name__)
 
 EDGETPU_LIB = "libedgetpu.so.1"
+_EDGETPU_OP = b"edgetpu-custom-op"
 
 
 BACKENDS = ("ai_edge_litert", "tflite_runtime")
@@ -57,17 +58,22 @@ def load_interpreter(
     num_threads: int = 1,
     edgetpu: bool = False,
     require_edgetpu: bool = False,
+    model_content: bytes | None = None,
 ) -> Any:
     """Create and allocate an interpreter for ``model_path``.
 
     With ``edgetpu`` the Edge TPU delegate is tried; when it is missing the
     CPU is used with a warning, or an ``EdgeError`` is raised if
-    ``require_edgetpu``.
+    ``require_edgetpu``.  ``model_content``: the model's bytes, already read
+    and verified by the caller; the interpreter runs exactly those bytes
+    (``model_path`` then only names the model in messages).
     """
     mod, name = _modules()
     path = str(model_path)
-    if not Path(path).is_file():
-        raise EdgeError(f"model file '{path}' does not exist.")
+    if model_content is None:
+        if not Path(path).is_file():
+            raise EdgeError(f"model file '{path}' does not exist.")
+        model_content = Path(path).read_bytes()
     delegates = []
     if edgetpu:
         try:
@@ -80,15 +86,16 @@ def load_interpreter(
                 ) from exc
             log.warning("Edge TPU delegate %s not available (%s); running on the CPU.", EDGETPU_LIB, exc)
     try:
-        interp = mod.Interpreter(model_path=path, num_threads=num_threads, experimental_delegates=delegates or None)
+        interp = mod.Interpreter(model_content=model_content, num_threads=num_threads,
+                                 experimental_delegates=delegates or None)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         hint = ""
-        if not delegates and is_edgetpu_compiled(path):
+        if not delegates and _EDGETPU_OP in model_content:
             hint = (" This model is compiled for the Edge TPU (edgetpu-custom-op) and cannot run on the CPU alone: "
                     "plug in the Coral accelerator with libedgetpu installed, or use the uncompiled model.tflite.")
         raise EdgeError(f"'{path}' could not be loaded by {name}: {exc}.{hint}") from exc
-    if edgetpu and delegates and not is_edgetpu_compiled(path):
+    if edgetpu and delegates and _EDGETPU_OP not in model_content:
         log.warning("'%s' is not compiled for the Edge TPU (run edgetpu_compiler or `kdefect tflite --edgetpu`); "
                     "every op runs on the CPU.", path)
     return interp
@@ -97,7 +104,7 @@ def load_interpreter(
 def is_edgetpu_compiled(model_path: str | Path) -> bool:
     """True when the model holds the Edge TPU custom op (output of ``edgetpu_compiler``)."""
     with open(model_path, "rb") as fh:
-        return b"edgetpu-custom-op" in fh.read()
+        return _EDGETPU_OP in fh.read()
 
 
 def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -151,10 +158,11 @@ class TFLiteRunner:
     """Run one image (or a batch of 1) through a TFLite model: float pixels in, float outputs out."""
 
     def __init__(self, model_path: str | Path, num_threads: int = 1, edgetpu: bool = False,
-                 require_edgetpu: bool = False, roles: dict[str, int] | None = None) -> None:
+                 require_edgetpu: bool = False, roles: dict[str, int] | None = None,
+                 model_content: bytes | None = None) -> None:
         self.path = Path(model_path)
         self.backend = interpreter_backend()
-        self.interpreter = load_interpreter(model_path, num_threads, edgetpu, require_edgetpu)
+        self.interpreter = load_interpreter(model_path, num_threads, edgetpu, require_edgetpu, model_content)
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_details = self.interpreter.get_output_details()
         self.roles = dict(roles) if roles is not None else output_roles(model_path)  # roles: while exporting

@@ -9,6 +9,8 @@ its sha256 in the sidecar.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,16 +66,29 @@ def save_bank(path: str | Path, knn: KNN) -> str:
     return sha256_file(path)
 
 
-def load_gate(model_path: str | Path, gate: dict[str, Any]) -> KNN:
-    """The bank named by a sidecar gate ``{"bank": FILE, "bank_sha256": ..., "k": ...}``, beside the model."""
+def load_gate(model_path: str | Path, gate: dict[str, Any], data: bytes | None = None) -> KNN:
+    """The bank named by a sidecar gate ``{"bank": FILE, "bank_sha256": ..., "k": ...}``, beside the model.
+
+    ``data``: the bank's bytes already read (and checked against a signature) by the caller; they are hashed
+    and loaded as given, never re-read from disk.  The sidecar's ``bank_sha256`` is mandatory.
+    """
     path = Path(model_path).parent / str(gate.get("bank", ""))
-    if not gate.get("bank") or not path.is_file():
-        raise ModelIntegrityError(f"the kNN OOD gate of '{model_path}' needs its feature bank '{path.name}' beside "
-                                  "the model: copy it along with model.tflite and model.json (or export again).")
-    if gate.get("bank_sha256") and sha256_file(path) != gate["bank_sha256"]:
+    if data is None:
+        if not gate.get("bank") or not path.is_file():
+            raise ModelIntegrityError(f"the kNN OOD gate of '{model_path}' needs its feature bank '{path.name}' "
+                                      "beside the model: copy it along with model.tflite and model.json (or export "
+                                      "again).")
+        data = path.read_bytes()
+    if not gate.get("bank_sha256"):
+        raise ModelIntegrityError(f"the kNN OOD gate of '{model_path}' has no bank_sha256, so its bank '{path.name}' "
+                                  "cannot be checked: export again (the sidecar must pin the bank).")
+    if hashlib.sha256(data).hexdigest() != gate["bank_sha256"]:
         raise ModelIntegrityError(f"feature bank '{path}' does not match the sidecar's sha256: it was changed or "
                                   "belongs to another export. Copy it again from the export folder.")
-    bank = np.load(path, allow_pickle=False).astype(np.float32)
+    try:
+        bank = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+    except (ValueError, OSError) as exc:
+        raise ModelIntegrityError(f"feature bank '{path}' is not a readable .npy ({exc}).") from exc
     if bank.ndim != 2 or len(bank) == 0:
         raise ModelIntegrityError(f"feature bank '{path}' has shape {bank.shape}; expected (N, D) with N > 0.")
     return KNN(bank=bank, k=max(1, min(int(gate.get("k", 10)), len(bank))))

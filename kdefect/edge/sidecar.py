@@ -9,12 +9,13 @@ and ``trust``.  TF-free on purpose.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdefect.errors import ModelIntegrityError
-from kdefect.utils.io import read_json, sha256_file, write_json
+from kdefect.utils.io import sha256_file, write_json
 
 SCHEMA_VERSION = 1
 
@@ -66,6 +67,55 @@ class Sidecar:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+_NUM = (int, float)
+
+
+def _check_types(d: Any) -> None:
+    """Raise ``ValueError`` naming the first field whose type a runtime cannot use."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(what)
+
+    need(isinstance(d, dict), "not a JSON object")
+    for key in ("sha256", "task", "labels", "input"):
+        need(key in d, f"missing '{key}'")
+    need(isinstance(d["sha256"], str) and isinstance(d["task"], str), "'sha256' and 'task' must be strings")
+    need(isinstance(d["labels"], list) and all(isinstance(v, str) for v in d["labels"]), "'labels' must be a list of strings")
+    inp = d["input"]
+    need(isinstance(inp, dict) and set(inp) <= set(InputSpec.__dataclass_fields__), "'input' must be an object of InputSpec fields")
+    size = inp.get("size")
+    need(isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size),
+         "'input.size' must be [height, width] of positive integers")
+    need(type(inp.get("channels", 3)) is int and isinstance(inp.get("scale", 1.0), _NUM)
+         and type(inp.get("zero_point", 0)) is int and isinstance(inp.get("resize", ""), str),
+         "'input' channels/zero_point must be integers, scale a number, resize a string")
+    need(d.get("good_label") is None or isinstance(d["good_label"], str), "'good_label' must be a string or null")
+    for key in ("output", "thresholds"):
+        need(isinstance(d.get(key, {}), dict), f"'{key}' must be an object")
+    th = d.get("thresholds") or {}
+    for key in ("review_below", "temperature"):
+        need(th.get(key) is None or (isinstance(th[key], _NUM) and not isinstance(th[key], bool)),
+             f"'thresholds.{key}' must be a number")
+    dec = th.get("decision")
+    need(dec is None or (isinstance(dec, dict) and (dec.get("good_min_prob") is None
+                                                     or isinstance(dec["good_min_prob"], _NUM))),
+         "'thresholds.decision' must be an object with a numeric good_min_prob")
+    for gate in (d.get("ood"), th.get("ood")):
+        need(gate is None or (isinstance(gate, dict) and isinstance(gate.get("threshold", 0), _NUM)),
+             "an OOD gate must be an object with a numeric 'threshold'")
+
+
+def parse_sidecar(data: bytes, origin: str | Path = "model.json") -> Sidecar:
+    """A ``Sidecar`` from the file's bytes; a malformed file is a ``ModelIntegrityError``, not a traceback."""
+    try:
+        d = json.loads(data)
+        _check_types(d)
+        return Sidecar.from_dict(d)
+    except (ValueError, TypeError) as exc:
+        raise ModelIntegrityError(f"sidecar '{origin}' is malformed ({exc}): export the model again, and copy "
+                                  "model.json unchanged.") from None
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     """``model.tflite`` -> ``model.json``."""
     return Path(model_path).with_suffix(".json")
@@ -89,7 +139,7 @@ def read_sidecar(model_path: str | Path, verify: bool = True) -> Sidecar:
             f"no sidecar '{sp}' next to '{model_path}'. Export with `kdefect tflite` (it writes both files) "
             "and copy model.json along with the model."
         )
-    sc = Sidecar.from_dict(read_json(sp))
+    sc = parse_sidecar(sp.read_bytes(), sp)
     if verify:
         actual = sha256_file(model_path)
         if actual != sc.sha256:

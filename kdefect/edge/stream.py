@@ -148,7 +148,8 @@ def _handle(clf: EdgeClassifier, item: Item, x: Any, prep_s: float, decision_log
     if isinstance(x, ImageRejected):
         decision_log.write({"time": now_iso(), "source": item.source, "label": None, "score": None, "probs": None,
                             "review": False, "ood": None, "latency_ms": round(prep_s * 1000, 3),
-                            "model_sha256": clf.sha256, "verdict": None, "error": str(x)})
+                            "model_sha256": clf.sha256, "manifest_sha256": clf.manifest_sha256, "verdict": None,
+                            "error": str(x)})
         summary.errors += 1
         log.warning("skipped %s", x)
         return
@@ -156,7 +157,7 @@ def _handle(clf: EdgeClassifier, item: Item, x: Any, prep_s: float, decision_log
     ms = (prep_s + time.perf_counter() - t0) * 1000
     rec = {"time": now_iso(), "source": item.source, "label": d.label, "score": d.score, "probs": d.probs,
            "review": d.review, "ood": d.ood, "latency_ms": round(ms, 3), "model_sha256": clf.sha256,
-           "verdict": d.verdict}
+           "manifest_sha256": clf.manifest_sha256, "verdict": d.verdict}
     flagged = d.review or bool(d.ood and d.ood["flag"])
     if flagged and review is not None:
         try:

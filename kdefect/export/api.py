@@ -42,22 +42,50 @@ class _Data:
     data_cfg: Any
 
 
-def _open_source(source: Any, run: Any = None) -> _Source:
-    from kdefect.engine.run import RunDir
+# what an export reads from a run: a change to any of these since training refuses the export
+_EXPORT_INPUTS = ("model.keras", "config.yaml", "classes.json", "calibration.json")
+
+
+def verified_run(path: str | Path) -> Any:
+    """``RunDir.open`` + ``verify_manifest``: refuse a run whose model or data lists changed since training.
+
+    Why: a model.keras swapped into a run folder would otherwise be exported with a fresh, valid sidecar
+    (and signature).  A run without a manifest (made by hand or by an old kdefect) gets a warning.
+    """
+    from kdefect.engine.run import MANIFEST, RunDir
+
+    rd = RunDir.open(path)
+    if not (rd.path / MANIFEST).is_file():
+        log.warning("run '%s' has no %s: cannot check that its model is the one trained there.", rd.path, MANIFEST)
+        return rd
+    bad = rd.verify_manifest()
+    # a deleted calibration.json is left to the readiness check ("not calibrated"), which refuses it too
+    used = [f for f in bad if (f in _EXPORT_INPUTS or f.startswith("split/"))
+            and not (f == "calibration.json" and not (rd.path / f).exists())]
+    if used:
+        raise ExportError(f"run '{rd.path}' changed since training: {', '.join(used)} differ(s) from {MANIFEST}, "
+                          "so the export would ship a model that was never validated there. Restore the files, or "
+                          "train (and calibrate) again.")
+    if bad:
+        log.warning("run '%s': %s changed since training (not used by the export).", rd.path, ", ".join(bad))
+    return rd
+
+
+def _open_source(source: Any, run: Any = None, trust_model: bool = False) -> _Source:
     from kdefect.export.saved_model import load_model_any
 
-    run_obj = RunDir.open(run) if run is not None else None
+    run_obj = verified_run(run) if run is not None else None
     if isinstance(source, keras.Model):
         return _Source(source, run_obj, source.name)
     p = Path(source)
     if p.is_dir() and (p / "config.yaml").is_file():
-        rd = RunDir.open(p)
+        rd = verified_run(p)
         if not rd.model_path.is_file():
             raise ExportError(f"run '{p}' has no model.keras: the run did not finish. Run `kdefect fit` again.")
         import kdefect.models  # noqa: F401  (custom layers)
 
         return _Source(keras.models.load_model(rd.model_path, compile=False), run_obj or rd, str(p))
-    return _Source(load_model_any(p), run_obj, str(p))
+    return _Source(load_model_any(p, trust=trust_model), run_obj, str(p))
 
 
 def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int, resize: str = "squash"
@@ -218,6 +246,8 @@ def export_run(
     seed: int = 0,
     ood_gate: str = "msp",
     allow_unready: bool = False,
+    sign_key: str | Path | None = None,
+    trust_model: bool = False,
 ) -> dict[str, Any]:
     """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict.
 
@@ -230,9 +260,17 @@ def export_run(
 
     if ood_gate not in GATES:
         raise ExportError(f"unknown --ood-gate '{ood_gate}'; choose one of {', '.join(GATES)}.")
+    key = None
+    if sign_key is not None:
+        from kdefect.edge.signing import load_private_key
+
+        key = load_private_key(sign_key)  # a wrong key fails before a long export, not after
     if _is_detection_run(source):
+        if sign_key is not None:
+            raise ExportError("--sign is for classifiers (the edge runtime classifies only); drop it for detectors.")
         if ood_gate == "knn":
             raise ExportError("--ood-gate knn is for classifiers; detectors have no OOD gate yet.")
+        verified_run(source)
         return _export_detection_run(Path(source), out, mode, qat, prune, distill_from, edgetpu)
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
@@ -248,7 +286,7 @@ def export_run(
     if edgetpu and "float32" in (input_type, output_type):
         log.warning("Edge TPU: float %s I/O adds CPU quantize ops; uint8 is the native type.",
                     "input" if input_type == "float32" else "output")
-    src = _open_source(source, run)
+    src = _open_source(source, run, trust_model)
     cal = load_calibration(src.run) if src.run is not None else None  # hashes model.keras: once per export
     readiness = check_readiness(src, cal, allow_unready)
     model = src.model
@@ -333,5 +371,12 @@ def export_run(
         result["edgetpu_report"] = str(write_report(out_path, rep_))
         result["edgetpu_fully_mappable"] = rep_["fully_mappable"]
         result["edgetpu_compiler"] = compile_edgetpu(out_path)
+    if key is not None:
+        from kdefect.edge.signing import sign_artefacts
+
+        result["signature"] = str(sign_artefacts(out_path, key))
+        compiled = (result.get("edgetpu_compiler") or {}).get("model")
+        if compiled:
+            result["edgetpu_signature"] = str(sign_artefacts(compiled, key))
     log.info("exported %s (%s, %.1f KiB)", out_path, quant, result["size_bytes"] / 1024)
     return result

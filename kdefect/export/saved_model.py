@@ -4,6 +4,9 @@
 folder (-> a tf_keras model, so QAT is possible), and a Keras 3 ``.keras``
 file (-> a SavedModel folder produced by Keras 3's own ``model.export`` in a
 subprocess, because this process runs tf_keras; such models get PTQ only).
+Legacy ``.h5`` / SavedModel files are first inspected for code
+(``model_safety``), then deserialised in a subprocess that re-saves them as
+``.keras``, which this process loads with ``safe_mode``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ _KERAS3_EXPORT = """
 import sys, keras
 m = keras.saving.load_model(sys.argv[1], compile=False)
 m.export(sys.argv[2], format="tf_saved_model")
+"""
+
+_LEGACY_TO_KERAS = """
+import sys
+from kdefect.keras import keras
+import kdefect.models
+try:
+    m = keras.models.load_model(sys.argv[1], compile=False)
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    sys.exit(3)
+m.save(sys.argv[2])
 """
 
 
@@ -56,14 +71,47 @@ def keras3_to_saved_model(path: str | Path, out_dir: str | Path | None = None, t
     return out
 
 
-def load_model_any(path: str | Path) -> Any:
-    """A tf_keras model when possible, else a SavedModel folder path (convertible, not trainable)."""
+def _load_legacy_isolated(p: Path, timeout_s: int = 600) -> Any:
+    """Deserialise a checked ``.h5`` / SavedModel in a child process, re-saved as ``.keras`` and loaded here in safe mode.
+
+    Why: anything the inspection missed runs in a throwaway process, never in the one that holds the
+    export (and its signing key); ``safe_mode`` refuses any Lambda that still reached the re-saved file.
+    None: a SavedModel that tf_keras cannot load (a plain tf.Module).
+    """
+    with tempfile.TemporaryDirectory(prefix="kdefect-load-") as tmp:
+        dst = Path(tmp) / "model.keras"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        proc = subprocess.run([sys.executable, "-c", _LEGACY_TO_KERAS, str(p), str(dst)], capture_output=True,
+                              text=True, timeout=timeout_s, check=False, env=env)
+        if proc.returncode != 0 or not dst.is_file():
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            if p.is_dir():
+                log.info("'%s' is not a tf_keras SavedModel (%s); converting it as a plain SavedModel.", p, tail)
+                return None
+            raise ExportError(f"'{p}' could not be loaded by tf_keras: {tail}. If it uses custom layers, register "
+                              "them with keras.saving.register_keras_serializable before exporting.")
+        import kdefect.models  # noqa: F401  (kdefect's custom layers)
+
+        return keras.models.load_model(dst, compile=False, safe_mode=True)
+
+
+def load_model_any(path: str | Path, trust: bool = False) -> Any:
+    """A tf_keras model when possible, else a SavedModel folder path (convertible, not trainable).
+
+    ``trust``: load a legacy file that holds code (Lambda layers, unknown custom objects), in this process.
+    """
+    from kdefect.export.model_safety import check_model_file
+
     p = Path(path)
     if not p.exists():
         raise ExportError(f"model '{p}' does not exist.")
     if p.is_dir():
         if not (p / "saved_model.pb").is_file():
             raise ExportError(f"'{p}' is a folder without saved_model.pb; pass a SavedModel, .keras or .h5 model.")
+        check_model_file(p, trust)
+        if not trust:
+            model = _load_legacy_isolated(p)
+            return p if model is None else model
         try:
             return keras.models.load_model(p, compile=False)
         except Exception as exc:  # not a Keras SavedModel: plain tf.Module, convert as is
@@ -77,6 +125,10 @@ def load_model_any(path: str | Path) -> Any:
         version = keras_file_version(p) or ""
         if version.startswith("3"):
             return keras3_to_saved_model(p)
+    if suffix in (".h5", ".hdf5"):
+        check_model_file(p, trust)
+        if not trust:
+            return _load_legacy_isolated(p)
     import kdefect.models  # noqa: F401  (registers kdefect's custom layers for deserialisation)
     try:
         return keras.models.load_model(p, compile=False)

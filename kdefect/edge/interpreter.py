@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ def _modules() -> tuple[Any, str]:
             return importlib.import_module(f"{name}.interpreter"), name
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
+    if platform.machine() == "armv7l":  # 32-bit ARM: the only wheel is tflite-runtime 2.13 for Python 3.10
+        raise EdgeError(
+            "no TFLite interpreter found (" + "; ".join(errors) + "). On 32-bit ARM (armv7l) only "
+            "`pip install tflite-runtime==2.13.0 'numpy<2'` on Python 3.10 works; with another Python install the "
+            "64-bit OS (aarch64), see docs/edge.md."
+        )
     raise EdgeError(
         "no TFLite interpreter found (" + "; ".join(errors) + "). Install one: `pip install ai-edge-litert` "
         "(or `pip install tflite-runtime` on older devices)."

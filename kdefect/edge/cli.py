@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--review-mode", choices=("link", "copy"), default="link",
                      help="hard-link (falls back to copy) or always copy (default link)")
     out.add_argument("--temperature", type=float, metavar="T", help="override the sidecar's calibration temperature")
+    out.add_argument("--fsync", choices=("group", "record"), default="group",
+                     help="group (default): a background fsync covers every record written before it, a power cut "
+                          "loses at most the records of the fsync in flight; record: fsync each record before the "
+                          "next part (one fsync per part). A crash or kill of the process loses nothing either way")
     out.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
     run = p.add_argument_group("runtime")
     run.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)),
@@ -166,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     review = ReviewQueue(args.review_dir, args.review_mode) if args.review_dir else None
     items = _items(args, stop)  # a bad source fails here, before the log file is created
-    with _signals(stop), DecisionLog(args.log) as dlog:
+    with _signals(stop), DecisionLog(args.log, sync=args.fsync) as dlog:
         clf.warm_up(args.warmup)
         on_record = None if args.quiet else (lambda rec: print(part_line(rec), flush=True))
         summary = run_stream(clf, items, dlog, stop, review=review, max_items=args.max_images,

@@ -175,8 +175,15 @@ class TFLiteRunner:
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
         """``image``: (H, W, C) or (1, H, W, C) pixels 0..255. Returns every output, dequantised."""
-        x = image if image.ndim == 4 else image[None]
-        self.interpreter.set_tensor(self.input_detail["index"], quantize_input(x, self.input_detail))
+        return self.run_quantized(self.quantize(image))
+
+    def quantize(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, C) or (1, H, W, C) pixels -> the input tensor (a loader thread can do this off the invoke path)."""
+        return quantize_input(image if image.ndim == 4 else image[None], self.input_detail)
+
+    def run_quantized(self, q: np.ndarray) -> list[np.ndarray]:
+        """Invoke on an input tensor from :meth:`quantize`; every output, dequantised."""
+        self.interpreter.set_tensor(self.input_detail["index"], q)
         self.interpreter.invoke()
         return [dequantize_output(self.interpreter.get_tensor(d["index"]), d) for d in self.output_details]
 

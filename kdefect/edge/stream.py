@@ -51,12 +51,12 @@ class RunSummary:
 
 
 def _loader(clf: EdgeClassifier, items: Iterator[Item], out: queue.Queue, stop: threading.Event) -> None:
-    """Producer: item -> (item, input or rejection reason, prep seconds)."""
+    """Producer: item -> (item, quantised input tensor or rejection reason, prep seconds)."""
     try:
         for item in items:
             t0 = time.perf_counter()
             try:
-                x: Any = clf.load(item.frame if item.frame is not None else item.path, name=item.source)
+                x: Any = clf.load_input(item.frame if item.frame is not None else item.path, name=item.source)
             except ImageRejected as exc:
                 x = exc
             dt = time.perf_counter() - t0
@@ -84,7 +84,7 @@ def _load_one(clf: EdgeClassifier, items: Iterator[Item]) -> Any:
         return exc
     t0 = time.perf_counter()
     try:
-        x: Any = clf.load(item.frame if item.frame is not None else item.path, name=item.source)
+        x: Any = clf.load_input(item.frame if item.frame is not None else item.path, name=item.source)
     except ImageRejected as exc:
         x = exc
     return item, x, time.perf_counter() - t0
@@ -157,7 +157,7 @@ def _handle(clf: EdgeClassifier, item: Item, x: Any, prep_s: float, decision_log
         summary.errors += 1
         log.warning("skipped %s", x)
         return err
-    d = clf.decide(x)
+    d = clf.decide_input(x)
     ms = (prep_s + time.perf_counter() - t0) * 1000
     rec = {"time": now_iso(), "source": item.source, "label": d.label, "score": d.score, "probs": d.probs,
            "review": d.review, "ood": d.ood, "latency_ms": round(ms, 3), "model_sha256": clf.sha256,

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from kdefect.edge.cli import main
 from kdefect.edge.decision_log import read_log
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(autouse=True)
+def _collect_interpreters():
+    """Free each test's interpreters now: a LiteRT interpreter finalised by a later garbage collection that happens
+    to run inside CPython 3.11's AST builder (pytest rewriting a module) made it fail with "AST constructor
+    recursion depth mismatch"."""
+    yield
+    gc.collect()
 
 
 def _cli(*args) -> int:

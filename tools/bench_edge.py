@@ -63,23 +63,24 @@ def _folder(images: Path, n: int, dest: Path) -> list[Path]:
     return out
 
 
-def _stats(lat: list[float], wall: float) -> dict:
+def _stats(lat: list[float], wall: float, cpu: float) -> dict:
+    """``cpu_ms_per_image``: process CPU time (all threads) per image, the figure CPU contention does not inflate."""
     return {"images_per_s": len(lat) / wall, "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95))}
+            "p95_ms": float(np.percentile(lat, 95)), "cpu_ms_per_image": cpu / len(lat) * 1000}
 
 
 def bare(clf: EdgeClassifier, xs: list[np.ndarray]) -> dict:
     interp, din = clf.runner.interpreter, clf.runner.input_detail
     dout = clf.runner.output_details[clf.runner.roles["main"]]["index"]
     lat = []
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for x in xs:
         t = time.perf_counter()
         interp.set_tensor(din["index"], x)
         interp.invoke()
         interp.get_tensor(dout)
         lat.append((time.perf_counter() - t) * 1000)
-    return _stats(lat, time.perf_counter() - t0)
+    return _stats(lat, time.perf_counter() - t0, time.process_time() - c0)
 
 
 def naive_input(clf: EdgeClassifier, f: Path) -> np.ndarray:
@@ -95,17 +96,26 @@ def naive(clf: EdgeClassifier, files: list[Path]) -> dict:
     interp, din = clf.runner.interpreter, clf.runner.input_detail
     dout = clf.runner.output_details[clf.runner.roles["main"]]["index"]
     lat = []
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for f in files:
         t = time.perf_counter()
         interp.set_tensor(din["index"], naive_input(clf, f))
         interp.invoke()
         interp.get_tensor(dout)
         lat.append((time.perf_counter() - t) * 1000)
-    return _stats(lat, time.perf_counter() - t0)
+    return _stats(lat, time.perf_counter() - t0, time.process_time() - c0)
 
 
 def edge(model: Path, folder: Path, threads: int, work: Path, extra: list[str]) -> dict:
+    """One ``kdefect-edge`` run over ``folder``; ``cpu_ms_per_image`` excludes start-up (a 1-image run's CPU)."""
+    full = _edge_run(model, folder, threads, work, extra)
+    one = _edge_run(model, folder, threads, work, [*extra, "--max-images", "1"])
+    full["cpu_ms_per_image"] = (full.pop("cpu_s") - one["cpu_s"]) / max(1, full["decisions"] - 1) * 1000
+    full["startup_cpu_s"] = one["cpu_s"]
+    return full
+
+
+def _edge_run(model: Path, folder: Path, threads: int, work: Path, extra: list[str]) -> dict:
     log, summary = work / "d.jsonl", work / "summary.json"
     for p in (log, summary):
         p.unlink(missing_ok=True)
@@ -129,7 +139,7 @@ def edge(model: Path, folder: Path, threads: int, work: Path, extra: list[str]) 
     return {"images_per_s": s["images_per_s"], "p50_ms": s["latency_ms"]["p50"], "p95_ms": s["latency_ms"]["p95"],
             "cold_start_to_first_decision_s": first if first is not None else s["first_decision_s"],
             "peak_rss_mb": rusage.ru_maxrss / 1024, "decisions": s["decisions"], "errors": s["errors"],
-            "backend": s["backend"]}
+            "backend": s["backend"], "cpu_s": rusage.ru_utime + rusage.ru_stime}
 
 
 def parity(model: Path, run: Path) -> dict:
@@ -216,8 +226,8 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
              "edge_no_prefetch": "`kdefect-edge --no-prefetch` (decode in the invoke thread)"}
     if "compare" in med:
         label["compare"] = f"`kdefect-edge` with `{Path(res['compare_model']).name}` (--compare)"
-    rows = "\n".join(f"| {label[a]} | {med[a]['images_per_s']:.1f} | {med[a]['p50_ms']:.2f} | {med[a]['p95_ms']:.2f} |"
-                     for a in label)
+    rows = "\n".join(f"| {label[a]} | {med[a]['images_per_s']:.1f} | {med[a]['p50_ms']:.2f} | {med[a]['p95_ms']:.2f} "
+                     f"| {med[a]['cpu_ms_per_image']:.2f} |" for a in label)
     per = "; ".join(f"{r['edge_vs_bare']:.3f} / {r['edge_vs_naive']:.3f}" for r in res["per_round"])
     e = med["edge"]
     md = f"""# Edge runtime benchmark: {args.out}
@@ -231,14 +241,17 @@ figures are noisy, the ratios within a round are the comparison. Model `{Path(re
 {res['threads']} interpreter thread(s), {res['n']} images per arm; median of {res['rounds']} rounds, arms
 interleaved in each round. {res['note']}
 
-| arm | images/s | p50 ms | p95 ms |
-|---|---:|---:|---:|
+| arm | images/s | p50 ms | p95 ms | CPU ms / image |
+|---|---:|---:|---:|---:|
 {rows}
 
 - `kdefect-edge` / bare: **{rat['edge_vs_bare']:.3f}** (target >= 0.95); `kdefect-edge` / hand-written loop:
   **{rat['edge_vs_naive']:.3f}** (target >= 1.0). Per round (vs bare / vs loop): {per}.
 - Cold start, process spawn to the first decision on disk: **{e['cold_start_to_first_decision_s']:.2f} s**
-  (target <= 0.3 s); peak RSS of the `kdefect-edge` process: **{e['peak_rss_mb']:.0f} MB** (target <= 100 MB).
+  (target <= 0.3 s; CPU time of a whole 1-image run, start-up and exit included: {e['startup_cpu_s']:.2f} s);
+  peak RSS of the `kdefect-edge` process: **{e['peak_rss_mb']:.0f} MB** (target <= 100 MB).
+- CPU ms / image: process CPU time (every thread) per image, which CPU contention does not inflate; for
+  `kdefect-edge` without its start-up.
 """
     if "compare_ratio" in rat:
         md += f"- Throughput ratio compare / edge: **{rat['compare_ratio']:.3f}** (median of rounds).\n"

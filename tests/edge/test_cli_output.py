@@ -84,3 +84,16 @@ def test_verdict_counts_in_the_summary(edge_model, image_folder, tmp_path, capsy
         assert f"  {v}" in line
     counts = ", ".join(f"{k} {verdicts.count(k)}" for k in sorted(set(verdicts)))
     assert f"verdicts: {counts}" in err
+
+
+def test_kdefect_evaluate_on_a_tflite_model_says_where_it_wrote_the_metrics(edge_model, synthetic_root):
+    """`kdefect evaluate model.tflite` (host CLI) names its metrics.json (by default beside the model)."""
+    pytest.importorskip("click")
+    from click.testing import CliRunner
+
+    from kdefect.cli import main as kdefect_main
+
+    r = CliRunner().invoke(kdefect_main, ["evaluate", str(edge_model), "--data", str(synthetic_root), "-q"])
+    assert r.exit_code == 0, r.output
+    where = edge_model.parent / f"{edge_model.stem}_evaluation" / "metrics.json"
+    assert f"Metrics written to {where}" in r.stderr and where.is_file()

@@ -31,6 +31,11 @@ python tools/bench_export.py --run "$R/best" --out tools/results/export_neu_qat5
 python tools/bench_edge.py --model "$R/best/export/bench/int8_qat.tflite" \
   --images "${KDEFECT_NEU_DIR:-../shared/datasets/neu-det}/images" --n 300 --rounds 3 --out edge_bench_neu \
   --note "NEU best run, QAT INT8"
+# Issue 15: every arm side by side (bare invoke, hand-written PIL loop, kdefect-edge and its variants), 2 threads,
+# with bit-exact parity against the host pipeline on the run's test split
+python tools/bench_edge.py --model "$R/best/export/bench/int8_qat.tflite" \
+  --images "${KDEFECT_NEU_DIR:-../shared/datasets/neu-det}/images" --n 300 --threads 2 --rounds 5 \
+  --parity-split "$R/best" --out edge_bench_neu_arms --note "NEU best run, QAT INT8"
 
 # Issue 6: trust on the best run (calibration, review, OOD leave-one-class-out, Grad-CAM pointing)
 # LOCO: the best config (resnet_small + CBAM, 128 px) retrained per held-out class for 210 s (cosine LR, flips);

@@ -15,6 +15,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("export_neu_qat5.md", "INT8 export on NEU-DET (5 QAT epochs)"),
          ("qat_select_neu.md", "Which QAT epoch to export"),
          ("edge_bench_neu.md", "On-device runtime"),
+         ("edge_bench_neu_arms.md", "On-device runtime side by side: bare invoke, hand-written loop, kdefect-edge (issue 15)"),
          ("edge_bench_neu_knn_gate.md", "On-device runtime: cost of the kNN unknown-defect gate"), ("edge_aarch64.md", "aarch64 (Raspberry Pi) emulated check"),
          ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)")]
 

@@ -1,47 +1,28 @@
-"""The ``kdefect`` command: thin click commands over the Python API.
+"""The ``kdefect`` command (the workstation CLI; needs the ``train`` extra).
 
-Each command family lives in its own module (train, export, trust, ...) and
-registers itself on ``main`` here; no logic lives in the CLI.
+An edge-only install (``pip install 'kdefect[edge]'``) has no click: there
+``kdefect`` says in one line what to install and points to ``kdefect-edge``
+instead of crashing with ``ModuleNotFoundError``.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
-import click
-
-from kdefect import __version__
-from kdefect.errors import KDefectError
+NO_CLICK = ("kdefect: the training CLI needs the workstation extras: pip install 'kdefect[train]'. "
+            "On the device use kdefect-edge (kdefect-edge --help).")
 
 
-class _Group(click.Group):
-    """Turn kdefect's own errors into one clear line and exit code 2."""
-
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except KDefectError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="kdefect")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-@click.pass_context
-def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
-    """kdefect: train, validate, quantize and deploy defect-inspection models."""
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    ctx.ensure_object(dict)
-    ctx.obj["quiet"] = quiet
+def _without_click(*_args: object, **_kwargs: object) -> None:
+    """The ``kdefect`` entry point of an edge-only install: one line on stderr, exit 2."""
+    print(NO_CLICK, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _register() -> None:
-    """Attach every command module; each adds its commands to ``main``."""
+    """Attach every command module (each adds its commands to ``main``), then -q / -v to every command."""
     from kdefect.cli import train  # noqa: F401
+    from kdefect.cli.app import add_verbosity_options
 
     for optional in ("export", "detect", "trust", "keys"):
         try:
@@ -49,6 +30,15 @@ def _register() -> None:
         except ModuleNotFoundError as exc:  # a family not installed/built yet
             if exc.name != f"kdefect.cli.{optional}":
                 raise
+    for cmd in main.commands.values():
+        add_verbosity_options(cmd)
 
 
-_register()
+try:
+    from kdefect.cli.app import main
+except ModuleNotFoundError as _exc:
+    if _exc.name != "click":
+        raise
+    main = _without_click  # type: ignore[assignment]
+else:
+    _register()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from kdefect.cli import main
@@ -49,9 +51,12 @@ def _echo_verdict(run_path: object) -> None:
         return
     cal = run.read_json(CALIBRATION_FILE) if (run.path / CALIBRATION_FILE).is_file() else {}
     verdict = cal.get("verdict")
-    lines = [format_verdict(verdict) if verdict else
-             "verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
-             f"Results saved to {run.path} (data_profile.json, metrics.json, calibration.json)"]
+    metrics = run.read_json("metrics.json") if (run.path / "metrics.json").is_file() else {}
+    lines = [f"test split: accuracy {metrics['accuracy']:.4f}, macro recall {metrics['macro_recall']:.4f} "
+             f"({metrics['n']} images)"] if "accuracy" in metrics else []
+    lines += [format_verdict(verdict) if verdict else
+              "verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
+              f"Results saved to {run.path} (data_profile.json, metrics.json, calibration.json)"]
     if verdict and verdict["ready"]:
         lines.append(f"Next: kdefect tflite {run.path} --int8 --qat   then kdefect evaluate "
                      f"{run.path}/export/model_int8_qat.tflite --strict")
@@ -81,6 +86,8 @@ def evaluate(ctx: click.Context, target: str, data: str | None, out: str | None,
                           indent=2))
     if verdict is not None:
         click.echo(format_verdict(verdict), err=True)
+    if metrics.get("metrics_file"):
+        click.echo(f"Metrics written to {metrics['metrics_file']}", err=True)
     if strict and (verdict is None or not verdict["ready"]):
         raise SystemExit(3)
 
@@ -88,11 +95,14 @@ def evaluate(ctx: click.Context, target: str, data: str | None, out: str | None,
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
-              help="CSV with class, score and every class probability per image.")
-def predict(model: str, inputs: tuple[str, ...], out: str) -> None:
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="CSV with class, score and every class probability per image "
+                   "[default: predictions.csv in the run folder, or beside the model file].")
+def predict(model: str, inputs: tuple[str, ...], out: str | None) -> None:
     """Classify images (files or folders) with a run, .keras or .tflite model."""
     from kdefect.engine import predict as predict_
+    from kdefect.engine.predictor import default_predictions_path
 
-    rows = predict_(model, list(inputs), out=out)
-    click.echo(f"{len(rows)} predictions -> {out}")
+    out_path = Path(out) if out else default_predictions_path(model)
+    rows = predict_(model, list(inputs), out=out_path)
+    click.echo(f"{len(rows)} predictions -> {out_path.resolve()}")

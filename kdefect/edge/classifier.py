@@ -107,9 +107,17 @@ class EdgeClassifier:
         """Class output (dequantised) for one prepared input."""
         return self.runner.main_output(x).reshape(-1)
 
+    def load_input(self, source: str | Path | bytes | np.ndarray, name: str | None = None) -> np.ndarray:
+        """:meth:`load` + quantisation: the interpreter's input tensor, for :meth:`decide_input`. Raises ``ImageRejected``."""
+        return self.runner.quantize(self.load(source, name))
+
     def decide(self, x: np.ndarray) -> Decision:
         """One invoke -> the decision (class output, plus the feature output when the OOD gate is kNN)."""
-        outs = self.runner(x)
+        return self.decide_input(self.runner.quantize(x))
+
+    def decide_input(self, q: np.ndarray) -> Decision:
+        """:meth:`decide` for an input tensor from :meth:`load_input` (the stream quantises in its loader thread)."""
+        outs = self.runner.run_quantized(q)
         feats = outs[self.runner.roles["features"]].reshape(-1) if self.rule.knn is not None else None
         return self.rule(outs[self.runner.roles["main"]].reshape(-1), feats)
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from kdefect.errors import KDefectError
+from kdefect.errors import EdgeError, KDefectError
 
 log = logging.getLogger("kdefect.edge")
 
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--review-mode", choices=("link", "copy"), default="link",
                      help="hard-link (falls back to copy) or always copy (default link)")
     out.add_argument("--temperature", type=float, metavar="T", help="override the sidecar's calibration temperature")
+    out.add_argument("--fsync", choices=("group", "record"), default="group",
+                     help="group (default): a background fsync covers every record written before it, a power cut "
+                          "loses at most the records of the fsync in flight; record: fsync each record before the "
+                          "next part (one fsync per part). A crash or kill of the process loses nothing either way")
     out.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON here")
     run = p.add_argument_group("runtime")
     run.add_argument("--trust-key", metavar="PUB",
@@ -82,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--expect-size", type=_size, metavar="WxH", help="reject images of any other size")
     run.add_argument("--no-prefetch", action="store_true", help="decode in the main thread (no loader thread; best for tiny models on one core)")
     p.add_argument("--info", action="store_true", help="verify and describe the model, then exit")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no line per part; warnings, errors and the closing summary only")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -115,7 +120,39 @@ def _items(args: argparse.Namespace, stop: threading.Event) -> Iterator[Any]:
     if args.camera is not None:
         cam = int(args.camera) if args.camera.isdigit() else args.camera
         return sources.camera(cam, stop)
+    missing = [p for p in args.inputs if not os.path.exists(p)]
+    if missing:  # a typo in a one-shot run is the user's mistake, not a part to log (--watch may wait instead)
+        raise EdgeError(f"input {', '.join(repr(p) for p in missing)} does not exist; give existing image files or "
+                        "folders, or --watch DIR to wait for files.")
     return sources.iter_files(args.inputs, stop, args.recursive)
+
+
+def part_line(rec: dict[str, Any]) -> str:
+    """One line per part for the operator: file, label, score, verdict and the review / OOD flags."""
+    if rec.get("error"):
+        return f"{rec['source']}  ERROR  {rec['error']}"
+    flags = [f for f, on in (("REVIEW", rec.get("review")), ("OOD", (rec.get("ood") or {}).get("flag"))) if on]
+    verdict = f"  {rec['verdict']}" if rec.get("verdict") else ""
+    return f"{rec['source']}  {rec['label']}  {rec['score']:.3f}{verdict}" + "".join(f"  {f}" for f in flags)
+
+
+def closing_summary(s: Any, backend: str, threads: int, log_path: str) -> str:
+    """The end-of-run block: throughput and latency, counts per verdict (or label), review and OOD shares."""
+    lat = s.latency_ms
+    n = s.decisions
+
+    def share(k: int) -> str:
+        return f"{k} ({100 * k / n:.1f}%)" if n else "0"
+
+    lines = [f"kdefect-edge: {n} parts classified, {s.errors} errors"
+             f"{', stopped by signal' if s.stopped_by_signal else ''}; {s.images_per_s:.1f} img/s"
+             + (f"; latency p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms" if lat else "")
+             + f" ({backend}, {threads} thread(s))"]
+    for name, counts in (("verdicts", s.verdicts), ("labels", s.labels)):
+        if counts:
+            lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    lines.append(f"  review {share(s.review)}, OOD {share(s.ood)}; log {log_path}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,20 +174,16 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     review = ReviewQueue(args.review_dir, args.review_mode) if args.review_dir else None
     items = _items(args, stop)  # a bad source fails here, before the log file is created
-    with _signals(stop), DecisionLog(args.log) as dlog:
+    with _signals(stop), DecisionLog(args.log, sync=args.fsync) as dlog:
         clf.warm_up(args.warmup)
+        on_record = None if args.quiet else (lambda rec: print(part_line(rec), flush=True))
         summary = run_stream(clf, items, dlog, stop, review=review, max_items=args.max_images,
-                             prefetch=0 if args.no_prefetch else 4, t_start=t_start)
+                             prefetch=0 if args.no_prefetch else 4, t_start=t_start, on_record=on_record)
     info = {**summary.to_dict(), "backend": clf.backend, "threads": args.threads, "model_sha256": clf.sha256,
             "manifest_sha256": clf.manifest_sha256, "load_s": round(clf.load_s, 4), "log": os.path.abspath(args.log)}
     if args.summary:
         write_json(args.summary, info)
-    lat = summary.latency_ms
-    print(f"kdefect-edge: {summary.decisions} decisions, {summary.errors} errors, {summary.review} for review"
-          f"{', stopped by signal' if summary.stopped_by_signal else ''}; "
-          f"{summary.images_per_s:.1f} img/s; latency p50 {lat.get('p50', float('nan')):.2f} ms, "
-          f"p95 {lat.get('p95', float('nan')):.2f} ms ({clf.backend}, {args.threads} thread(s)); log {args.log}",
-          file=sys.stderr)
+    print(closing_summary(summary, clf.backend, args.threads, args.log), file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,12 @@ def _modules() -> tuple[Any, str]:
             return importlib.import_module(f"{name}.interpreter"), name
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
+    if platform.machine() == "armv7l":  # 32-bit ARM: the only wheel is tflite-runtime 2.13 for Python 3.10
+        raise EdgeError(
+            "no TFLite interpreter found (" + "; ".join(errors) + "). On 32-bit ARM (armv7l) only "
+            "`pip install tflite-runtime==2.13.0 'numpy<2'` on Python 3.10 works; with another Python install the "
+            "64-bit OS (aarch64), see docs/edge.md."
+        )
     raise EdgeError(
         "no TFLite interpreter found (" + "; ".join(errors) + "). Install one: `pip install ai-edge-litert` "
         "(or `pip install tflite-runtime` on older devices)."
@@ -176,8 +183,15 @@ class TFLiteRunner:
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
         """``image``: (H, W, C) or (1, H, W, C) pixels 0..255. Returns every output, dequantised."""
-        x = image if image.ndim == 4 else image[None]
-        self.interpreter.set_tensor(self.input_detail["index"], quantize_input(x, self.input_detail))
+        return self.run_quantized(self.quantize(image))
+
+    def quantize(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, C) or (1, H, W, C) pixels -> the input tensor (a loader thread can do this off the invoke path)."""
+        return quantize_input(image if image.ndim == 4 else image[None], self.input_detail)
+
+    def run_quantized(self, q: np.ndarray) -> list[np.ndarray]:
+        """Invoke on an input tensor from :meth:`quantize`; every output, dequantised."""
+        self.interpreter.set_tensor(self.input_detail["index"], q)
         self.interpreter.invoke()
         return [dequantize_output(self.interpreter.get_tensor(d["index"]), d) for d in self.output_details]
 

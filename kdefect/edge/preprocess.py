@@ -164,7 +164,7 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(g * np.float32(255.5)), 0, 255).astype(np.uint8)[..., None]
 
 
-def _to_rgb(im: Image.Image, channels: int, color: str, name: str) -> Image.Image:
+def _to_rgb(im: Image.Image, channels: int, color: str, name: str) -> Image.Image | np.ndarray:
     """Decode to RGB like the training decoder; in strict mode refuse a colour mode the model was not made for."""
     has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info)
     gray = im.mode in _GRAY_MODES or im.mode == "LA"
@@ -182,13 +182,25 @@ def _to_rgb(im: Image.Image, channels: int, color: str, name: str) -> Image.Imag
         arr = np.asarray(im, dtype=np.float32)
         peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
         im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
+    if im.mode == "L":  # grey replicated as a read-only view: no copy, and the resize sees it is grey for free
+        return grey_rgb(np.asarray(im))
     return im.convert("RGB")  # grey replicated, alpha dropped (not composited): as tf.io.decode_image + [..., :3]
+
+
+def grey_rgb(y: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (H, W, 3) read-only view with the three channels equal (stride 0: no copy).
+
+    Why: grey content (NEU, mono cameras) is most line images; ``_resize_round`` recognises the view
+    from its stride and resizes one channel without comparing the three.
+    """
+    return np.broadcast_to(y[..., None], (*y.shape, 3))
 
 
 def load_image(source: str | Path | bytes | np.ndarray, channels: int = 3, policy: ImagePolicy | None = None,
                name: str | None = None) -> np.ndarray:
     """Decode and check one input; returns (H, W, 3) uint8 RGB. Raises ``ImageRejected`` with the reason.
 
+    Grey content may come back as a read-only view (:func:`grey_rgb`): copy it before writing into it.
     EXIF orientation is ignored on purpose: TF's decoders ignore it too.
     """
     policy = policy or ImagePolicy()
@@ -220,13 +232,14 @@ def load_image(source: str | Path | bytes | np.ndarray, channels: int = 3, polic
         raise ImageRejected(f"{name} {reason}") from None
 
 
-def _decode(fh: BinaryIO, name: str) -> Image.Image:
+def _decode(fh: BinaryIO, name: str) -> Image.Image | np.ndarray:
     """Decode fully; JPEGs with libjpeg's fast integer DCT, like ``tf.io.decode_image``'s default.
 
     Pillow's default (accurate DCT) differs from TF by up to ~10 grey levels on NEU images.  Pillow's "draft"
     decoder flag selects the fast DCT but also plain (not "fancy") chroma upsampling: bit-exact with TF for
     grayscale, 4:4:4 and grey-content JPEGs (NEU's are 4:2:0 with neutral chroma).  A subsampled JPEG whose
     colours are not neutral is decoded again with Pillow's default, which is the closer of the two there.
+    Grey content comes back as the (H, W, 3) view of :func:`grey_rgb`, already an RGB array.
     """
     im = Image.open(fh)
     _check_size(im.size, name)
@@ -238,10 +251,11 @@ def _decode(fh: BinaryIO, name: str) -> Image.Image:
     im.load()
     if sampling > 0 and im.mode == "RGB":
         a = np.asarray(im)
-        if not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()):
-            fh.seek(0)
-            im = Image.open(fh)
-            im.load()
+        if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+            return grey_rgb(a[..., 0])  # checked grey: hand on one channel, not a second copy of three
+        fh.seek(0)
+        im = Image.open(fh)
+        im.load()
     return im
 
 
@@ -263,17 +277,22 @@ def _check_size(size: tuple[int, int], name: str) -> None:
         raise ImageRejected(f"{name} has an implausible size {w}x{h} (allowed: sides >= {MIN_SIDE}, <= {MAX_PIXELS} px)")
 
 
-def _check(im: Image.Image, channels: int, policy: ImagePolicy, name: str) -> np.ndarray:
-    _check_size(im.size, name)
-    if policy.expect_size is not None and tuple(im.size) != tuple(policy.expect_size):
+def _check(im: Image.Image | np.ndarray, channels: int, policy: ImagePolicy, name: str) -> np.ndarray:
+    size = (im.shape[1], im.shape[0]) if isinstance(im, np.ndarray) else im.size  # an array: RGB decoded already
+    _check_size(size, name)
+    if policy.expect_size is not None and tuple(size) != tuple(policy.expect_size):
         ew, eh = policy.expect_size
-        raise ImageRejected(f"{name} is {im.size[0]}x{im.size[1]} but the line expects {ew}x{eh} (--expect-size)")
+        raise ImageRejected(f"{name} is {size[0]}x{size[1]} but the line expects {ew}x{eh} (--expect-size)")
+    if isinstance(im, np.ndarray):
+        return im
     return np.asarray(_to_rgb(im, channels, policy.color, name), dtype=np.uint8)
 
 
 def _resize_round(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize + round + clip (float32 values 0..255), as ``tf.image.resize`` + round + clip in the pipeline."""
-    if rgb.shape[-1] == 3 and (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+    grey = rgb.shape[-1] == 3 and (rgb.strides[-1] == 0 or  # grey_rgb's view, or equal channels
+                                   ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()))
+    if grey:
         # grey content (NEU, mono cameras): channels resize independently, so one channel gives the same, 3x cheaper
         return np.repeat(np.clip(np.round(resize_bilinear(rgb[..., :1], size)), 0, 255), 3, axis=-1)
     return np.clip(np.round(resize_bilinear(rgb, size)), 0, 255)
@@ -299,4 +318,4 @@ def prepare(rgb: np.ndarray, size: tuple[int, int], channels: int = 3, resize: s
         x = _resize_round(rgb, (height, width))
     if channels == 1:
         x = rgb_to_gray(x.astype(np.uint8))
-    return x.astype(np.float32)
+    return x.astype(np.float32, copy=False)

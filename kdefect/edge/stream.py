@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,18 +44,19 @@ class RunSummary:
     first_decision_s: float | None = None
     stopped_by_signal: bool = False
     labels: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _loader(clf: EdgeClassifier, items: Iterator[Item], out: queue.Queue, stop: threading.Event) -> None:
-    """Producer: item -> (item, input or rejection reason, prep seconds)."""
+    """Producer: item -> (item, quantised input tensor or rejection reason, prep seconds)."""
     try:
         for item in items:
             t0 = time.perf_counter()
             try:
-                x: Any = clf.load(item.frame if item.frame is not None else item.path, name=item.source)
+                x: Any = clf.load_input(item.frame if item.frame is not None else item.path, name=item.source)
             except ImageRejected as exc:
                 x = exc
             dt = time.perf_counter() - t0
@@ -83,7 +84,7 @@ def _load_one(clf: EdgeClassifier, items: Iterator[Item]) -> Any:
         return exc
     t0 = time.perf_counter()
     try:
-        x: Any = clf.load(item.frame if item.frame is not None else item.path, name=item.source)
+        x: Any = clf.load_input(item.frame if item.frame is not None else item.path, name=item.source)
     except ImageRejected as exc:
         x = exc
     return item, x, time.perf_counter() - t0
@@ -91,10 +92,11 @@ def _load_one(clf: EdgeClassifier, items: Iterator[Item]) -> Any:
 
 def run_stream(clf: EdgeClassifier, items: Iterator[Item], decision_log: DecisionLog, stop: threading.Event,
                review: ReviewQueue | None = None, max_items: int | None = None, prefetch: int = 4,
-               t_start: float | None = None) -> RunSummary:
+               t_start: float | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
     """Classify ``items`` until they end, ``max_items`` are done or ``stop`` is set.
 
     ``prefetch``: how many decoded inputs the loader thread may hold ahead; 0 decodes in the calling thread.
+    ``on_record``: called with each record once it is in the log (the CLI prints one line per part).
     """
     summary = RunSummary()
     lat: list[float] = []
@@ -120,7 +122,9 @@ def run_stream(clf: EdgeClassifier, items: Iterator[Item], decision_log: Decisio
                 failure = got
                 break
             item, x, prep_s = got
-            _handle(clf, item, x, prep_s, decision_log, review, summary, lat)
+            rec = _handle(clf, item, x, prep_s, decision_log, review, summary, lat)
+            if on_record is not None:
+                on_record(rec)
             if summary.first_decision_s is None:
                 summary.first_decision_s = round(time.perf_counter() - t_start, 4)
     finally:
@@ -142,18 +146,18 @@ def run_stream(clf: EdgeClassifier, items: Iterator[Item], decision_log: Decisio
 
 
 def _handle(clf: EdgeClassifier, item: Item, x: Any, prep_s: float, decision_log: DecisionLog,
-            review: ReviewQueue | None, summary: RunSummary, lat: list[float]) -> None:
+            review: ReviewQueue | None, summary: RunSummary, lat: list[float]) -> dict[str, Any]:
     """One item -> one durable record (a decision or an error)."""
     t0 = time.perf_counter()
     if isinstance(x, ImageRejected):
-        decision_log.write({"time": now_iso(), "source": item.source, "label": None, "score": None, "probs": None,
-                            "review": False, "ood": None, "latency_ms": round(prep_s * 1000, 3),
-                            "model_sha256": clf.sha256, "manifest_sha256": clf.manifest_sha256, "verdict": None,
-                            "error": str(x)})
+        err = {"time": now_iso(), "source": item.source, "label": None, "score": None, "probs": None,
+               "review": False, "ood": None, "latency_ms": round(prep_s * 1000, 3),
+               "model_sha256": clf.sha256, "manifest_sha256": clf.manifest_sha256, "verdict": None, "error": str(x)}
+        decision_log.write(err)
         summary.errors += 1
         log.warning("skipped %s", x)
-        return
-    d = clf.decide(x)
+        return err
+    d = clf.decide_input(x)
     ms = (prep_s + time.perf_counter() - t0) * 1000
     rec = {"time": now_iso(), "source": item.source, "label": d.label, "score": d.score, "probs": d.probs,
            "review": d.review, "ood": d.ood, "latency_ms": round(ms, 3), "model_sha256": clf.sha256,
@@ -173,3 +177,6 @@ def _handle(clf: EdgeClassifier, item: Item, x: Any, prep_s: float, decision_log
     summary.review += int(d.review)
     summary.ood += int(bool(d.ood and d.ood["flag"]))
     summary.labels[d.label] = summary.labels.get(d.label, 0) + 1
+    if d.verdict is not None:
+        summary.verdicts[d.verdict] = summary.verdicts.get(d.verdict, 0) + 1
+    return rec

@@ -152,6 +152,7 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
                              skipped=skipped, quiet=quiet, judge=judge)
     metrics.update({"model": str(model_file), "data": data or "run test split"})
     write_json(out_dir / "metrics.json", metrics)
+    metrics["metrics_file"] = str(out_dir / "metrics.json")  # for the caller to show; not part of the file
     log.info("accuracy %.4f, macro recall %.4f on %d images -> %s", metrics["accuracy"], metrics["macro_recall"],
              metrics["n"], out_dir)
     return metrics

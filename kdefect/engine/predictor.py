@@ -114,6 +114,12 @@ def _task_of(target: Path) -> str:
     return RunDir.open(target).config().task
 
 
+def default_predictions_path(model: str | Path) -> Path:
+    """Where ``kdefect predict`` writes by default: beside the model (in the run folder for a run), not the cwd."""
+    p = Path(model)
+    return (p if p.is_dir() else p.parent) / "predictions.csv"
+
+
 def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None = None) -> list[dict[str, Any]]:
     """Classify images with a run, a ``.keras`` model or a ``.tflite`` model; optionally write a CSV.
 

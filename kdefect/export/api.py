@@ -85,6 +85,12 @@ def _open_source(source: Any, run: Any = None, trust_model: bool = False) -> _So
         import kdefect.models  # noqa: F401  (custom layers)
 
         return _Source(keras.models.load_model(rd.model_path, compile=False), run_obj or rd, str(p))
+    if p.is_dir() and not (p / "saved_model.pb").is_file():
+        raise ExportError(
+            f"'{p}' is not a kdefect run folder (it has no config.yaml) nor a SavedModel (no saved_model.pb). "
+            "A run folder is what `kdefect fit` writes, runs/NAME/ with config.yaml, model.keras, metrics.json, "
+            "classes.json, split/ and calibration.json; pass one (`kdefect tflite runs/NAME`) or your own "
+            "model file with --model.")
     return _Source(load_model_any(p, trust=trust_model), run_obj, str(p))
 
 

@@ -160,6 +160,7 @@ def evaluate_tflite(
     result["latency_ms"] = {str(t): latency_ms(model_path, images, t, latency_images) for t in dict.fromkeys(threads)}
     out_dir = Path(out) if out else model_path.parent / f"{model_path.stem}_evaluation"
     write_json(out_dir / "metrics.json", result)
+    result["metrics_file"] = str(out_dir / "metrics.json")  # for the caller to show; not part of the file
     log.info("%s: accuracy %.4f, agreement %s, p50 %.2f ms (1 thread) on %d images", model_path.name,
              result["accuracy"], result.get("top1_agreement"), result["latency_ms"][str(threads[0])].get("p50", 0),
              result["n"])

@@ -99,3 +99,36 @@ def test_log_is_one_json_object_per_line_and_repairs_a_torn_tail(tmp_path):
     lines = path.read_text().splitlines()
     assert [json.loads(line)["source"] for line in lines] == ["a", "b", "d"]
     assert read_log(path)[0]["score"] == 0.5
+
+
+@pytest.mark.parametrize("sync", ["record", "group"])
+def test_fsync_policies_sync_every_record_by_close(tmp_path, monkeypatch, sync):
+    """record: one fsync per record, in the writer's thread; group: fsyncs in a background thread, fewer than
+    records when they come fast, and close() returns only after a last fsync of everything."""
+    import itertools
+    import os
+    import threading
+
+    calls: list[tuple[str, int]] = []
+    real = os.fsync
+
+    def spy(fd):
+        real(fd)
+        calls.append((threading.current_thread().name, os.fstat(fd).st_size))
+
+    monkeypatch.setattr(os, "fsync", spy)
+    path = tmp_path / "d.jsonl"
+    log = DecisionLog(path, sync=sync)
+    for i in range(200):
+        log.write({"i": i})
+    log.close()
+    assert [r["i"] for r in read_log(path)] == list(range(200))
+    assert calls[-1][1] == path.stat().st_size, "the last fsync covers the whole file"
+    if sync == "record":
+        assert len(calls) == 201 and {t for t, _ in calls} == {threading.current_thread().name}
+    else:
+        background = [c for c in calls if c[0] == "kdefect-log-fsync"]
+        assert len(calls) < 201 and calls[-1][0] == threading.current_thread().name
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(background))
+    with pytest.raises(EdgeError, match="unknown fsync policy"):
+        DecisionLog(path, sync="sometimes")

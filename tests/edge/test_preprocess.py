@@ -26,6 +26,7 @@ def test_gray_conversion_matches_tf():
     np.testing.assert_array_equal(rgb_to_gray(x), tf.image.rgb_to_grayscale(x).numpy())
 
 
+@pytest.mark.neu
 @pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("size", [(200, 200), (224, 224), (64, 64)])
 def test_matches_training_pipeline_on_neu(size, channels):

@@ -26,9 +26,9 @@ def _edge_packages(machine: str, python: str) -> set[str]:
 
 
 def test_edge_extra_per_platform():
-    assert _edge_packages("aarch64", "3.11") == {"ai-edge-litert"}
-    assert _edge_packages("armv7l", "3.10") == {"tflite-runtime", "numpy"}  # numpy<2: tflite-runtime is built on 1.x
-    assert _edge_packages("armv7l", "3.11") == {"numpy"}  # no interpreter wheel exists: unsupported, says the docs
+    assert _edge_packages("aarch64", "3.11") == {"ai-edge-litert", "cryptography"}
+    assert _edge_packages("armv7l", "3.10") == {"tflite-runtime", "numpy", "cryptography"}  # numpy<2: tflite-runtime is built on 1.x
+    assert _edge_packages("armv7l", "3.11") == {"numpy", "cryptography"}  # no interpreter wheel exists: unsupported, says the docs
 
 
 def test_armv7l_without_an_interpreter_says_what_works(monkeypatch):

@@ -57,6 +57,16 @@ def test_refuses_a_different_config_and_names_the_keys(crashed, make_config):
         fit(other, resume=path, quiet=True)
 
 
+def test_cli_refuses_changed_options(crashed):
+    from click.testing import CliRunner
+
+    from kdefect.cli import main
+
+    path, _ = crashed
+    res = CliRunner().invoke(main, ["fit", "--resume", str(path), "--epochs", "9"])
+    assert res.exit_code == 2 and "differs from the run's config.yaml in train.epochs." in res.output
+
+
 def test_resumed_run_ends_like_an_uninterrupted_one(crashed):
     from kdefect.engine import fit
     from kdefect.engine.run import RunDir

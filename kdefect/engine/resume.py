@@ -189,9 +189,13 @@ class ResumeState(keras.callbacks.Callback):
         self.save(epoch + 1, phase_stopped=bool(self.model.stop_training))
 
     def save(self, epoch: int, phase_stopped: bool = False, done: bool = False) -> None:
+        """Checkpoint (unless ``done``: the weights are the last epoch's), then the state naming it."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        prefix = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
-            str(self.folder / f"epoch-{epoch:04d}"))
+        if done and self._last is not None:
+            prefix = str(self._last)  # never rewrite the checkpoint the current state.json names
+        else:
+            prefix = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
+                str(self.folder / f"epoch-{epoch:04d}"))
         lr = self.model.optimizer.learning_rate
         state = {"epoch": epoch, "phase": self.phase, "checkpoint": Path(prefix).name,
                  "train_seconds": round(time.perf_counter() - self.start, 3),

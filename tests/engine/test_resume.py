@@ -126,3 +126,23 @@ def test_nothing_to_resume_before_the_first_epoch(tmp_path, make_config):
     run, _, _ = prepare_run(cfg)
     with pytest.raises(DataError, match="no resume point"):
         fit(None, resume=run.path, quiet=True)
+
+
+def test_a_crash_after_training_resumes_straight_to_evaluation(tmp_path, make_config, monkeypatch):
+    from kdefect.engine import evaluator, fit
+
+    cfg = make_config(tmp_path, *FAST, "train.epochs=2")
+
+    def boom(*a, **k):
+        raise Crash("killed during evaluation")
+
+    monkeypatch.setattr(evaluator, "evaluate_model", boom)
+    with pytest.raises(Crash):
+        fit(cfg, quiet=True)
+    monkeypatch.undo()
+    state = json.loads((tmp_path / "tiny" / "resume" / "state.json").read_text())
+    assert state["done"] and state["epoch"] == 2
+    fit(None, resume=tmp_path / "tiny", quiet=True)
+    training = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["training"]
+    assert training["epochs_run"] == 2 and training["resumed_at_epoch"] == 2
+    assert len(_history(tmp_path / "tiny")) == 2

@@ -51,6 +51,7 @@ class ResumePoint:
     learning_rate: float | None
     phase_stopped: bool
     done: bool
+    optimizer_steps: int
     callbacks: dict[str, dict[str, Any]]
     rng: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -118,6 +119,7 @@ def open_for_resume(run_path: str | Path, cfg: Any | None = None) -> tuple[Any, 
     point = ResumePoint(epoch=int(s["epoch"]), phase=int(s["phase"]), checkpoint=run.path / STATE_DIR / s["checkpoint"],
                         train_seconds=float(s["train_seconds"]), learning_rate=s.get("learning_rate"),
                         phase_stopped=bool(s.get("phase_stopped")), done=bool(s.get("done")),
+                        optimizer_steps=int(s.get("optimizer_steps", 0)),
                         callbacks=s.get("callbacks", {}), rng=s.get("rng", {}))
     point.history = _read_history(run.path / "history.csv", point.epoch)
     log.info("resuming %s after epoch %d of %d (%.0f s of training already spent)", run.path, point.epoch,
@@ -201,6 +203,7 @@ class ResumeState(keras.callbacks.Callback):
                  "train_seconds": round(time.perf_counter() - self.start, 3),
                  "learning_rate": None if callable(lr) else float(keras.backend.get_value(lr)),
                  "phase_stopped": phase_stopped, "done": done, "rng": _rng_state(),
+                 "optimizer_steps": int(self.model.optimizer.iterations.numpy()),
                  "callbacks": {name: {a: getattr(cb, a, None) for a in {**_PERSISTENT, **_PER_FIT}[name]}
                                for name, cb in self.stateful.items()}}
         write_json(self.folder / STATE_FILE, state)  # after the checkpoint it names: the pair is always whole

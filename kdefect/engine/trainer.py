@@ -197,7 +197,8 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
              "monitor": monitor, "best_value": ckpt.best,
              "train_images": counter.images, "train_images_per_s": round(counter.images_per_s, 2),
              "time_budget_exhausted": bool(budget and budget.exhausted),
-             "optimizer_steps": int(model.optimizer.iterations.numpy()) if model.optimizer else 0,
+             "optimizer_steps": (int(model.optimizer.iterations.numpy()) if model.optimizer  # else: no epoch was left
+                                 else resume.optimizer_steps if resume else 0),
              "resumed_at_epoch": resume.epoch if resume else None,
              "params": int(model.count_params())}
     return model, stats

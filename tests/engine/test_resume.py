@@ -145,4 +145,5 @@ def test_a_crash_after_training_resumes_straight_to_evaluation(tmp_path, make_co
     fit(None, resume=tmp_path / "tiny", quiet=True)
     training = json.loads((tmp_path / "tiny" / "metrics.json").read_text())["training"]
     assert training["epochs_run"] == 2 and training["resumed_at_epoch"] == 2
+    assert training["optimizer_steps"] == 2 * 3
     assert len(_history(tmp_path / "tiny")) == 2

@@ -121,6 +121,9 @@ def open_for_resume(run_path: str | Path, cfg: Any | None = None) -> tuple[Any, 
                         phase_stopped=bool(s.get("phase_stopped")), done=bool(s.get("done")),
                         optimizer_steps=int(s.get("optimizer_steps", 0)),
                         callbacks=s.get("callbacks", {}), rng=s.get("rng", {}))
+    if not point.checkpoint.with_name(point.checkpoint.name + ".index").is_file():
+        raise DataError(f"the resume checkpoint '{point.checkpoint}' is missing; the run cannot be resumed. "
+                        "Start it again with `kdefect fit`.")
     point.history = _read_history(run.path / "history.csv", point.epoch)
     log.info("resuming %s after epoch %d of %d (%.0f s of training already spent)", run.path, point.epoch,
              saved.train.epochs, point.train_seconds)

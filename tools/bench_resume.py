@@ -127,6 +127,8 @@ def render(result: dict, path: Path) -> None:
         "the CPU was shared with other jobs (wall times are not comparable between rows).\n\n"
         f"Settings: `{st['config']}` with {', '.join(f'`{s}`' for s in st['set'])}.\n\n"
         + SCALING.format(killed=len(runs), kills=st["kills_per_run"], refs=len(refs), last=len(refs) - 1) + "\n\n"
+        + (f"Runs kept from the previous invocation (`--reuse`, same code and run folder): "
+           f"{', '.join(result['reused_runs'])}.\n\n" if result.get("reused_runs") else "")
         + md_table(refs + runs, cols)
         + f"\n{result['total_kills']} kill -9 in all; reference test accuracy range [{lo:.4f}, {hi:.4f}]. "
         f"Every killed run ended with the references' epoch count, a continuous history and an accuracy in that "
@@ -143,15 +145,22 @@ def main() -> None:
     ap.add_argument("--out", default="resume")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random kill times")
     ap.add_argument("--render", action="store_true", help="only re-render the .md from the existing .json")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the runs already in the .json (same --runs folder); train only the missing ones")
     args = ap.parse_args()
     if args.render:
         render(json.loads((RESULTS / f"{args.out}.json").read_text()), RESULTS / f"{args.out}.md")
         return
     args.runs.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
-    refs = [reference(args, s) for s in range(args.refs)]
+    prev: dict[str, dict] = {}
+    if args.reuse and (RESULTS / f"{args.out}.json").is_file():
+        old = json.loads((RESULTS / f"{args.out}.json").read_text())
+        prev = {r["run"]: {**r, "reused": True} for r in old["references"] + old["killed"]
+                if (args.runs / r["run"] / "metrics.json").is_file()}
+    refs = [prev.get(f"ref-s{s}") or reference(args, s) for s in range(args.refs)]
     epoch_s = max(1.0, sum(r["train_seconds"] / r["epochs_run"] for r in refs) / len(refs))
-    runs = [killed(args, s, rng, epoch_s) for s in range(args.killed)]
+    runs = [prev.get(f"killed-s{s}") or killed(args, s, rng, epoch_s) for s in range(args.killed)]
     lo, hi = min(r["accuracy"] for r in refs), max(r["accuracy"] for r in refs)
     epochs = {r["epochs_run"] for r in refs}
     for r in runs:
@@ -160,7 +169,7 @@ def main() -> None:
         same_seed = [x["accuracy"] for x in refs if x["seed"] == r["seed"]]
         r["accuracy_minus_same_seed_ref"] = round(r["accuracy"] - same_seed[0], 4) if same_seed else None
     ok = all(r["same_epochs"] and r["history_continuous"] and r["accuracy_in_spread"] for r in runs)
-    result = {**header(), "settings": {"config": args.config, "set": SETTINGS, "kills_per_run": args.kills},
+    result = {**header(), "reused_runs": sorted(prev), "settings": {"config": args.config, "set": SETTINGS, "kills_per_run": args.kills},
               "references": refs, "killed": runs, "reference_accuracy_range": [lo, hi],
               "total_kills": sum(r["kills"] for r in runs), "all_ok": ok}
     write_json(RESULTS / f"{args.out}.json", result)

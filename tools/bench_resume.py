@@ -132,7 +132,14 @@ def render(result: dict, path: Path) -> None:
         + md_table(refs + runs, cols)
         + f"\n{result['total_kills']} kill -9 in all; reference test accuracy range [{lo:.4f}, {hi:.4f}]. "
         f"Every killed run ended with the references' epoch count, a continuous history and an accuracy in that "
-        f"range: **{result['all_ok']}**.\n"))
+        f"range: **{result['all_ok']}**.\n" + _outside(runs, lo, hi)))
+
+
+def _outside(runs: list[dict], lo: float, hi: float) -> str:
+    """Which killed runs left the reference range, on which side and by how much."""
+    out = [f"{r['run']} {'above the best' if r['accuracy'] > hi else 'below the worst'} reference by "
+           f"{abs(r['accuracy'] - (hi if r['accuracy'] > hi else lo)):.4f}" for r in runs if not r["accuracy_in_spread"]]
+    return f"\nOutside the range: {'; '.join(out)}.\n" if out else ""
 
 
 def main() -> None:

@@ -23,19 +23,29 @@ def _overrides(sets: tuple[str, ...], **named: object) -> list[str]:
 @click.option("--epochs", type=int, help="Training epochs (shortcut for --set train.epochs=...).")
 @click.option("--name", help="Run name; the folder is runs_dir/NAME (suffixed -2, -3... if taken).")
 @click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), help="Stop on unreadable images, or skip and record them.")
+@click.option("--resume", "resume", type=click.Path(exists=True, file_okay=False), metavar="RUN",
+              help="Continue the killed run RUN in its folder from its last completed epoch (options, if given, "
+                   "must match its config).")
 @click.pass_context
 def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data: str | None, backbone: str | None,
-        epochs: int | None, name: str | None, on_bad_image: str | None) -> None:
+        epochs: int | None, name: str | None, on_bad_image: str | None, resume: str | None) -> None:
     """Train a model from a config; writes a complete run folder."""
     from kdefect.config import load_config
     from kdefect.engine import fit as fit_
 
     named = {"data.source": data, "train.epochs": epochs, "name": name, "data.on_bad_image": on_bad_image}
-    cfg = load_config(config_path, _overrides(sets, **named))
-    if backbone:  # detectors keep their backbone under detect.*
-        key = "detect.backbone" if cfg.task == "detect" else "model.backbone"
-        cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}))
-    run = fit_(cfg, quiet=ctx.obj["quiet"])
+    cfg, base = None, None
+    if resume:  # the run's own config is the base: only what the user names is compared with it
+        from kdefect.engine.run import RunDir
+
+        base = RunDir.open(resume).config().to_dict()
+    if not resume or config_path or _overrides(sets, **named) or backbone:
+        extra = None if config_path else base
+        cfg = load_config(config_path, _overrides(sets, **named), extra=extra)
+        if backbone:  # detectors keep their backbone under detect.*
+            key = "detect.backbone" if cfg.task == "detect" else "model.backbone"
+            cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
+    run = fit_(cfg, quiet=ctx.obj["quiet"], resume=resume)
     _echo_verdict(run.path)
     click.echo(str(run.path))
 

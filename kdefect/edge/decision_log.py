@@ -17,6 +17,12 @@ safety needs ``fsync``, and the ``sync`` policy says when it happens:
 
 A line torn by a power cut during a previous run is cut off when the log is
 reopened, so every line of the file stays valid JSON.
+
+The log is also the ledger that makes processing idempotent per part: a file
+record carries the file's size and mtime, and a restart with the same log
+skips every part already in it (``DecisionLog.logged``), so a ``kill -9``
+mid-folder never logs a part twice.  Readers (``read_log``, ``kdefect
+monitor``) drop duplicates and skip a torn line with a warning.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,70 @@ log = logging.getLogger(__name__)
 
 RECORD_KEYS = ("time", "source", "label", "score", "probs", "review", "ood", "latency_ms", "model_sha256",
                "manifest_sha256")
+
+
+PartKey = tuple[Any, ...]
+
+
+def part_key(record: dict[str, Any]) -> PartKey | None:
+    """Which part a record is about: (source, size, mtime_ns) of a file; None for a camera frame.
+
+    Records without file stats (camera frames, logs written before the ledger) are never treated as repeats:
+    a path alone does not tell a re-decided part from a new file that reused the name.
+    """
+    src = record.get("source")
+    if not isinstance(src, str) or record.get("file_size") is None:
+        return None
+    return (src, record["file_size"], record.get("file_mtime_ns"))
+
+
+def file_key(source: str, path: str | Path) -> PartKey | None:
+    """The ledger key of a file about to be classified (None when it cannot be stat-ed: it becomes an error)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (source, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class LogScan:
+    """A decision log read leniently: records (first of each part), torn lines and duplicates dropped."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    torn: int = 0
+    duplicates: int = 0
+
+
+def scan_log(path: str | Path) -> LogScan:
+    """Read every valid record once; a torn or unparsable line is skipped and counted, not raised."""
+    out = LogScan()
+    seen: set[PartKey] = set()
+    for rec in _lines(Path(path), out):
+        key = part_key(rec)
+        if key is not None:
+            if key in seen:
+                out.duplicates += 1
+                continue
+            seen.add(key)
+        out.records.append(rec)
+    return out
+
+
+def _lines(path: Path, scan: LogScan) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                rec = None
+            if not isinstance(rec, dict):
+                scan.torn += 1
+                log.warning("%s:%d: torn or unreadable line skipped", path, n)
+                continue
+            yield rec
 
 
 def now_iso() -> str:
@@ -90,6 +162,7 @@ class DecisionLog:
     """Append-only JSONL writer.
 
     ``sync``: ``record`` | ``group`` | ``none`` (module docstring); ``fsync=False`` is ``none``.
+    ``parts`` (the ledger) and ``review_paths`` are read from the existing log when it is opened.
     """
 
     def __init__(self, path: str | Path, fsync: bool = True, sync: str = "record") -> None:
@@ -100,9 +173,15 @@ class DecisionLog:
         self.fsync = self.sync == "record"
         self.count = 0
         self._group: _GroupSync | None = None
+        self.parts: set[PartKey] = set()
+        self.review_paths: set[str] = set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._repair_tail()
+            if self.path.is_file():
+                scan = LogScan()
+                for rec in _lines(self.path, scan):
+                    self._remember(rec)
             self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise EdgeError(f"cannot open the decision log '{self.path}' for appending ({exc}); "
@@ -134,6 +213,16 @@ class DecisionLog:
         log.warning("decision log '%s' ended in a torn line (%d bytes cut); earlier records are intact.",
                     self.path, size - keep)
 
+    def _remember(self, record: dict[str, Any]) -> None:
+        if (key := part_key(record)) is not None:
+            self.parts.add(key)
+        if record.get("review_path"):
+            self.review_paths.add(str(record["review_path"]))
+
+    def logged(self, key: PartKey | None) -> bool:
+        """True when the part is already in the log (a restart must not decide it again)."""
+        return key is not None and key in self.parts
+
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (one ``os.write``); with ``sync="record"`` it is fsync-ed before returning."""
         if self._fd is None:
@@ -149,6 +238,7 @@ class DecisionLog:
         if self.fsync:
             os.fsync(self._fd)
         self.count += 1
+        self._remember(record)
         if self._group is not None:
             self._group.wrote(self.count)
 
@@ -171,6 +261,9 @@ class DecisionLog:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a decision log (for tests, tools and ``trust.monitor``)."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Every part's record once (for tests and tools); torn lines and repeats are skipped with a warning."""
+    scan = scan_log(path)
+    if scan.duplicates:
+        log.warning("%s: %d repeated record(s) of the same part ignored (a restart before the ledger existed?)",
+                    path, scan.duplicates)
+    return scan.records

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from kdefect.engine.callbacks import (
     TimeBudget,
     lr_callbacks,
 )
+from kdefect.engine.resume import STATE_DIR, ResumePoint, ResumeState
 from kdefect.engine.run import RunDir
 from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
@@ -111,7 +114,7 @@ def _preflight(cfg: Config, split: dict[str, np.ndarray]) -> None:
                         f"{cfg.data.batch_size}). Add images or set data.batch_size to {max(n_train, 1)} or less.")
 
 
-def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str, tf.data.Dataset]:
+def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray], seed: int) -> dict[str, tf.data.Dataset]:
     from kdefect.data.pipeline import make_dataset
 
     k = len(index.classes)
@@ -121,7 +124,7 @@ def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str
         if len(idx) == 0:
             continue
         out[name] = make_dataset(list(paths[idx]), index.labels[idx], k, cfg.data, training=(name == "train"),
-                                 seed=cfg.seed)
+                                 seed=seed)
     return out
 
 
@@ -139,9 +142,13 @@ def _verbose(quiet: bool) -> int:
     return 1 if sys.stderr.isatty() or sys.stdout.isatty() else 2
 
 
-def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool = False
-                ) -> tuple[keras.Model, dict[str, Any]]:
-    """Build, compile and train the classifier; return the best model and training stats."""
+def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool = False,
+                resume: ResumePoint | None = None) -> tuple[keras.Model, dict[str, Any]]:
+    """Build, compile and train the classifier; return the best model and training stats.
+
+    ``resume`` continues from the snapshot of a killed run (``kdefect.engine.resume``): same epoch count, optimizer
+    state, schedule, budget, best checkpoint and early stopping as an uninterrupted run.
+    """
     from kdefect.losses import build_loss, compute_class_weights
     from kdefect.tasks.classify import build_classifier_from_config, freeze_backbone, unfreeze_top
 
@@ -150,14 +157,15 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     weights = compute_class_weights(counts, cfg.loss.class_weights, cfg.loss.beta)
     run.write_json("class_weights.json", {"mode": cfg.loss.class_weights, "counts": dict(zip(index.classes,
                    counts.tolist())), "weights": dict(zip(index.classes, np.asarray(weights).tolist()))})
-    data = _datasets(cfg, index, split)
+    done = resume.epoch if resume else 0
+    data = _datasets(cfg, index, split, seed=cfg.seed + done)  # resumed: no replay of epoch 1's shuffle order
     keras.utils.set_random_seed(cfg.seed)
     strategy = make_strategy(cfg.train.strategy)
     with strategy.scope():
         model = build_classifier_from_config(cfg, k)
         loss = build_loss(cfg.loss, weights)
-    t0 = time.perf_counter()
-    history = HistoryCSV(run.path / "history.csv")
+    t0 = time.perf_counter() - (resume.train_seconds if resume else 0.0)  # the budget already spent counts
+    history = HistoryCSV(run.path / "history.csv", rows=list(resume.history) if resume else None)
     counter = ImageCounter(cfg.data.batch_size)
     has_val = "val" in data
     good_index = index.classes.index(cfg.data.good_label) if cfg.data.good_label in index.classes else None
@@ -173,6 +181,15 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
                                                        patience=cfg.train.patience))
     loss_key = "val_loss" if has_val else "loss"  # the LR schedule follows the optimisation, not the selection
     callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, cfg.train.time_budget_s, t0)
+    stateful = {"best_checkpoint": ckpt, "image_counter": counter, **({"time_budget": budget} if budget else {})}
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.EarlyStopping):
+            stateful["early_stopping"] = cb
+        elif isinstance(cb, keras.callbacks.ReduceLROnPlateau):
+            stateful["plateau"] = cb
+    saver = ResumeState(run.path, t0, stateful, resume)
+    saver.restore_persistent()
+    callbacks.append(saver)  # last: its snapshot sees the epoch's update of every other callback
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
                   verbose=_verbose(quiet), callbacks=callbacks)
     phases = []
@@ -182,9 +199,11 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
                        cfg.train.fine_tune_learning_rate, "unfreeze"))
     else:
         phases.append(("full", cfg.train.epochs, cfg.train.learning_rate, None))
-    epoch = 0
-    for title, until, lr, action in phases:
-        if (budget and budget.exhausted) or until <= epoch:
+    epoch = done
+    for i, (title, until, lr, action) in enumerate(phases):
+        if resume and resume.phase_stopped and i == resume.phase:
+            continue  # early stopping or the budget had ended this phase before the crash
+        if (budget and budget.exhausted) or until <= epoch or (resume and resume.done):
             continue
         with strategy.scope():
             if action == "freeze":
@@ -192,10 +211,14 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
             elif action == "unfreeze":
                 unfreeze_top(model, cfg.train.fine_tune_layers)
             _compile(model, cfg, loss, lr, good_index)
+            saver.phase = i
+            saver.restore_model(model, i, lr, cfg.train.lr_schedule)
         n_train = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         log.info("phase %s: epochs %d-%d, lr %g, %d trainable parameters", title, epoch + 1, until, lr, n_train)
         model.fit(data["train"], initial_epoch=epoch, epochs=until, **fit_kw)
         epoch = len(history.rows)
+    saver.restore_model(model, -1, 0.0, cfg.train.lr_schedule)  # resumed with no epoch left: the snapshot's weights
+    saver.finish(epoch)
     train_s = time.perf_counter() - t0
     if run.checkpoint_path.is_file():
         best = keras.models.load_model(run.checkpoint_path, compile=False)
@@ -206,6 +229,9 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
              "monitor": monitor, "best_value": ckpt.best,
              "train_images": counter.images, "train_images_per_s": round(counter.images_per_s, 2),
              "time_budget_exhausted": bool(budget and budget.exhausted),
+             "optimizer_steps": (int(model.optimizer.iterations.numpy()) if model.optimizer  # else: no epoch was left
+                                 else resume.optimizer_steps if resume else 0),
+             "resumed_at_epoch": resume.epoch if resume else None,
              "params": int(model.count_params())}
     return model, stats
 
@@ -218,24 +244,37 @@ def save_model(model: keras.Model, run: RunDir) -> None:
         tf.saved_model.save(model, str(tmp))
 
 
-def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = False) -> RunDir:
+def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: bool = False,
+        resume: str | Path | None = None) -> RunDir:
     """Train a model from ``cfg`` and return its complete run folder.
+
+    ``resume``: a run folder killed mid-way; training continues there from its last completed epoch
+    (``cfg`` None takes the run's config; a given ``cfg`` must match it, ``auto`` values aside).
 
     Classifiers are then calibrated on the validation split (``trust.calibrate``) and judged READY or
     NOT READY on the test split against ``trust.targets``; the verdict is logged and kept in
     ``calibration.json`` (``kdefect tflite`` refuses a NOT READY run).  ``cfg`` is not changed: the
     resolved copy is the run's ``config.yaml``.
     """
-    cfg = copy.deepcopy(cfg)
-    if cfg.task == "detect":
-        from kdefect.tasks.detect import fit_detector
-
-        return fit_detector(cfg, quiet=quiet)
     from kdefect.engine.evaluator import evaluate_model
 
-    run, index, split = prepare_run(cfg, split)
+    point = None
+    if resume is not None:
+        from kdefect.engine.resume import load_run_index, open_for_resume
+
+        run, cfg, point = open_for_resume(resume, cfg)
+        index, split = load_run_index(run)
+    else:
+        if cfg is None:
+            raise ConfigError("fit needs a config (or resume=RUN to continue a run).")
+        cfg = copy.deepcopy(cfg)
+        if cfg.task == "detect":
+            from kdefect.tasks.detect import fit_detector
+
+            return fit_detector(cfg, quiet=quiet)
+        run, index, split = prepare_run(cfg, split)
     with run.failure_recorded():
-        model, stats = train_model(cfg, run, index, split, quiet=quiet)
+        model, stats = train_model(cfg, run, index, split, quiet=quiet, resume=point)
         save_model(model, run)
         paths = np.asarray(index.paths)
         eval_split = "test" if len(split.get("test", [])) else "val"
@@ -246,6 +285,7 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
         run.write_json("metrics.json", metrics)
         verdict = _judge(cfg, run, model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
                          index.classes)
+        shutil.rmtree(run.path / STATE_DIR, ignore_errors=True)  # complete: nothing to resume, nothing in the manifest
         run.write_manifest()
     log.info("done: %s accuracy %.4f, macro recall %.4f -> %s", eval_split, metrics["accuracy"],
              metrics["macro_recall"], run.path)

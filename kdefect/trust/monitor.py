@@ -72,24 +72,21 @@ def confidence_psi(base: np.ndarray, prod: np.ndarray) -> float:
 
 
 def read_decisions(path: str | Path, last: int | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Decision records (error records and unparsable lines are skipped and counted)."""
+    """Decision records, each part once; error records, torn lines and repeats are skipped and counted.
+
+    Why de-duplicate: a part decided twice (a device restarted before it kept a ledger) would count twice.
+    """
+    from kdefect.edge.decision_log import scan_log
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"decision log '{p}' does not exist. Point to the JSONL file kdefect-edge writes.")
-    recs, skipped = [], 0
-    with open(p, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                skipped += 1
-                continue
-            if not isinstance(r, dict) or r.get("error") or r.get("label") is None or r.get("score") is None:
-                skipped += 1
-                continue
-            recs.append(r)
+    scan = scan_log(p)
+    if scan.duplicates:
+        log.warning("%s: %d repeated record(s) of the same part counted once", p, scan.duplicates)
+    recs = [r for r in scan.records
+            if not r.get("error") and r.get("label") is not None and r.get("score") is not None]
+    skipped = scan.torn + scan.duplicates + len(scan.records) - len(recs)
     return (recs[-last:] if last else recs), skipped
 
 

@@ -38,7 +38,7 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
     if resume:  # the run's own config is the base: only what the user names is compared with it
         from kdefect.engine.run import RunDir
 
-        base = RunDir.open(resume).config().to_dict()
+        base = RunDir.open(resume, allow_failed=True).config().to_dict()
     if not resume or config_path or _overrides(sets, **named) or backbone:
         extra = None if config_path else base
         cfg = load_config(config_path, _overrides(sets, **named), extra=extra)

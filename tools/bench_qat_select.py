@@ -25,9 +25,9 @@ from kdefect.utils.io import write_json, write_text
 
 
 def one(run_dir: Path, keep_best: bool, epochs: int, lr: float, work: Path, seed: int) -> dict:
+    from kdefect.core.run import RunDir
     from kdefect.data.pipeline import load_images, make_dataset, resize_mode
     from kdefect.data.split import load_split
-    from kdefect.engine.run import RunDir
     from kdefect.export.api import _Data, _Source, _val_ds, representative_images
     from kdefect.export.evaluate import run_tflite
     from kdefect.export.tflite import to_tflite

@@ -28,7 +28,7 @@ log = logging.getLogger("bench_trust")
 
 
 def calibration_and_review(run: Path, target_risk: float) -> dict:
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.trust.calibrate import apply_temperature, calibrate_run
     from kdefect.trust.outputs import split_outputs
     from kdefect.trust.uncertainty import review_share_for_risk
@@ -89,9 +89,9 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: 
     """
     import tempfile
 
+    from kdefect.core.run import RunDir
     from kdefect.data.pipeline import load_images, resize_mode
     from kdefect.data.split import load_split
-    from kdefect.engine.run import RunDir
     from kdefect.trust import ood
     from kdefect.trust.outputs import predict_heads
 
@@ -144,9 +144,9 @@ def device_gate_agreement(run: Path, model: Path) -> dict:
     device's (``model`` exported with ``--ood-gate knn``, run by kdefect-edge's EdgeClassifier on the image files)."""
     from scipy.stats import spearmanr
 
+    from kdefect.core.run import RunDir
     from kdefect.data.split import load_split
     from kdefect.edge.classifier import EdgeClassifier
-    from kdefect.engine.run import RunDir
     from kdefect.trust.calibrate import host_knn, load_calibration
     from kdefect.trust.outputs import split_outputs
 

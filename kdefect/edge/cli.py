@@ -116,8 +116,8 @@ def _items(args: argparse.Namespace, stop: threading.Event) -> Iterator[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdefect.core.decision_log import DecisionLog
     from kdefect.edge.classifier import EdgeClassifier
-    from kdefect.edge.decision_log import DecisionLog
     from kdefect.edge.preprocess import ImagePolicy
     from kdefect.edge.review import ReviewQueue
     from kdefect.edge.stream import run_stream

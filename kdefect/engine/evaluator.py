@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config
+from kdefect.core.run import RunDir
 from kdefect.engine.metrics import classification_metrics, plot_confusion_matrix
-from kdefect.engine.run import RunDir
 from kdefect.errors import DataError
 from kdefect.keras import keras
 from kdefect.utils.io import write_json, write_text
@@ -109,7 +109,7 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     """Evaluate a run folder, a ``.keras`` model in one, or a ``.tflite`` model."""
     target = Path(target)
     if target.suffix == ".tflite":
-        from kdefect.edge.sidecar import read_sidecar
+        from kdefect.core.sidecar import read_sidecar
 
         if read_sidecar(target).task == "detect":
             from kdefect.tasks.detect import evaluate_detector

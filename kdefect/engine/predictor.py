@@ -3,7 +3,7 @@
 Why the device's decision rule on the host: a calibrated run (``kdefect
 calibrate``) or an exported model's sidecar carries the temperature, the review
 threshold, the OOD gate and the operating point; ``predict`` applies them with
-``kdefect.edge.decisions`` exactly as ``kdefect-edge`` does, so a part the host
+``kdefect.core.decisions`` exactly as ``kdefect-edge`` does, so a part the host
 sends to review is one the line would send to review too.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.engine.run import RunDir
+from kdefect.core.run import RunDir
 from kdefect.errors import DataError
 from kdefect.utils.io import write_text
 
@@ -67,8 +67,8 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     """
     from scipy.special import softmax
 
+    from kdefect.core.decisions import rule_from_thresholds
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.edge.decisions import rule_from_thresholds
     from kdefect.trust.calibrate import load_calibration, thresholds_from
     from kdefect.trust.outputs import load_model, predict_heads
 
@@ -94,10 +94,10 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
     A model exported with the kNN gate also gives its feature output: the rule scores it as the device does.
     """
+    from kdefect.core.decisions import rule_from_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.data.pipeline import load_images
-    from kdefect.edge.decisions import rule_from_sidecar
     from kdefect.edge.interpreter import TFLiteRunner, roles_of
-    from kdefect.edge.sidecar import read_sidecar
 
     sc = read_sidecar(target)
     h, w = sc.input.size
@@ -108,7 +108,7 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
 def _task_of(target: Path) -> str:
     if target.suffix == ".tflite":
-        from kdefect.edge.sidecar import read_sidecar
+        from kdefect.core.sidecar import read_sidecar
 
         return read_sidecar(target).task
     return RunDir.open(target).config().task

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config
+from kdefect.core.run import RunDir
 from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
-from kdefect.engine.run import RunDir
 from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.keras import keras, tf

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
 from kdefect.edge.preprocess import resize_mode
-from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
 from kdefect.errors import ExportError
 from kdefect.export.litert_info import model_io, weight_sparsity
 from kdefect.export.representative import stratified_indices
@@ -43,7 +43,7 @@ class _Data:
 
 
 def _open_source(source: Any, run: Any = None) -> _Source:
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.export.saved_model import load_model_any
 
     run_obj = RunDir.open(run) if run is not None else None
@@ -145,7 +145,7 @@ def _default_out(src: _Source, tag: str) -> Path:
 def _is_detection_run(source: Any) -> bool:
     if not isinstance(source, (str, Path)) or not (Path(source) / "config.yaml").is_file():
         return False
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
 
     return RunDir.open(source).config().task == "detect"
 

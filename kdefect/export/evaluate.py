@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.edge.decisions import rule_from_sidecar
+from kdefect.core.decisions import rule_from_sidecar
+from kdefect.core.sidecar import read_sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
-from kdefect.edge.sidecar import read_sidecar
 from kdefect.engine.metrics import classification_metrics
 from kdefect.errors import DataError, ExportError
 from kdefect.utils.io import write_json
@@ -127,7 +127,7 @@ def evaluate_tflite(
     ``run_dir`` defaults to the sidecar's ``source_run``; ``data``: None (the run's test split), a
     folder of class sub-folders, or ``(uint8 images, label indices)``. ``out``: folder for metrics.json.
     """
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
 
     model_path = Path(model_path)
     sc = read_sidecar(model_path)

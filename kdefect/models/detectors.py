@@ -6,7 +6,7 @@ and presets download weights, so every size is spelled out here instead.
 Backbones: keras-cv's YOLOv8 / CSPDarkNet / ResNet (v1) backbones, or any kdefect
 registry backbone wrapped to expose its stride-8/16/32 feature maps as P3-P5.
 The *raw head* model (box regression + class logits, no decoding, no NMS) is
-what gets exported; ``kdefect.edge.detect_decode`` decodes it in numpy.
+what gets exported; ``kdefect.core.detect_decode`` decodes it in numpy.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def raw_head(model: keras.Model, architecture: str) -> keras.Model:
 
 
 def decoding_params(architecture: str, size: tuple[int, int]) -> dict[str, Any]:
-    """What ``kdefect.edge.detect_decode`` needs besides thresholds (the sidecar's ``detection``)."""
-    from kdefect.edge import detect_decode as dd
+    """What ``kdefect.core.detect_decode`` needs besides thresholds (the sidecar's ``detection``)."""
+    from kdefect.core import detect_decode as dd
 
     if architecture == "yolov8":
         return {"architecture": "yolov8", "input_size": list(size), "strides": list(dd.YOLO_STRIDES), "reg_max": 16}

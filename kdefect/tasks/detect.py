@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config
-from kdefect.engine.run import RunDir
+from kdefect.core.run import RunDir
 from kdefect.keras import keras
 from kdefect.utils.io import atomic_path
 

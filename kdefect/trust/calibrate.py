@@ -122,7 +122,7 @@ def calibrate_run(
     ``kdefect.trust.verdict.Targets``.  Left as None, each comes from the run's
     ``trust`` config.
     """
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.trust import ood, operating_point, uncertainty
     from kdefect.trust.outputs import split_outputs
     from kdefect.trust.verdict import targets_of

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from kdefect.engine.run import RunDir
+from kdefect.core.run import RunDir
 
 EXPECTED = ["config.yaml", "classes.json", "class_weights.json", "split/train.txt", "split/val.txt",
             "split/test.txt", "model.keras", "saved_model/saved_model.pb", "checkpoints/best.keras", "history.csv",

@@ -22,7 +22,7 @@ def _run_with_resize(tiny_run, tmp_path, resize):
 
 def test_letterbox_run_exports_letterbox_sidecar(tiny_run, tmp_path, monkeypatch):
     import kdefect.data.pipeline as pipeline
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import evaluate_tflite, export_run
 
     modes = []
@@ -43,7 +43,7 @@ def test_letterbox_run_exports_letterbox_sidecar(tiny_run, tmp_path, monkeypatch
 
 
 def test_old_run_without_resize_exports_squash(tiny_run, tmp_path):
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import evaluate_tflite, export_run
 
     res = export_run(_run_with_resize(tiny_run, tmp_path, None), out=tmp_path / "m.tflite", mode="float16")

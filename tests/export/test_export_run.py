@@ -19,7 +19,7 @@ def ptq_export(tiny_run, tmp_path_factory):
 
 
 def test_sidecar_describes_and_pins_the_model(ptq_export, tiny_run):
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.utils.io import sha256_file
 
     sc = read_sidecar(ptq_export["model"])  # verifies sha256
@@ -32,7 +32,7 @@ def test_sidecar_describes_and_pins_the_model(ptq_export, tiny_run):
     assert sc.thresholds == {"review_below": 0.6, "temperature": 1.5,
                              "decision": {"good_label": "good", "good_min_prob": 0.7},
                              "ood": {"method": "msp", "threshold": 0.45, "val_tpr": 0.95}}
-    from kdefect.edge.decisions import rule_from_sidecar
+    from kdefect.core.decisions import rule_from_sidecar
 
     rule = rule_from_sidecar(sc)
     assert (rule.temperature, rule.review_below, rule.good_min_prob) == (1.5, 0.6, 0.7)
@@ -43,7 +43,7 @@ def test_sidecar_describes_and_pins_the_model(ptq_export, tiny_run):
 def test_tampered_model_is_refused(ptq_export, tmp_path):
     import shutil
 
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.errors import ModelIntegrityError
 
     copy = tmp_path / "model.tflite"
@@ -115,7 +115,7 @@ def test_float_modes_refuse_qat_and_edgetpu(tiny_run, tmp_path):
 
 
 def test_byo_h5_model_ptq_with_run_data(tmp_path, trained_model, tiny_run):
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import export_run
 
     h5 = tmp_path / "mine.h5"

@@ -33,7 +33,7 @@ def _off_distribution(n: int = 6) -> np.ndarray:
 
 
 def test_sidecar_bank_and_output_positions(knn_export, trained_model):
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.utils.io import sha256_file
 
     sc = read_sidecar(knn_export["model"])
@@ -50,8 +50,8 @@ def test_sidecar_bank_and_output_positions(knn_export, trained_model):
 
 
 def test_device_gate_flags_unseen_images_and_agrees_with_the_host(knn_export, tiny_run, trained_model, easy_test):
+    from kdefect.core.knn import KNN
     from kdefect.edge.classifier import EdgeClassifier
-    from kdefect.edge.knn import KNN
     from kdefect.trust.outputs import predict_heads
 
     clf = EdgeClassifier(knn_export["model"])
@@ -128,7 +128,7 @@ def test_missing_or_changed_bank_is_refused(knn_export, tmp_path):
 
 
 def test_gate_choices_and_errors(tiny_run, trained_model, tmp_path):
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import export_run
 
     res = export_run(tiny_run, out=tmp_path / "none.tflite", mode="float32", ood_gate="none")
@@ -154,8 +154,8 @@ def test_qat_model_exports_with_the_knn_gate(tiny_run, tmp_path):
 
 
 def test_big_training_split_is_subsampled_by_class(knn_export, tiny_run, tmp_path):
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.data.split import load_split
-    from kdefect.edge.sidecar import read_sidecar
     from kdefect.export.feature_gate import fit_gate
 
     model = tmp_path / "m.tflite"

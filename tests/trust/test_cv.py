@@ -12,7 +12,7 @@ from kdefect.errors import ConfigError
 
 def test_cross_validate_folds_and_summary(trust_data, tmp_path):
     from kdefect.config import load_config
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.trust.cv import cross_validate
 
     seen = []

@@ -40,8 +40,8 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
 
 def _echo_verdict(run_path: object) -> None:
     """The closing block of ``fit`` on stderr (stdout stays the run path; -q keeps it): verdict and next steps."""
+    from kdefect.core.calibration import CALIBRATION_FILE
     from kdefect.core.run import RunDir
-    from kdefect.trust.calibrate import CALIBRATION_FILE
     from kdefect.trust.verdict import format_verdict
 
     run = RunDir.open(run_path)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config
+from kdefect.core.calibration import apply_temperature, load_calibration, thresholds_from
 from kdefect.core.run import RunDir
 from kdefect.engine.metrics import classification_metrics, plot_confusion_matrix
 from kdefect.errors import DataError
@@ -59,7 +60,6 @@ def evaluate_model(model: keras.Model, paths: list[str], labels: np.ndarray, cla
     probs = predict_probs(model, paths, cfg, quiet=quiet)
     metrics = classification_metrics(np.asarray(labels), probs, classes, good_label, skipped=skipped)
     if judge is not None:
-        from kdefect.trust.calibrate import apply_temperature
         from kdefect.trust.verdict import assess
 
         thresholds, targets, split = judge
@@ -143,7 +143,6 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
         paths, labels, skipped = labelled_data(data, cfg, classes)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data)).strip("_")[-60:]
         out_dir = Path(out) if out else run.path / "evaluation" / slug
-    from kdefect.trust.calibrate import load_calibration, thresholds_from
     from kdefect.trust.verdict import targets_of
 
     cal = load_calibration(run) if model_file == run.model_path else None

@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.calibration import load_calibration, thresholds_from
+from kdefect.core.decisions import rule_from_sidecar, rule_from_thresholds
 from kdefect.core.run import RunDir
+from kdefect.core.sidecar import read_sidecar
 from kdefect.errors import DataError
 from kdefect.utils.io import write_text
 
@@ -67,9 +70,7 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     """
     from scipy.special import softmax
 
-    from kdefect.core.decisions import rule_from_thresholds
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.trust.calibrate import load_calibration, thresholds_from
     from kdefect.trust.outputs import load_model, predict_heads
 
     run = RunDir.open(target)
@@ -94,8 +95,6 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
     A model exported with the kNN gate also gives its feature output: the rule scores it as the device does.
     """
-    from kdefect.core.decisions import rule_from_sidecar
-    from kdefect.core.sidecar import read_sidecar
     from kdefect.data.pipeline import load_images
     from kdefect.edge.interpreter import TFLiteRunner, roles_of
 
@@ -108,7 +107,6 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
 def _task_of(target: Path) -> str:
     if target.suffix == ".tflite":
-        from kdefect.core.sidecar import read_sidecar
 
         return read_sidecar(target).task
     return RunDir.open(target).config().task

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.calibration import load_calibration, thresholds_from
+from kdefect.core.run import RunDir
 from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
 from kdefect.edge.preprocess import resize_mode
 from kdefect.errors import ExportError
@@ -43,7 +45,6 @@ class _Data:
 
 
 def _open_source(source: Any, run: Any = None) -> _Source:
-    from kdefect.core.run import RunDir
     from kdefect.export.saved_model import load_model_any
 
     run_obj = RunDir.open(run) if run is not None else None
@@ -145,7 +146,6 @@ def _default_out(src: _Source, tag: str) -> Path:
 def _is_detection_run(source: Any) -> bool:
     if not isinstance(source, (str, Path)) or not (Path(source) / "config.yaml").is_file():
         return False
-    from kdefect.core.run import RunDir
 
     return RunDir.open(source).config().task == "detect"
 
@@ -237,7 +237,6 @@ def export_run(
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
     from kdefect.optimize import quantize_aware
-    from kdefect.trust.calibrate import load_calibration, thresholds_from  # lazy: scipy only when exporting
 
     if edgetpu and mode != "int8":
         raise ExportError(f"--edgetpu needs a full-integer model: use --int8 (not --{mode}).")

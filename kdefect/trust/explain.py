@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.heads import LOGITS_LAYER
 from kdefect.errors import ModelError
 from kdefect.utils.io import write_bytes
 
@@ -40,7 +41,7 @@ def last_conv_layer(model: Any) -> str:
 
 def _logits_output(model: Any) -> Any:
     try:
-        return model.get_layer("head_logits").output
+        return model.get_layer(LOGITS_LAYER).output
     except ValueError:
         return model.outputs[0]
 

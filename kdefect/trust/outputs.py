@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.heads import FEATURES_LAYER, LOGITS_LAYER
 from kdefect.errors import DataError, ModelError
 from kdefect.utils.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
-FEATURES_LAYER = "head_features"
-LOGITS_LAYER = "head_logits"
 
 
 def _register_custom_objects() -> None:

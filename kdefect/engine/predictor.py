@@ -21,33 +21,13 @@ from kdefect.core.calibration import load_calibration, thresholds_from
 from kdefect.core.decisions import rule_from_sidecar, rule_from_thresholds
 from kdefect.core.run import RunDir
 from kdefect.core.sidecar import read_sidecar
-from kdefect.errors import DataError
+from kdefect.data.images import check_images, collect_images
 from kdefect.utils.io import write_text
 
 log = logging.getLogger(__name__)
 
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted, hidden skipped) in folders."""
-    from kdefect.data.images import is_image_name, list_files
-
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += [f for f in list_files(p) if is_image_name(f)]
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"'{p}' does not exist: pass image files or folders of images.")
-    if not files:
-        raise DataError(f"no images (jpg, png, bmp, tif) found in {', '.join(map(str, inputs))}.")
-    return files
-
-
 def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
     """Split files into decodable ones and {path: reason}, with the same check as training data."""
-    from kdefect.data.images import check_images
-
     reasons = check_images(paths)
     good = [p for p, r in zip(paths, reasons) if r is None]
     return good, {str(p): f"unreadable image: {r}" for p, r in zip(paths, reasons) if r is not None}

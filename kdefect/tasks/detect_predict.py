@@ -61,7 +61,7 @@ def draw(path: Path, dets: list[dict[str, Any]], out: Path) -> None:
 def predict_detector(model_path: str | Path, inputs: list[str | Path] | str | Path,
                      out: str | Path | None = None, annotate: bool = True) -> list[dict[str, Any]]:
     """Detections per image (boxes xyxy in original pixels); ``out`` .json / .csv, PNGs in ``<out stem>_annotated/``."""
-    from kdefect.engine.predictor import collect_images
+    from kdefect.data.images import collect_images
 
     files = collect_images([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     run, params, labels = _raw_source(Path(model_path))

@@ -176,8 +176,8 @@ def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str
                   class_name: str | None = None, layer: str | None = None) -> list[Path]:
     """``kdefect explain``: a run folder or .keras model + image files / folders -> overlay PNGs."""
     from kdefect.core.run import RunDir
+    from kdefect.data.images import collect_images
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.engine.predictor import collect_images
     from kdefect.trust.outputs import load_model
 
     p = Path(model_path)

@@ -71,8 +71,8 @@ def tflite_raw_outputs(path: str | Path, images: np.ndarray, params: dict[str, A
 def evaluate_arrays(model_or_tflite: Any, cfg: Config, classes: list[str], arr: Any, out_dir: Path | None = None,
                     params: dict[str, Any] | None = None) -> dict[str, Any]:
     """mAP etc. of a detector (keras-cv model or .tflite path) on a loaded split, in original-image pixels."""
-    from kdefect.engine.detect_metrics import detection_metrics
     from kdefect.models.detectors import raw_head
+    from kdefect.tasks.detect_metrics import detection_metrics
 
     params = dict(params or decode_params(cfg))
     extra: dict[str, Any] = {}

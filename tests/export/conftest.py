@@ -79,7 +79,7 @@ def _write_split(folder: Path, name: str, x: np.ndarray, y: np.ndarray, lines: l
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, trained_model, easy_train, easy_test) -> Path:
+def handmade_run(tmp_path_factory, trained_model, easy_train, easy_test) -> Path:
     """A run folder in the RunDir layout: config.yaml, classes.json, split/, model.keras, calibration.json."""
     from kdefect.config import Config
     from kdefect.core.run import RunDir

@@ -27,11 +27,12 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
     """Train a model from a config; writes a complete run folder."""
     from kdefect.config import load_config
     from kdefect.engine import fit as fit_
+    from kdefect.tasks.base import get_task
 
     named = {"data.source": data, "train.epochs": epochs, "name": name, "data.on_bad_image": on_bad_image}
     cfg = load_config(config_path, _overrides(sets, **named))
     if backbone:  # detectors keep their backbone under detect.*
-        key = "detect.backbone" if cfg.task == "detect" else "model.backbone"
+        key = get_task(cfg.task).backbone_key
         cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}))
     run = fit_(cfg, quiet=ctx.obj["quiet"])
     _echo_verdict(run.path)

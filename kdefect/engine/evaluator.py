@@ -19,9 +19,11 @@ import numpy as np
 from kdefect.config import Config
 from kdefect.core.calibration import apply_temperature, load_calibration, thresholds_from
 from kdefect.core.run import RunDir
+from kdefect.core.sidecar import read_sidecar
 from kdefect.engine.metrics import classification_metrics, plot_confusion_matrix
 from kdefect.errors import DataError
 from kdefect.keras import keras
+from kdefect.tasks.base import get_task
 from kdefect.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -109,21 +111,17 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     """Evaluate a run folder, a ``.keras`` model in one, or a ``.tflite`` model."""
     target = Path(target)
     if target.suffix == ".tflite":
-        from kdefect.core.sidecar import read_sidecar
-
-        if read_sidecar(target).task == "detect":
-            from kdefect.tasks.detect import evaluate_detector
-
-            return evaluate_detector(target, data=data)
+        task = get_task(read_sidecar(target).task)
+        if task.evaluate is not None:
+            return task.evaluate(target, data=data)
         from kdefect.export.evaluate import evaluate_tflite
 
         return evaluate_tflite(target, data=data, out=out)
     run = resolve_run(target)
     cfg = run.config()
-    if cfg.task == "detect":
-        from kdefect.tasks.detect import evaluate_detector
-
-        return evaluate_detector(run.path, data=data)
+    task = get_task(cfg.task)
+    if task.evaluate is not None:
+        return task.evaluate(run.path, data=data)
     import kdefect.losses
     import kdefect.models  # noqa: F401
 

@@ -22,9 +22,11 @@ from kdefect.core.decisions import rule_from_sidecar, rule_from_thresholds
 from kdefect.core.run import RunDir
 from kdefect.core.sidecar import read_sidecar
 from kdefect.data.images import check_images, collect_images
+from kdefect.tasks.base import get_task
 from kdefect.utils.io import write_text
 
 log = logging.getLogger(__name__)
+
 
 def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
     """Split files into decodable ones and {path: reason}, with the same check as training data."""
@@ -99,10 +101,9 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
     and the review / OOD flags and pass-fail verdict of the calibrated decision rule.
     """
     target = Path(model)
-    if _task_of(target) == "detect":
-        from kdefect.tasks.detect import predict_detector
-
-        return predict_detector(target, list(inputs), out=out)
+    task = get_task(_task_of(target))
+    if task.predict is not None:
+        return task.predict(target, list(inputs), out=out)
     files = collect_images(list(inputs))
     readable, bad = _readable(files)
     probs, feats, classes, rule, knn = np.zeros((0, 0)), None, [], None, None

@@ -23,6 +23,7 @@ from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCoun
 from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.keras import keras, tf
+from kdefect.tasks.base import get_task
 from kdefect.trust.verdict import format_verdict
 from kdefect.utils.io import atomic_dir, atomic_path
 
@@ -54,11 +55,12 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
     else:
         check_split_leaks(index, split, scan)
-    if cfg.data.subsample and cfg.task == "classify":
+    image_labels = get_task(cfg.task).image_labels
+    if cfg.data.subsample and image_labels:
         train = np.asarray(split["train"])
         keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
         split = dict(split, train=train[keep])
-    good = cfg.data.good_label if cfg.task == "classify" else None
+    good = cfg.data.good_label if image_labels else None
     profile = profile_index(index, split, good, dropped=dropped, scan=scan)
     profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
@@ -194,10 +196,9 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
     resolved copy is the run's ``config.yaml``.
     """
     cfg = copy.deepcopy(cfg)
-    if cfg.task == "detect":
-        from kdefect.tasks.detect import fit_detector
-
-        return fit_detector(cfg, quiet=quiet)
+    task = get_task(cfg.task)
+    if task.fit is not None:
+        return task.fit(cfg, quiet=quiet)
     from kdefect.engine.evaluator import evaluate_model
 
     run, index, split = prepare_run(cfg, split)

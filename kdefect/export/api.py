@@ -24,6 +24,7 @@ from kdefect.export.litert_info import model_io, weight_sparsity
 from kdefect.export.representative import stratified_indices
 from kdefect.export.tflite import input_shape_of, to_tflite
 from kdefect.keras import keras, tfmot
+from kdefect.tasks.base import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -143,23 +144,22 @@ def _default_out(src: _Source, tag: str) -> Path:
     return base / f"{p.stem or 'model'}_{tag}.tflite"
 
 
-def _is_detection_run(source: Any) -> bool:
+def _own_export(source: Any) -> Task | None:
+    """The run's task when it exports itself (detection: the raw head), else None (the classifier path)."""
     if not isinstance(source, (str, Path)) or not (Path(source) / "config.yaml").is_file():
-        return False
+        return None
+    task = get_task(RunDir.open(source).config().task)
+    return task if task.export is not None else None
 
-    return RunDir.open(source).config().task == "detect"
 
-
-def _export_detection_run(run: Path, out: str | Path | None, mode: str, qat: bool, prune: float | None,
-                          distill_from: Any, edgetpu: bool) -> dict[str, Any]:
+def _export_task_run(task: Task, run: Path, out: str | Path | None, mode: str, qat: bool, prune: float | None,
+                     distill_from: Any, edgetpu: bool) -> dict[str, Any]:
     """Detectors export their raw head (PTQ); numpy decoding + NMS run after the interpreter."""
-    from kdefect.tasks.detect import export_detector
-
     if prune or distill_from:
         raise ExportError("--prune and --distill-from are for classifiers; export a detector with --int8 (PTQ).")
     path = Path(out) if out else run / "export" / f"model_{mode}{'_ptq' if mode == 'int8' else ''}.tflite"
-    path = export_detector(run, path, mode="qat" if qat else mode)
-    res: dict[str, Any] = {"model": str(path), "task": "detect", "mode": mode, "steps": [f"{mode} (raw head)"]}
+    path = task.export(run, path, mode="qat" if qat else mode)
+    res: dict[str, Any] = {"model": str(path), "task": task.name, "mode": mode, "steps": [f"{mode} (raw head)"]}
     if edgetpu:
         from kdefect.export.edgetpu import write_report
 
@@ -230,10 +230,11 @@ def export_run(
 
     if ood_gate not in GATES:
         raise ExportError(f"unknown --ood-gate '{ood_gate}'; choose one of {', '.join(GATES)}.")
-    if _is_detection_run(source):
+    own = _own_export(source)
+    if own is not None:
         if ood_gate == "knn":
             raise ExportError("--ood-gate knn is for classifiers; detectors have no OOD gate yet.")
-        return _export_detection_run(Path(source), out, mode, qat, prune, distill_from, edgetpu)
+        return _export_task_run(own, Path(source), out, mode, qat, prune, distill_from, edgetpu)
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
     from kdefect.optimize import quantize_aware

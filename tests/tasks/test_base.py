@@ -31,3 +31,14 @@ def test_looking_a_task_up_loads_no_tensorflow():
     code = "import sys\nfrom kdefect.tasks.base import get_task\nget_task('detect')\nassert 'tensorflow' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_detector_architectures_builders_and_decoders_agree_with_config():
+    from kdefect.core.detect_decode import DECODERS, decoding_params
+    from kdefect.models.detectors import DETECTORS
+
+    assert sorted(CHOICES["detect.architecture"]) == DETECTORS.names() == DECODERS.names()
+    assert decoding_params("yolov8", (64, 96)) == {"architecture": "yolov8", "input_size": [64, 96],
+                                                   "strides": [8, 16, 32], "reg_max": 16}
+    with pytest.raises(ConfigError, match="Did you mean 'yolov8'"):
+        decoding_params("yolo8", (64, 64))

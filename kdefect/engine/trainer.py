@@ -20,6 +20,7 @@ import numpy as np
 from kdefect.config import Config
 from kdefect.core.run import RunDir
 from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
+from kdefect.engine.optimizers import build_optimizer
 from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.keras import keras, tf
@@ -28,14 +29,6 @@ from kdefect.trust.verdict import format_verdict
 from kdefect.utils.io import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
-
-
-def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9)
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=weight_decay or 1e-4)
-    return keras.optimizers.Adam(lr)
 
 
 def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
@@ -99,7 +92,8 @@ def _compile(model: keras.Model, cfg: Config, loss: Any, lr: float, good_index: 
 
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                *selection_metrics(int(model.output_shape[-1]), good_index, cfg.trust.target_escape)]
-    model.compile(optimizer=_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay), loss=loss, metrics=metrics)
+    optimizer = build_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
 def _verbose(quiet: bool) -> int:

@@ -22,6 +22,7 @@ from kdefect.edge.preprocess import resize_mode
 from kdefect.errors import ExportError
 from kdefect.export.litert_info import model_io, weight_sparsity
 from kdefect.export.representative import stratified_indices
+from kdefect.export.spec import ExportSpec
 from kdefect.export.tflite import input_shape_of, to_tflite
 from kdefect.keras import keras, tfmot
 from kdefect.tasks.base import Task, get_task
@@ -195,7 +196,18 @@ def check_readiness(src: _Source, cal: dict[str, Any] | None, allow_unready: boo
             "exported_unready": not ready, "reasons": reasons}
 
 
-def export_run(
+def export_run(source: Any, spec: ExportSpec | None = None, **options: Any) -> dict[str, Any]:
+    """Export a run folder (or a model) to TFLite with its sidecar, as ``spec`` says; returns a summary dict.
+
+    ``options``: ``ExportSpec`` fields as keywords (they replace those of ``spec``), the call before ExportSpec.
+    ``spec.ood_gate``: the device's unknown-defect gate. ``msp`` (1 - max calibrated probability, from
+    ``kdefect calibrate``), ``knn`` (a second, feature output and a bank of the training split's device features
+    beside the model; needs a run's splits) or ``none``.
+    """
+    return _export(source, **ExportSpec.of(spec, **options).options())
+
+
+def _export(
     source: Any,
     out: str | Path | None = None,
     mode: str = "int8",
@@ -219,13 +231,7 @@ def export_run(
     ood_gate: str = "msp",
     allow_unready: bool = False,
 ) -> dict[str, Any]:
-    """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict.
-
-    ``ood_gate``: the device's unknown-defect gate. ``msp`` (1 - max calibrated
-    probability, from ``kdefect calibrate``), ``knn`` (a second, feature output
-    and a bank of the training split's device features beside the model; needs a
-    run's splits) or ``none``.
-    """
+    """``export_run`` with the spec's fields as arguments."""
     from kdefect.export.feature_gate import GATES
 
     if ood_gate not in GATES:

@@ -131,10 +131,10 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     model = keras.models.load_model(model_file, compile=False)
     classes, good = run.classes()
     if data is None:
-        from kdefect.data.split import load_split
+        from kdefect.data.split import label_indices, load_split
 
         paths, names = load_split(run.path)["test"]
-        labels = np.array([classes.index(n) for n in names])
+        labels = label_indices(classes, names)
         skipped = 0
         out_dir = Path(out) if out else run.path / "evaluation" / "test"
     else:

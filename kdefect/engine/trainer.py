@@ -19,7 +19,7 @@ import numpy as np
 
 from kdefect.config import Config
 from kdefect.core.run import RunDir
-from kdefect.engine.callbacks import AtomicBestCheckpoint, HistoryCSV, ImageCounter, TimeBudget, lr_callbacks
+from kdefect.engine.callbacks import HistoryCSV, ImageCounter, KeepBest, TimeBudget, lr_callbacks
 from kdefect.engine.optimizers import build_optimizer
 from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
@@ -125,7 +125,7 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     has_val = "val" in data
     good_index = index.classes.index(cfg.data.good_label) if cfg.data.good_label in index.classes else None
     monitor = resolve_monitor(cfg.train.monitor, good_index, has_val)
-    ckpt = AtomicBestCheckpoint(run.checkpoint_path, monitor=monitor, keys=selection_keys(monitor))
+    ckpt = KeepBest(monitor, keys=selection_keys(monitor), path=run.checkpoint_path, restore=False)
     callbacks: list[keras.callbacks.Callback] = [history, counter, ckpt,
                                                  keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
@@ -163,9 +163,9 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     if run.checkpoint_path.is_file():
         best = keras.models.load_model(run.checkpoint_path, compile=False)
         model.set_weights(best.get_weights())
-        log.info("restored the weights of epoch %s (best %s %.4f)", (ckpt.best_epoch or 0) + 1, monitor,
+        log.info("restored the weights of epoch %s (best %s %.4f)", max(ckpt.best_epoch, 0) + 1, monitor,
                  ckpt.best if ckpt.best is not None else float("nan"))
-    stats = {"train_seconds": round(train_s, 2), "epochs_run": epoch, "best_epoch": (ckpt.best_epoch or 0) + 1,
+    stats = {"train_seconds": round(train_s, 2), "epochs_run": epoch, "best_epoch": max(ckpt.best_epoch, 0) + 1,
              "monitor": monitor, "best_value": ckpt.best,
              "train_images": counter.images, "train_images_per_s": round(counter.images_per_s, 2),
              "time_budget_exhausted": bool(budget and budget.exhausted),

@@ -72,13 +72,13 @@ def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int, re
     from kdefect.config import Config
 
     if src.run is not None and data is None:
-        from kdefect.data.split import load_split
+        from kdefect.data.split import label_indices, load_split
 
         classes, good = src.run.classes()
         paths, names = load_split(src.run.path)["train"]
         cfg = src.run.config()
         cfg.data.resize = resize
-        return _Data(list(paths), np.array([classes.index(n) for n in names], int), classes, good, cfg.data)
+        return _Data(list(paths), label_indices(classes, names), classes, good, cfg.data)
     if data is None:
         return None
     from kdefect.data.sources import index_dataset
@@ -125,7 +125,7 @@ def _val_ds(src: _Source, data: Any, size: tuple[int, int], channels: int) -> An
     if src.run is None or data is not None:
         return None
     from kdefect.data.pipeline import make_dataset
-    from kdefect.data.split import load_split
+    from kdefect.data.split import label_indices, load_split
 
     classes, _ = src.run.classes()
     paths, names = load_split(src.run.path).get("val", ([], []))
@@ -133,7 +133,7 @@ def _val_ds(src: _Source, data: Any, size: tuple[int, int], channels: int) -> An
         return None
     cfg = src.run.config().data
     cfg.image_size, cfg.channels, cfg.resize = list(size), channels, resize_mode(cfg)
-    return make_dataset(list(paths), np.array([classes.index(n) for n in names], int), len(classes), cfg,
+    return make_dataset(list(paths), label_indices(classes, names), len(classes), cfg,
                         training=False)
 
 

@@ -83,13 +83,13 @@ def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channel
     if data is None:
         if run is None:
             raise DataError("no data to evaluate on: pass run_dir (its test split is used) or data=FOLDER.")
-        from kdefect.data.split import load_split
+        from kdefect.data.split import label_indices, load_split
 
         paths, names = load_split(run.path)["test"]
         unknown = sorted(set(names) - set(classes))
         if unknown:
             raise DataError(f"the run's test split has labels {unknown} that the model does not know ({classes}).")
-        labels = np.array([classes.index(n) for n in names], int)
+        labels = label_indices(classes, names)
         desc = f"{run.path}/split/test.txt"
     else:
         from kdefect.config import Config

@@ -105,7 +105,7 @@ def predict_heads(model: Any, images: np.ndarray, batch_size: int = 64) -> dict[
 def split_images(run: Any, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(paths, class indices, uint8 images) of a run's saved split."""
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.data.split import load_split
+    from kdefect.data.split import label_indices, load_split
 
     classes, _ = run.classes()
     splits = load_split(run.path)
@@ -117,7 +117,7 @@ def split_images(run: Any, split: str) -> tuple[list[str], np.ndarray, np.ndarra
         raise DataError(f"split/{split}.txt in '{run.path}' has labels {unknown} not in classes.json.")
     cfg = run.config()
     images = load_images(list(paths), tuple(cfg.data.image_size), cfg.data.channels, resize=resize_mode(cfg.data))
-    return [str(p) for p in paths], np.array([classes.index(n) for n in names], int), images
+    return [str(p) for p in paths], label_indices(classes, names), images
 
 
 def split_outputs(run: Any, split: str, model: Any = None, batch_size: int = 64) -> dict[str, Any]:

@@ -63,3 +63,12 @@ def test_save_load_roundtrip(tmp_path):
         assert loaded[name][1] == [idx.classes[idx.labels[i]] for i in sel]
     moved = load_split(tmp_path / "run", root=tmp_path / "moved")
     assert all(p.startswith(str(tmp_path / "moved")) or p.startswith("/elsewhere") for p in moved["train"][0])
+
+
+def test_label_indices_name_an_unknown_label():
+    from kdefect.data.split import label_indices
+    from kdefect.errors import DataError
+
+    assert label_indices(["a", "b", "c"], ["c", "a", "c"]).tolist() == [2, 0, 2]
+    with pytest.raises(DataError, match=r"\['z'\]"):
+        label_indices(["a", "b"], ["a", "z"])

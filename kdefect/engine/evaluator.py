@@ -24,6 +24,7 @@ from kdefect.engine.metrics import classification_metrics, plot_confusion_matrix
 from kdefect.errors import DataError
 from kdefect.keras import keras
 from kdefect.tasks.base import get_task
+from kdefect.tasks.heads import load_model
 from kdefect.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -122,13 +123,10 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     task = get_task(cfg.task)
     if task.evaluate is not None:
         return task.evaluate(run.path, data=data)
-    import kdefect.losses
-    import kdefect.models  # noqa: F401
-
     model_file = target if target.suffix in (".keras", ".h5") else run.model_path
     if not model_file.is_file():
         raise DataError(f"'{model_file}' does not exist: the run did not finish. Run `kdefect fit` again.")
-    model = keras.models.load_model(model_file, compile=False)
+    model = load_model(model_file)
     classes, good = run.classes()
     if data is None:
         from kdefect.data.split import label_indices, load_split

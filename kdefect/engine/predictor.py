@@ -53,7 +53,7 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     from scipy.special import softmax
 
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.trust.outputs import load_model, predict_heads
+    from kdefect.tasks.heads import load_model, predict_heads
 
     run = RunDir.open(target)
     cfg, classes = run.config(), run.classes()[0]

@@ -25,6 +25,7 @@ from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.keras import keras, tf
 from kdefect.tasks.base import get_task
+from kdefect.tasks.heads import load_model
 from kdefect.trust.verdict import format_verdict
 from kdefect.utils.io import atomic_dir, atomic_path
 
@@ -161,7 +162,7 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
         epoch = len(history.rows)
     train_s = time.perf_counter() - t0
     if run.checkpoint_path.is_file():
-        best = keras.models.load_model(run.checkpoint_path, compile=False)
+        best = load_model(run.checkpoint_path)
         model.set_weights(best.get_weights())
         log.info("restored the weights of epoch %s (best %s %.4f)", max(ckpt.best_epoch, 0) + 1, monitor,
                  ckpt.best if ckpt.best is not None else float("nan"))

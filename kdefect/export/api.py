@@ -26,6 +26,7 @@ from kdefect.export.spec import ExportSpec
 from kdefect.export.tflite import input_shape_of, to_tflite
 from kdefect.keras import keras, tfmot
 from kdefect.tasks.base import Task, get_task
+from kdefect.tasks.heads import load_model
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,7 @@ def _open_source(source: Any, run: Any = None) -> _Source:
         rd = RunDir.open(p)
         if not rd.model_path.is_file():
             raise ExportError(f"run '{p}' has no model.keras: the run did not finish. Run `kdefect fit` again.")
-        import kdefect.models  # noqa: F401  (custom layers)
-
-        return _Source(keras.models.load_model(rd.model_path, compile=False), run_obj or rd, str(p))
+        return _Source(load_model(rd.model_path), run_obj or rd, str(p))
     return _Source(load_model_any(p), run_obj, str(p))
 
 

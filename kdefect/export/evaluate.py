@@ -107,10 +107,9 @@ def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channel
 def _keras_probs(run: Any, images: np.ndarray) -> np.ndarray | None:
     if run is None or not run.model_path.is_file():
         return None
-    import kdefect.models  # noqa: F401  (custom layers)
-    from kdefect.keras import keras
+    from kdefect.tasks.heads import load_model
 
-    model = keras.models.load_model(run.model_path, compile=False)
+    model = load_model(run.model_path)
     return np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0))
 
 

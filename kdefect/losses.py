@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import LossConfig
+from kdefect.core.registry import Registry
 from kdefect.errors import ConfigError
 from kdefect.keras import keras, tf
-from kdefect.models.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ def markdown(res: dict) -> str:
                      f"{f['missed']}/{f['gt_boxes']} | {q['map50']:.3f} | {q['latency_ms_p50']:.1f} |")
     lines += ["", "train img/s counts the first step's graph tracing (about a minute here), so tiny budgets understate "
               "steady-state throughput. Recall / missed use the operating threshold (detect.score_threshold, IoU 0.5); "
-              "INT8 = full-integer PTQ (uint8 I/O) of the raw head, decoded by kdefect.edge.detect_decode.",
+              "INT8 = full-integer PTQ (uint8 I/O) of the raw head, decoded by kdefect.core.detect_decode.",
               "", "Per class (float): AP@0.5 / recall at the operating threshold / missed boxes", ""]
     for arch, r in res["results"].items():
         pc = r["float"]["per_class"]

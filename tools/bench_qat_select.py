@@ -19,39 +19,38 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from kdefect.utils.io import write_json, write_text
 
 
 def one(run_dir: Path, keep_best: bool, epochs: int, lr: float, work: Path, seed: int) -> dict:
+    from kdefect.core.run import RunDir
     from kdefect.data.pipeline import load_images, make_dataset, resize_mode
-    from kdefect.data.split import load_split
-    from kdefect.engine.run import RunDir
-    from kdefect.export.api import _Data, _Source, _val_ds, representative_images
+    from kdefect.data.split import label_indices, load_split
     from kdefect.export.evaluate import run_tflite
+    from kdefect.export.representative import stratified_indices
     from kdefect.export.tflite import to_tflite
     from kdefect.optimize import quantize_aware
     from kdefect.trust.outputs import load_model
 
     run = RunDir.open(run_dir)
-    classes, good = run.classes()
+    classes, _ = run.classes()
     cfg = run.config()
     cfg.data.resize = resize_mode(cfg.data)  # an old run's config (no resize key): squash
     size, ch = tuple(cfg.data.image_size), cfg.data.channels
     sp = load_split(run.path)
     tr_paths, tr_names = sp["train"]
-    y_tr = np.array([classes.index(n) for n in tr_names])
+    y_tr = label_indices(classes, tr_names)
     model = load_model(run.model_path)
     train_ds = make_dataset(list(tr_paths), y_tr, len(classes), cfg.data, training=True, seed=seed)
-    src = _Source(model, run, str(run.path))
+    va_paths, va_names = sp["val"]  # the validation split picks the QAT epoch, as `kdefect tflite --qat` does
+    val_ds = make_dataset(list(va_paths), label_indices(classes, va_names), len(classes), cfg.data, training=False)
     t0 = time.perf_counter()
-    q = quantize_aware(model, train_ds, epochs, lr, val_ds=_val_ds(src, None, size, ch) if keep_best else None)
-    rep = representative_images(_Data(list(tr_paths), y_tr, classes, good, cfg.data), size, ch, 200, seed)
+    q = quantize_aware(model, train_ds, epochs, lr, val_ds=val_ds if keep_best else None)
+    rep = load_images([tr_paths[i] for i in stratified_indices(y_tr, 200, seed)], size, ch, resize=cfg.data.resize)
     path = to_tflite(q, work / f"qat_{'best' if keep_best else 'last'}.tflite", "int8", rep)
     te_paths, te_names = sp["test"]
     probs = run_tflite(path, load_images(te_paths, size, ch, resize=cfg.data.resize))
-    y = np.array([classes.index(n) for n in te_names])
+    y = label_indices(classes, te_names)
     return {"accuracy": float((probs.argmax(1) == y).mean()), "errors": int((probs.argmax(1) != y).sum()),
             "seconds": round(time.perf_counter() - t0, 1)}
 

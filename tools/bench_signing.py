@@ -61,7 +61,7 @@ def build_run(root: Path) -> Path:
     from PIL import Image
 
     from kdefect.config import Config
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.keras import keras
     from kdefect.tasks.classify import build_classifier
     from kdefect.utils.io import write_text

@@ -28,7 +28,7 @@ log = logging.getLogger("bench_trust")
 
 
 def calibration_and_review(run: Path, target_risk: float) -> dict:
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.trust.calibrate import apply_temperature, calibrate_run
     from kdefect.trust.outputs import split_outputs
     from kdefect.trust.uncertainty import review_share_for_risk
@@ -89,9 +89,9 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: 
     """
     import tempfile
 
+    from kdefect.core.run import RunDir
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.data.split import load_split
-    from kdefect.engine.run import RunDir
+    from kdefect.data.split import label_indices, load_split
     from kdefect.trust import ood
     from kdefect.trust.outputs import predict_heads
 
@@ -104,7 +104,7 @@ def leave_one_class_out(run: Path, epochs: int, size: int, seed: int, budget_s: 
     for s in ("train", "test"):
         paths, names = sp[s]
         data[s] = (load_images(paths, (size, size), cfg.data.channels, resize=resize_mode(cfg.data)).astype(np.float32),
-                   np.array([classes.index(n) for n in names]))
+                   label_indices(classes, names))
     out = {}
     for h, name in enumerate(classes):
         t0 = time.time()
@@ -144,9 +144,9 @@ def device_gate_agreement(run: Path, model: Path) -> dict:
     device's (``model`` exported with ``--ood-gate knn``, run by kdefect-edge's EdgeClassifier on the image files)."""
     from scipy.stats import spearmanr
 
-    from kdefect.data.split import load_split
+    from kdefect.core.run import RunDir
+    from kdefect.data.split import label_indices, load_split
     from kdefect.edge.classifier import EdgeClassifier
-    from kdefect.engine.run import RunDir
     from kdefect.trust.calibrate import host_knn, load_calibration
     from kdefect.trust.outputs import split_outputs
 
@@ -163,7 +163,7 @@ def device_gate_agreement(run: Path, model: Path) -> dict:
     dev = np.array([d.ood["score"] for d in dec])
     dev_flag = np.array([d.ood["flag"] for d in dec])
     classes = r.classes()[0]
-    y = np.array([classes.index(n) for n in names])
+    y = label_indices(classes, names)
     return {"model": str(model), "n": len(paths), "host_flag_share": float(host_flag.mean()),
             "device_flag_share": float(dev_flag.mean()), "flag_agreement": float((host_flag == dev_flag).mean()),
             "device_accuracy": float(np.mean([classes.index(d.label) == t for d, t in zip(dec, y, strict=True)])),

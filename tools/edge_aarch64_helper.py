@@ -47,7 +47,7 @@ def make_model(out: Path, folder: Path, size: int, per_class: int = 30, epochs: 
 
 def make_mobilenet(out: Path, size: int = 224, alpha: float = 0.35) -> Path:
     """A NEU-sized stand-in for timing only: MobileNetV2 (random weights, 6 classes), INT8 uint8 I/O + sidecar."""
-    from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
+    from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.export.tflite import to_tflite
     from kdefect.keras import keras
 
@@ -103,7 +103,7 @@ def compare(x86: Path, arm: Path, out: Path, meta: dict[str, str], dumps: list[P
             same_interp: Path | None = None) -> dict:
     """Labels of the two logs; with ``dumps`` (x86, arm) the inputs and raw outputs; with ``same_interp`` (an
     x86 dump made with the aarch64 run's interpreter package) whether the raw INT8 outputs are bit-identical."""
-    from kdefect.edge.decision_log import read_log
+    from kdefect.core.decision_log import read_log
     from kdefect.utils.io import write_json
 
     a = {Path(r["source"]).name: r for r in read_log(x86)}

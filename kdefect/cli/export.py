@@ -54,17 +54,18 @@ def tflite(source: str | None, model_file: str | None, mode: str, qat: bool, pru
            ood_gate: str, allow_unready: bool, sign_key: str | None, trust_model: bool) -> None:
     """Export RUN (or --model FILE) to TFLite with its sidecar model.json."""
     from kdefect.errors import ExportError
-    from kdefect.export import export_run
+    from kdefect.export import ExportSpec, export_run
 
     target = model_file or source
     if target is None:
         raise ExportError("give a run folder (kdefect tflite RUN) or your model (kdefect tflite --model FILE).")
-    res = export_run(target, out=out, mode=mode, qat=qat, prune=prune, distill_from=distill_from,
-                     student=student if distill_from else None, edgetpu=edgetpu, input_type=input_type,
-                     output_type=output_type, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                     learning_rate=learning_rate, distill_epochs=distill_epochs, temperature=temperature,
-                     alpha=alpha, calib_size=calib_size, run=run_dir, data=data, ood_gate=ood_gate,
-                     allow_unready=allow_unready, sign_key=sign_key, trust_model=trust_model)
+    spec = ExportSpec(out=out, mode=mode, qat=qat, prune=prune, distill_from=distill_from,
+                      student=student if distill_from else None, edgetpu=edgetpu, input_type=input_type,
+                      output_type=output_type, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      learning_rate=learning_rate, distill_epochs=distill_epochs, temperature=temperature,
+                      alpha=alpha, calib_size=calib_size, run=run_dir, data=data, ood_gate=ood_gate,
+                      allow_unready=allow_unready, sign_key=sign_key, trust_model=trust_model)
+    res = export_run(target, spec)
     keys = ("model", "sidecar", "signature", "quantization", "size_bytes", "sparsity", "edgetpu_report", "edgetpu_fully_mappable")
     summary = {k: res[k] for k in keys if k in res}
     if "input" in res:  # detectors report their raw-head model without I/O details

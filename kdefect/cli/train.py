@@ -32,18 +32,19 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
     """Train a model from a config; writes a complete run folder."""
     from kdefect.config import load_config
     from kdefect.engine import fit as fit_
+    from kdefect.tasks.base import get_task
 
     named = {"data.source": data, "train.epochs": epochs, "name": name, "data.on_bad_image": on_bad_image}
     cfg, base = None, None
     if resume:  # the run's own config is the base: only what the user names is compared with it
-        from kdefect.engine.run import RunDir
+        from kdefect.core.run import RunDir
 
         base = RunDir.open(resume, allow_failed=True).config().to_dict()
     if not resume or config_path or _overrides(sets, **named) or backbone:
         extra = None if config_path else base
         cfg = load_config(config_path, _overrides(sets, **named), extra=extra)
         if backbone:  # detectors keep their backbone under detect.*
-            key = "detect.backbone" if cfg.task == "detect" else "model.backbone"
+            key = get_task(cfg.task).backbone_key
             cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
     run = fit_(cfg, quiet=ctx.obj["quiet"], resume=resume)
     _echo_verdict(run.path)
@@ -52,8 +53,8 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
 
 def _echo_verdict(run_path: object) -> None:
     """The closing block of ``fit`` on stderr (stdout stays the run path; -q keeps it): verdict and next steps."""
-    from kdefect.engine.run import RunDir
-    from kdefect.trust.calibrate import CALIBRATION_FILE
+    from kdefect.core.calibration import CALIBRATION_FILE
+    from kdefect.core.run import RunDir
     from kdefect.trust.verdict import format_verdict
 
     run = RunDir.open(run_path)

@@ -3,7 +3,7 @@
 Why preload: detection sets in inspection (NEU-DET: 1,800 images) fit in memory
 at the model's input size, and decoding once with Pillow (any format, grey /
 RGBA handled) is the exact resize the exported model sees on the device
-(``kdefect.edge.detect_decode.prepare_image``).  Batches stay ragged through
+(``kdefect.core.detect_decode.prepare_image``).  Batches stay ragged through
 keras-cv's augmentation layers (flips, JitteredResize, Mosaic) and are padded
 to dense only at the end; images without objects are simply empty rows.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.detect_decode import prepare_image
 from kdefect.data.boxes import BOX_FORMAT, ragged_targets, scale_boxes, to_dense
-from kdefect.edge.detect_decode import prepare_image
 from kdefect.keras import keras, keras_cv, tf
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kdefect.errors import DataError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -78,3 +80,19 @@ def check_images(paths: Iterable[str | Path], workers: int | None = None) -> lis
         return [check_image(p) for p in paths]
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(check_image, paths, chunksize=32))
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted, hidden skipped) in folders."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += [f for f in list_files(p) if is_image_name(f)]
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"'{p}' does not exist: pass image files or folders of images.")
+    if not files:
+        raise DataError(f"no images (jpg, png, bmp, tif) found in {', '.join(map(str, inputs))}.")
+    return files

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdefect.core.registry import Registry
 from kdefect.errors import ConfigError, DataError
 
 from .images import check_images, is_image_name, list_files
@@ -23,7 +24,7 @@ from .voc import image_label, parse_voc
 log = logging.getLogger(__name__)
 
 SourceFn = Callable[[str, object, str], "DatasetIndex"]
-SOURCES: dict[str, SourceFn] = {}  # the data-source registry (name -> indexer)
+SOURCES = Registry("data source")  # name -> indexer
 
 
 @dataclass
@@ -60,12 +61,7 @@ class DatasetIndex:
 
 def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
     """Decorator: ``@register_source('folder')`` on ``fn(location, data_cfg, task) -> DatasetIndex``."""
-
-    def deco(fn: SourceFn) -> SourceFn:
-        SOURCES[name] = fn
-        return fn
-
-    return deco
+    return SOURCES.register(name)
 
 
 def _apply_policy(bad: list[tuple[str, str]], data_cfg, root: Path) -> list[tuple[str, str]]:
@@ -272,7 +268,7 @@ def index_dataset(data_cfg, task: str = "classify") -> DatasetIndex:
     kind, location = resolve_source(data_cfg)
     if kind not in SOURCES:
         raise ConfigError(f"data.source kind '{kind}' is unknown; registered: {', '.join(sorted(SOURCES))}.")
-    idx = SOURCES[kind](location, data_cfg, task)
+    idx = SOURCES.get(kind)(location, data_cfg, task)
     log.info("indexed %d images in %d classes from %s (%d skipped)", len(idx), idx.num_classes, idx.root,
              len(idx.skipped))
     return idx

@@ -126,6 +126,16 @@ def load_split(run_dir: str | Path, root: str | Path | None = None) -> dict[str,
     return result
 
 
+def label_indices(classes: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Class indices of label names (a split file's second column); a DataError names a label the run lacks."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - set(lookup))
+    if unknown:
+        raise DataError(f"labels {unknown} are not among the run's classes {list(classes)}: the split files and "
+                        "classes.json disagree. Re-create the run with `kdefect fit`.")
+    return np.array([lookup[n] for n in names], dtype=int)
+
+
 def write_skipped(run_dir: str | Path, skipped: Sequence[tuple[str, str]]) -> Path | None:
     """``run_dir/skipped.csv`` (path, reason) when files were skipped; None when there were none."""
     if not skipped:

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kdefect.edge.decisions import Decision, DecisionRule, rule_from_sidecar
+from kdefect.core.decisions import Decision, DecisionRule, rule_from_sidecar
+from kdefect.core.sidecar import Sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
 from kdefect.edge.preprocess import RESIZE_MODES, ImagePolicy, load_image, prepare
-from kdefect.edge.sidecar import Sidecar
 from kdefect.edge.signing import read_artefacts
 from kdefect.errors import EdgeError, ModelIntegrityError
 

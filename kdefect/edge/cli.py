@@ -156,8 +156,8 @@ def closing_summary(s: Any, backend: str, threads: int, log_path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kdefect.core.decision_log import DecisionLog
     from kdefect.edge.classifier import EdgeClassifier
-    from kdefect.edge.decision_log import DecisionLog
     from kdefect.edge.preprocess import ImagePolicy
     from kdefect.edge.review import ReviewQueue
     from kdefect.edge.stream import run_stream

@@ -145,7 +145,7 @@ def output_roles(model_path: str | Path) -> dict[str, int]:
     in the sidecar (``output.index``, ``output.features_index``).  Without a
     sidecar the first output is the class output.
     """
-    from kdefect.edge.sidecar import sidecar_path
+    from kdefect.core.sidecar import sidecar_path
     from kdefect.utils.io import read_json
 
     sp = sidecar_path(model_path)

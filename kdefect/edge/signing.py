@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdefect.edge.sidecar import Sidecar, parse_sidecar, sidecar_path
+from kdefect.core.sidecar import Sidecar, parse_sidecar, sidecar_path
 from kdefect.errors import ModelIntegrityError
 from kdefect.utils.io import atomic_path
 

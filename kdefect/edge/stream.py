@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.decision_log import DecisionLog, PartKey, file_key, now_iso
 from kdefect.edge.classifier import EdgeClassifier
-from kdefect.edge.decision_log import DecisionLog, PartKey, file_key, now_iso
 from kdefect.edge.preprocess import ImageRejected
 from kdefect.edge.review import ReviewQueue
 from kdefect.edge.sources import Item

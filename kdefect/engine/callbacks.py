@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kdefect.engine.selection import score
 from kdefect.errors import ModelError
 from kdefect.keras import keras
 from kdefect.utils.io import atomic_path, write_text
@@ -18,35 +19,48 @@ from kdefect.utils.io import atomic_path, write_text
 log = logging.getLogger(__name__)
 
 
-class AtomicBestCheckpoint(keras.callbacks.Callback):
-    """Save the best model atomically, so a crash never leaves half a checkpoint.
+class KeepBest(keras.callbacks.Callback):
+    """The one keep-the-best-epoch mechanism (classifier training, detector training, QAT).
 
-    "Best" compares ``keys`` in order ((log key, sign), lower signed value wins; see
-    ``kdefect.engine.selection``): the monitored metric first, then its tie-breaks.
+    Why: the last epoch is not reliably the best one, and the validation split can tell. "Best" compares
+    ``keys`` in order ((log key, sign), lower signed value wins; ``kdefect.engine.selection``), by default the
+    ``monitor`` alone, lower is better; an epoch whose monitored value is missing or not finite never counts.
+    ``path``: also save the best model there, atomically, so a crash never leaves half a checkpoint.
+    ``restore``: put the best weights back when training ends (kept in memory only then).
     """
 
-    def __init__(self, path: str | Path, monitor: str = "val_loss", mode: str = "min",
-                 keys: list[tuple[str, float]] | None = None) -> None:
+    def __init__(self, monitor: str = "val_loss", keys: list[tuple[str, float]] | None = None,
+                 path: str | Path | None = None, restore: bool = True) -> None:
         super().__init__()
-        self.path = Path(path)
         self.monitor = monitor
-        self.keys = keys or [(monitor, 1.0 if mode == "min" else -1.0)]
+        self.keys = keys or [(monitor, 1.0)]
+        self.path = Path(path) if path is not None else None
+        self.restore = restore
         self.best: float | None = None
-        self.best_epoch: int | None = None
+        self.best_epoch = -1
+        self.last_epoch = -1
         self._best_score: tuple[float, ...] | None = None
+        self._weights: list[Any] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        from kdefect.engine.selection import score
-
+        self.last_epoch = epoch
         logs = logs or {}
         s = score(logs, self.keys)
-        if s is None:
+        if s is None or not math.isfinite(s[0]) or (self._best_score is not None and s >= self._best_score):
             return
-        if self._best_score is None or s < self._best_score:
-            self._best_score, self.best, self.best_epoch = s, float(logs[self.keys[0][0]]), epoch
+        self._best_score, self.best, self.best_epoch = s, float(logs[self.keys[0][0]]), epoch
+        if self.restore:
+            self._weights = self.model.get_weights()
+        if self.path is not None:
             with atomic_path(self.path, suffix=".keras") as tmp:
                 self.model.save(tmp)
-            log.debug("epoch %d: %s improved to %.4f, checkpoint saved", epoch + 1, self.keys[0][0], self.best)
+        log.debug("epoch %d: %s improved to %.4f", epoch + 1, self.keys[0][0], self.best)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.restore and self._weights is not None and self.best_epoch != self.last_epoch:
+            self.model.set_weights(self._weights)
+            log.info("kept epoch %d of %d (best %s %.4f)", self.best_epoch + 1, self.last_epoch + 1, self.monitor,
+                     self.best)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -94,34 +108,6 @@ class HistoryCSV(keras.callbacks.Callback):
         w.writeheader()
         w.writerows(self.rows)
         write_text(self.path, buf.getvalue())
-
-
-class KeepBest(keras.callbacks.Callback):
-    """Keep the weights of the epoch with the lowest ``monitor`` and restore them when training ends.
-
-    Why: short fine-tuning (QAT) moves around between epochs; the last epoch
-    is not reliably the best one, and the run's validation split can tell.
-    """
-
-    def __init__(self, monitor: str = "val_loss") -> None:
-        super().__init__()
-        self.monitor = monitor
-        self.best: float | None = None
-        self.best_epoch = -1
-        self.last_epoch = -1
-        self._weights: list[Any] | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.last_epoch = epoch
-        value = (logs or {}).get(self.monitor)
-        if value is not None and (self.best is None or value < self.best):
-            self.best, self.best_epoch, self._weights = float(value), epoch, self.model.get_weights()
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._weights is not None and self.best_epoch != self.last_epoch:
-            self.model.set_weights(self._weights)
-            log.info("kept epoch %d of %d (best %s %.4f)", self.best_epoch + 1, self.last_epoch + 1, self.monitor,
-                     self.best)
 
 
 class TimeBudget(keras.callbacks.Callback):

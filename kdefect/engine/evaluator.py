@@ -17,10 +17,14 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config
+from kdefect.core.calibration import apply_temperature, load_calibration, thresholds_from
+from kdefect.core.run import RunDir
+from kdefect.core.sidecar import read_sidecar
 from kdefect.engine.metrics import classification_metrics, plot_confusion_matrix
-from kdefect.engine.run import RunDir
 from kdefect.errors import DataError
 from kdefect.keras import keras
+from kdefect.tasks.base import get_task
+from kdefect.tasks.heads import load_model
 from kdefect.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -59,7 +63,6 @@ def evaluate_model(model: keras.Model, paths: list[str], labels: np.ndarray, cla
     probs = predict_probs(model, paths, cfg, quiet=quiet)
     metrics = classification_metrics(np.asarray(labels), probs, classes, good_label, skipped=skipped)
     if judge is not None:
-        from kdefect.trust.calibrate import apply_temperature
         from kdefect.trust.verdict import assess
 
         thresholds, targets, split = judge
@@ -109,41 +112,33 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     """Evaluate a run folder, a ``.keras`` model in one, or a ``.tflite`` model."""
     target = Path(target)
     if target.suffix == ".tflite":
-        from kdefect.edge.sidecar import read_sidecar
-
-        if read_sidecar(target).task == "detect":
-            from kdefect.tasks.detect import evaluate_detector
-
-            return evaluate_detector(target, data=data)
+        task = get_task(read_sidecar(target).task)
+        if task.evaluate is not None:
+            return task.evaluate(target, data=data)
         from kdefect.export.evaluate import evaluate_tflite
 
         return evaluate_tflite(target, data=data, out=out)
     run = resolve_run(target)
     cfg = run.config()
-    if cfg.task == "detect":
-        from kdefect.tasks.detect import evaluate_detector
-
-        return evaluate_detector(run.path, data=data)
-    import kdefect.losses
-    import kdefect.models  # noqa: F401
-
+    task = get_task(cfg.task)
+    if task.evaluate is not None:
+        return task.evaluate(run.path, data=data)
     model_file = target if target.suffix in (".keras", ".h5") else run.model_path
     if not model_file.is_file():
         raise DataError(f"'{model_file}' does not exist: the run did not finish. Run `kdefect fit` again.")
-    model = keras.models.load_model(model_file, compile=False)
+    model = load_model(model_file)
     classes, good = run.classes()
     if data is None:
-        from kdefect.data.split import load_split
+        from kdefect.data.split import label_indices, load_split
 
         paths, names = load_split(run.path)["test"]
-        labels = np.array([classes.index(n) for n in names])
+        labels = label_indices(classes, names)
         skipped = 0
         out_dir = Path(out) if out else run.path / "evaluation" / "test"
     else:
         paths, labels, skipped = labelled_data(data, cfg, classes)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data)).strip("_")[-60:]
         out_dir = Path(out) if out else run.path / "evaluation" / slug
-    from kdefect.trust.calibrate import load_calibration, thresholds_from
     from kdefect.trust.verdict import targets_of
 
     cal = load_calibration(run) if model_file == run.model_path else None

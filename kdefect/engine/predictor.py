@@ -3,7 +3,7 @@
 Why the device's decision rule on the host: a calibrated run (``kdefect
 calibrate``) or an exported model's sidecar carries the temperature, the review
 threshold, the OOD gate and the operating point; ``predict`` applies them with
-``kdefect.edge.decisions`` exactly as ``kdefect-edge`` does, so a part the host
+``kdefect.core.decisions`` exactly as ``kdefect-edge`` does, so a part the host
 sends to review is one the line would send to review too.
 """
 
@@ -17,34 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.engine.run import RunDir
-from kdefect.errors import DataError
+from kdefect.core.calibration import load_calibration, thresholds_from
+from kdefect.core.decisions import rule_from_sidecar, rule_from_thresholds
+from kdefect.core.run import RunDir
+from kdefect.core.sidecar import read_sidecar
+from kdefect.data.images import check_images, collect_images
+from kdefect.tasks.base import get_task
 from kdefect.utils.io import write_text
 
 log = logging.getLogger(__name__)
 
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively, sorted, hidden skipped) in folders."""
-    from kdefect.data.images import is_image_name, list_files
-
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += [f for f in list_files(p) if is_image_name(f)]
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"'{p}' does not exist: pass image files or folders of images.")
-    if not files:
-        raise DataError(f"no images (jpg, png, bmp, tif) found in {', '.join(map(str, inputs))}.")
-    return files
-
 
 def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
     """Split files into decodable ones and {path: reason}, with the same check as training data."""
-    from kdefect.data.images import check_images
-
     reasons = check_images(paths)
     good = [p for p, r in zip(paths, reasons) if r is None]
     return good, {str(p): f"unreadable image: {r}" for p, r in zip(paths, reasons) if r is not None}
@@ -68,9 +53,7 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     from scipy.special import softmax
 
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.edge.decisions import rule_from_thresholds
-    from kdefect.trust.calibrate import load_calibration, thresholds_from
-    from kdefect.trust.outputs import load_model, predict_heads
+    from kdefect.tasks.heads import load_model, predict_heads
 
     run = RunDir.open(target)
     cfg, classes = run.config(), run.classes()[0]
@@ -95,9 +78,7 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
     A model exported with the kNN gate also gives its feature output: the rule scores it as the device does.
     """
     from kdefect.data.pipeline import load_images
-    from kdefect.edge.decisions import rule_from_sidecar
     from kdefect.edge.interpreter import TFLiteRunner, roles_of
-    from kdefect.edge.sidecar import read_sidecar
 
     sc = read_sidecar(target)
     h, w = sc.input.size
@@ -108,7 +89,6 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
 def _task_of(target: Path) -> str:
     if target.suffix == ".tflite":
-        from kdefect.edge.sidecar import read_sidecar
 
         return read_sidecar(target).task
     return RunDir.open(target).config().task
@@ -127,10 +107,9 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
     and the review / OOD flags and pass-fail verdict of the calibrated decision rule.
     """
     target = Path(model)
-    if _task_of(target) == "detect":
-        from kdefect.tasks.detect import predict_detector
-
-        return predict_detector(target, list(inputs), out=out)
+    task = get_task(_task_of(target))
+    if task.predict is not None:
+        return task.predict(target, list(inputs), out=out)
     files = collect_images(list(inputs))
     readable, bad = _readable(files)
     probs, feats, classes, rule, knn = np.zeros((0, 0)), None, [], None, None

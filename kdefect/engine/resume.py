@@ -97,7 +97,7 @@ def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
 
 def open_for_resume(run_path: str | Path, cfg: Any | None = None) -> tuple[Any, Any, ResumePoint]:
     """(RunDir, the run's config, where to continue); refuses a complete run or a different config."""
-    from kdefect.engine.run import FAILED, MANIFEST, RunDir
+    from kdefect.core.run import FAILED, MANIFEST, RunDir
 
     run = RunDir.open(run_path, allow_failed=True)  # a run stopped by an error is what resume is for
     saved = run.config()

@@ -20,31 +20,26 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config, validate_config
+from kdefect.core.run import RunDir
 from kdefect.engine.callbacks import (
-    AtomicBestCheckpoint,
     HistoryCSV,
     ImageCounter,
+    KeepBest,
     StopOnNonFiniteLoss,
     TimeBudget,
     lr_callbacks,
 )
+from kdefect.engine.optimizers import build_optimizer
 from kdefect.engine.resume import STATE_DIR, ResumePoint, ResumeState
-from kdefect.engine.run import RunDir
 from kdefect.engine.selection import direction, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
+from kdefect.tasks.base import get_task
+from kdefect.tasks.heads import load_model
 from kdefect.utils.io import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
-
-
-def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9)
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=weight_decay or 1e-4)
-    return keras.optimizers.Adam(lr)
 
 
 def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
@@ -67,11 +62,12 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
     else:
         check_split_leaks(index, split, scan)
-    if cfg.data.subsample and cfg.task == "classify":
+    image_labels = get_task(cfg.task).image_labels
+    if cfg.data.subsample and image_labels:
         train = np.asarray(split["train"])
         keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
         split = dict(split, train=train[keep])
-    good = cfg.data.good_label if cfg.task == "classify" else None
+    good = cfg.data.good_label if image_labels else None
     profile = profile_index(index, split, good, dropped=dropped, scan=scan)
     profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
@@ -96,12 +92,9 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
 def _preflight(cfg: Config, split: dict[str, np.ndarray]) -> None:
     """The checks that would otherwise fail only after the run folder exists: backbone and batch size."""
     validate_config(cfg)  # the resolved ``auto`` values too
-    if cfg.task == "detect":
-        from kdefect.models.detectors import backbone_names
-
-        if cfg.detect.backbone not in backbone_names():
-            raise ConfigError(f"detect.backbone '{cfg.detect.backbone}' is unknown. "
-                              f"Available: {', '.join(backbone_names())}.")
+    task = get_task(cfg.task)
+    if task.preflight is not None:  # a task with its own lifecycle checks its own keys
+        task.preflight(cfg, split)
         return
     from kdefect.models.backbones import check_backbone
 
@@ -133,7 +126,8 @@ def _compile(model: keras.Model, cfg: Config, loss: Any, lr: float, good_index: 
 
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                *selection_metrics(int(model.output_shape[-1]), good_index, cfg.trust.target_escape)]
-    model.compile(optimizer=_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay), loss=loss, metrics=metrics)
+    optimizer = build_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
 def _verbose(quiet: bool) -> int:
@@ -170,7 +164,7 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     has_val = "val" in data
     good_index = index.classes.index(cfg.data.good_label) if cfg.data.good_label in index.classes else None
     monitor = resolve_monitor(cfg.train.monitor, good_index, has_val)
-    ckpt = AtomicBestCheckpoint(run.checkpoint_path, monitor=monitor, keys=selection_keys(monitor))
+    ckpt = KeepBest(monitor, keys=selection_keys(monitor), path=run.checkpoint_path, restore=False)
     callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), history, counter, ckpt,
                                                  keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
@@ -221,11 +215,11 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     saver.finish(epoch)
     train_s = time.perf_counter() - t0
     if run.checkpoint_path.is_file():
-        best = keras.models.load_model(run.checkpoint_path, compile=False)
+        best = load_model(run.checkpoint_path)
         model.set_weights(best.get_weights())
-        log.info("restored the weights of epoch %s (best %s %.4f)", (ckpt.best_epoch or 0) + 1, monitor,
+        log.info("restored the weights of epoch %s (best %s %.4f)", max(ckpt.best_epoch, 0) + 1, monitor,
                  ckpt.best if ckpt.best is not None else float("nan"))
-    stats = {"train_seconds": round(train_s, 2), "epochs_run": epoch, "best_epoch": (ckpt.best_epoch or 0) + 1,
+    stats = {"train_seconds": round(train_s, 2), "epochs_run": epoch, "best_epoch": max(ckpt.best_epoch, 0) + 1,
              "monitor": monitor, "best_value": ckpt.best,
              "train_images": counter.images, "train_images_per_s": round(counter.images_per_s, 2),
              "time_budget_exhausted": bool(budget and budget.exhausted),
@@ -268,10 +262,9 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
         if cfg is None:
             raise ConfigError("fit needs a config (or resume=RUN to continue a run).")
         cfg = copy.deepcopy(cfg)
-        if cfg.task == "detect":
-            from kdefect.tasks.detect import fit_detector
-
-            return fit_detector(cfg, quiet=quiet)
+        task = get_task(cfg.task)
+        if task.fit is not None:
+            return task.fit(cfg, quiet=quiet)
         run, index, split = prepare_run(cfg, split)
     with run.failure_recorded():
         model, stats = train_model(cfg, run, index, split, quiet=quiet, resume=point)

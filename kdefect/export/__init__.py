@@ -7,10 +7,11 @@ The pure per-step functions are re-exported here; ``export_run`` chains them for
 from __future__ import annotations
 
 from kdefect.export.api import export_run
+from kdefect.export.spec import ExportSpec
 from kdefect.export.tflite import to_tflite
 from kdefect.optimize import distill, prune, quantize_aware
 
-__all__ = ["distill", "evaluate_tflite", "export_run", "prune", "quantize_aware", "to_tflite"]
+__all__ = ["ExportSpec", "distill", "evaluate_tflite", "export_run", "prune", "quantize_aware", "to_tflite"]
 
 
 def evaluate_tflite(*args, **kwargs):

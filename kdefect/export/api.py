@@ -15,13 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.calibration import load_calibration, thresholds_from
+from kdefect.core.run import RunDir
+from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
 from kdefect.edge.preprocess import resize_mode
-from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
 from kdefect.errors import ExportError
 from kdefect.export.litert_info import model_io, weight_sparsity
 from kdefect.export.representative import stratified_indices
+from kdefect.export.spec import ExportSpec
 from kdefect.export.tflite import input_shape_of, to_tflite
 from kdefect.keras import keras, tfmot
+from kdefect.tasks.base import Task, get_task
+from kdefect.tasks.heads import load_model
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ def verified_run(path: str | Path) -> Any:
     Why: a model.keras swapped into a run folder would otherwise be exported with a fresh, valid sidecar
     (and signature).  A run without a manifest (made by hand or by an old kdefect) gets a warning.
     """
-    from kdefect.engine.run import MANIFEST, RunDir
+    from kdefect.core.run import MANIFEST, RunDir
 
     rd = RunDir.open(path)
     if not (rd.path / MANIFEST).is_file():
@@ -82,9 +87,7 @@ def _open_source(source: Any, run: Any = None, trust_model: bool = False) -> _So
         rd = verified_run(p)
         if not rd.model_path.is_file():
             raise ExportError(f"run '{p}' has no model.keras: the run did not finish. Run `kdefect fit` again.")
-        import kdefect.models  # noqa: F401  (custom layers)
-
-        return _Source(keras.models.load_model(rd.model_path, compile=False), run_obj or rd, str(p))
+        return _Source(load_model(rd.model_path), run_obj or rd, str(p))
     if p.is_dir() and not (p / "saved_model.pb").is_file():
         raise ExportError(
             f"'{p}' is not a kdefect run folder (it has no config.yaml) nor a SavedModel (no saved_model.pb). "
@@ -103,13 +106,13 @@ def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int, re
     from kdefect.config import Config
 
     if src.run is not None and data is None:
-        from kdefect.data.split import load_split
+        from kdefect.data.split import label_indices, load_split
 
         classes, good = src.run.classes()
         paths, names = load_split(src.run.path)["train"]
         cfg = src.run.config()
         cfg.data.resize = resize
-        return _Data(list(paths), np.array([classes.index(n) for n in names], int), classes, good, cfg.data)
+        return _Data(list(paths), label_indices(classes, names), classes, good, cfg.data)
     if data is None:
         return None
     from kdefect.data.sources import index_dataset
@@ -156,7 +159,7 @@ def _val_ds(src: _Source, data: Any, size: tuple[int, int], channels: int) -> An
     if src.run is None or data is not None:
         return None
     from kdefect.data.pipeline import make_dataset
-    from kdefect.data.split import load_split
+    from kdefect.data.split import label_indices, load_split
 
     classes, _ = src.run.classes()
     paths, names = load_split(src.run.path).get("val", ([], []))
@@ -164,7 +167,7 @@ def _val_ds(src: _Source, data: Any, size: tuple[int, int], channels: int) -> An
         return None
     cfg = src.run.config().data
     cfg.image_size, cfg.channels, cfg.resize = list(size), channels, resize_mode(cfg)
-    return make_dataset(list(paths), np.array([classes.index(n) for n in names], int), len(classes), cfg,
+    return make_dataset(list(paths), label_indices(classes, names), len(classes), cfg,
                         training=False)
 
 
@@ -176,24 +179,22 @@ def _default_out(src: _Source, tag: str) -> Path:
     return base / f"{p.stem or 'model'}_{tag}.tflite"
 
 
-def _is_detection_run(source: Any) -> bool:
+def _own_export(source: Any) -> Task | None:
+    """The run's task when it exports itself (detection: the raw head), else None (the classifier path)."""
     if not isinstance(source, (str, Path)) or not (Path(source) / "config.yaml").is_file():
-        return False
-    from kdefect.engine.run import RunDir
+        return None
+    task = get_task(RunDir.open(source).config().task)
+    return task if task.export is not None else None
 
-    return RunDir.open(source).config().task == "detect"
 
-
-def _export_detection_run(run: Path, out: str | Path | None, mode: str, qat: bool, prune: float | None,
-                          distill_from: Any, edgetpu: bool) -> dict[str, Any]:
+def _export_task_run(task: Task, run: Path, out: str | Path | None, mode: str, qat: bool, prune: float | None,
+                     distill_from: Any, edgetpu: bool) -> dict[str, Any]:
     """Detectors export their raw head (PTQ); numpy decoding + NMS run after the interpreter."""
-    from kdefect.tasks.detect import export_detector
-
     if prune or distill_from:
         raise ExportError("--prune and --distill-from are for classifiers; export a detector with --int8 (PTQ).")
     path = Path(out) if out else run / "export" / f"model_{mode}{'_ptq' if mode == 'int8' else ''}.tflite"
-    path = export_detector(run, path, mode="qat" if qat else mode)
-    res: dict[str, Any] = {"model": str(path), "task": "detect", "mode": mode, "steps": [f"{mode} (raw head)"]}
+    path = task.export(run, path, mode="qat" if qat else mode)
+    res: dict[str, Any] = {"model": str(path), "task": task.name, "mode": mode, "steps": [f"{mode} (raw head)"]}
     if edgetpu:
         from kdefect.export.edgetpu import write_report
 
@@ -229,7 +230,18 @@ def check_readiness(src: _Source, cal: dict[str, Any] | None, allow_unready: boo
             "exported_unready": not ready, "reasons": reasons}
 
 
-def export_run(
+def export_run(source: Any, spec: ExportSpec | None = None, **options: Any) -> dict[str, Any]:
+    """Export a run folder (or a model) to TFLite with its sidecar, as ``spec`` says; returns a summary dict.
+
+    ``options``: ``ExportSpec`` fields as keywords (they replace those of ``spec``), the call before ExportSpec.
+    ``spec.ood_gate``: the device's unknown-defect gate. ``msp`` (1 - max calibrated probability, from
+    ``kdefect calibrate``), ``knn`` (a second, feature output and a bank of the training split's device features
+    beside the model; needs a run's splits) or ``none``.
+    """
+    return _export(source, **ExportSpec.of(spec, **options).options())
+
+
+def _export(
     source: Any,
     out: str | Path | None = None,
     mode: str = "int8",
@@ -255,13 +267,7 @@ def export_run(
     sign_key: str | Path | None = None,
     trust_model: bool = False,
 ) -> dict[str, Any]:
-    """Export a run folder (or a model) to TFLite with its sidecar; returns a summary dict.
-
-    ``ood_gate``: the device's unknown-defect gate. ``msp`` (1 - max calibrated
-    probability, from ``kdefect calibrate``), ``knn`` (a second, feature output
-    and a bank of the training split's device features beside the model; needs a
-    run's splits) or ``none``.
-    """
+    """``export_run`` with the spec's fields as arguments."""
     from kdefect.export.feature_gate import GATES
 
     if ood_gate not in GATES:
@@ -271,17 +277,17 @@ def export_run(
         from kdefect.edge.signing import load_private_key
 
         key = load_private_key(sign_key)  # a wrong key fails before a long export, not after
-    if _is_detection_run(source):
+    own = _own_export(source)
+    if own is not None:
         if sign_key is not None:
             raise ExportError("--sign is for classifiers (the edge runtime classifies only); drop it for detectors.")
         if ood_gate == "knn":
             raise ExportError("--ood-gate knn is for classifiers; detectors have no OOD gate yet.")
         verified_run(source)
-        return _export_detection_run(Path(source), out, mode, qat, prune, distill_from, edgetpu)
+        return _export_task_run(own, Path(source), out, mode, qat, prune, distill_from, edgetpu)
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
     from kdefect.optimize import quantize_aware
-    from kdefect.trust.calibrate import load_calibration, thresholds_from  # lazy: scipy only when exporting
 
     if edgetpu and mode != "int8":
         raise ExportError(f"--edgetpu needs a full-integer model: use --int8 (not --{mode}).")

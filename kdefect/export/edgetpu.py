@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.edge.sidecar import read_sidecar, sidecar_path, write_sidecar
+from kdefect.core.sidecar import read_sidecar, sidecar_path, write_sidecar
 from kdefect.export.litert_info import open_model, ops, tensors
 from kdefect.utils.io import write_json, write_text
 

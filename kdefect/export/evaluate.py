@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.edge.decisions import rule_from_sidecar
+from kdefect.core.decisions import rule_from_sidecar
+from kdefect.core.sidecar import read_sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
-from kdefect.edge.sidecar import read_sidecar
 from kdefect.engine.metrics import classification_metrics
 from kdefect.errors import DataError, ExportError
 from kdefect.utils.io import write_json
@@ -83,13 +83,13 @@ def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channel
     if data is None:
         if run is None:
             raise DataError("no data to evaluate on: pass run_dir (its test split is used) or data=FOLDER.")
-        from kdefect.data.split import load_split
+        from kdefect.data.split import label_indices, load_split
 
         paths, names = load_split(run.path)["test"]
         unknown = sorted(set(names) - set(classes))
         if unknown:
             raise DataError(f"the run's test split has labels {unknown} that the model does not know ({classes}).")
-        labels = np.array([classes.index(n) for n in names], int)
+        labels = label_indices(classes, names)
         desc = f"{run.path}/split/test.txt"
     else:
         from kdefect.config import Config
@@ -107,10 +107,9 @@ def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channel
 def _keras_probs(run: Any, images: np.ndarray) -> np.ndarray | None:
     if run is None or not run.model_path.is_file():
         return None
-    import kdefect.models  # noqa: F401  (custom layers)
-    from kdefect.keras import keras
+    from kdefect.tasks.heads import load_model
 
-    model = keras.models.load_model(run.model_path, compile=False)
+    model = load_model(run.model_path)
     return np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0))
 
 
@@ -127,7 +126,7 @@ def evaluate_tflite(
     ``run_dir`` defaults to the sidecar's ``source_run``; ``data``: None (the run's test split), a
     folder of class sub-folders, or ``(uint8 images, label indices)``. ``out``: folder for metrics.json.
     """
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
 
     model_path = Path(model_path)
     sc = read_sidecar(model_path)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.knn import KNN, save_bank
 from kdefect.edge.interpreter import TFLiteRunner
-from kdefect.edge.knn import KNN, save_bank
 from kdefect.errors import ExportError
 from kdefect.keras import keras
 

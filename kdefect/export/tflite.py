@@ -10,9 +10,12 @@ a temporary file that is renamed only on success.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdefect.core.registry import Registry
 from kdefect.errors import ExportError
 from kdefect.export.representative import materialize, representative_fn
 from kdefect.keras import keras, tf
@@ -20,7 +23,6 @@ from kdefect.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-MODES = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}
 
 
@@ -90,22 +92,51 @@ def configure(converter: Any, mode: str, representative: Any = None, input_type:
               output_type: str = "uint8", input_range: tuple[float, float] | None = (0.0, 255.0),
               max_samples: int = 1000) -> None:
     """Set the converter's optimisation for ``mode`` (see ``MODES``)."""
-    if mode not in MODES:
+    if mode not in EXPORT_MODES:
         raise ExportError(f"unknown TFLite mode '{mode}'; choose one of {', '.join(MODES)}.")
     for name, t in (("input_type", input_type), ("output_type", output_type)):
         if t not in IO_TYPES:
             raise ExportError(f"{name} '{t}' is not one of {', '.join(IO_TYPES)}.")
-    if mode == "float32":
-        return
+    EXPORT_MODES.get(mode).configure(converter, representative, input_type, output_type, input_range, max_samples)
+
+
+@dataclass(frozen=True)
+class ExportMode:
+    """One TFLite optimisation: how it sets up the converter; full-integer modes need representative images."""
+
+    configure: Callable[[Any, Any, str, str, tuple[float, float] | None, int], None]
+    full_integer: bool = False
+
+
+def _float32(converter: Any, *_: Any) -> None:
+    """No optimisation: the reference model."""
+
+
+def _dynamic(converter: Any, *_: Any) -> None:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif mode == "int8":
-        samples = materialize(representative, limit=max_samples)
-        converter.representative_dataset = representative_fn(samples, input_range)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = IO_TYPES[input_type]
-        converter.inference_output_type = IO_TYPES[output_type]
+
+
+def _float16(converter: Any, *_: Any) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+def _int8(converter: Any, representative: Any, input_type: str, output_type: str,
+          input_range: tuple[float, float] | None, max_samples: int) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    samples = materialize(representative, limit=max_samples)
+    converter.representative_dataset = representative_fn(samples, input_range)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = IO_TYPES[input_type]
+    converter.inference_output_type = IO_TYPES[output_type]
+
+
+EXPORT_MODES = Registry("TFLite mode")
+EXPORT_MODES.add("float32", ExportMode(_float32))
+EXPORT_MODES.add("float16", ExportMode(_float16))
+EXPORT_MODES.add("dynamic", ExportMode(_dynamic))
+EXPORT_MODES.add("int8", ExportMode(_int8, full_integer=True))
+MODES = ("float32", "float16", "dynamic", "int8")  # the order the CLI and messages list them in
 
 
 def to_tflite(
@@ -133,14 +164,14 @@ def to_tflite(
     except Exception as exc:  # the converter raises many types (ConverterError, RuntimeError, ValueError...)
         msg = str(exc).strip().splitlines()
         detail = next((m for m in msg if "error" in m.lower()), msg[0] if msg else type(exc).__name__)
-        hint = (" Some ops have no INT8 kernel: try --dynamic or --float16, or replace the op." if mode == "int8"
-                else "")
+        hint = (" Some ops have no INT8 kernel: try --dynamic or --float16, or replace the op."
+                if EXPORT_MODES.get(mode).full_integer else "")
         raise ExportError(f"TFLite conversion ({mode}) of '{getattr(model, 'name', model)}' failed: {detail}.{hint}"
                           ) from exc
     with atomic_path(out_path, suffix=".tflite") as tmp:
         tmp.write_bytes(blob)
     log.info("wrote %s (%s, %.1f KiB)", out_path, mode, len(blob) / 1024)
-    if mode == "int8":
+    if EXPORT_MODES.get(mode).full_integer:
         from kdefect.export.litert_info import float_ops
 
         floats = float_ops(out_path)

@@ -6,14 +6,19 @@ and presets download weights, so every size is spelled out here instead.
 Backbones: keras-cv's YOLOv8 / CSPDarkNet / ResNet (v1) backbones, or any kdefect
 registry backbone wrapped to expose its stride-8/16/32 feature maps as P3-P5.
 The *raw head* model (box regression + class logits, no decoding, no NMS) is
-what gets exported; ``kdefect.edge.detect_decode`` decodes it in numpy.
+what gets exported; ``kdefect.core.detect_decode`` decodes it in numpy.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from kdefect.core import detect_decode as dd
+from kdefect.core.registry import Registry
+from kdefect.data.boxes import BOX_FORMAT
 from kdefect.errors import ConfigError, ModelError
 from kdefect.keras import keras, keras_cv
 
@@ -91,35 +96,67 @@ def build_backbone_pyramid(name: str, size: tuple[int, int], weights: str = "non
     return _wrap_registry(name, shape, weights)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """One keras-cv detector family: how to build it on a backbone pyramid, its losses, and its raw head."""
+
+    build: Callable[[keras.Model, int, int, int], keras.Model]  # (backbone, num_classes, fpn_depth, head_convs)
+    losses: dict[str, str]
+    raw_head: Callable[[keras.Model], keras.Model]
+
+
+def _build_yolov8(bb: keras.Model, num_classes: int, fpn_depth: int, head_convs: int) -> keras.Model:
+    return keras_cv().models.YOLOV8Detector(backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
+                                            fpn_depth=fpn_depth)
+
+
+def _build_retinanet(bb: keras.Model, num_classes: int, fpn_depth: int, head_convs: int) -> keras.Model:
+    import numpy as np
+    from keras_cv.src.models.object_detection.retinanet import PredictionHead  # lazy: keras-cv loads on use
+
+    prior = keras.initializers.Constant(-np.log((1 - 0.01) / 0.01))
+    return keras_cv().models.RetinaNet(
+        backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
+        classification_head=PredictionHead(9 * num_classes, prior, num_conv_layers=head_convs),
+        box_head=PredictionHead(9 * 4, keras.initializers.Zeros(), num_conv_layers=head_convs))
+
+
+def _yolov8_raw_head(model: keras.Model) -> keras.Model:
+    boxes, logits = [], []
+    for i in range(1, 4):
+        b = model.get_layer(f"yolo_v8_head_{i}_box_3_conv").output
+        c = model.get_layer(f"yolo_v8_head_{i}_class_3_conv").output
+        boxes.append(keras.layers.Reshape((-1, b.shape[-1]), name=f"raw_box_{i}")(b))
+        logits.append(keras.layers.Reshape((-1, c.shape[-1]), name=f"raw_cls_{i}")(c))
+    outs = [keras.layers.Concatenate(axis=1, name="raw_boxes")(boxes),
+            keras.layers.Concatenate(axis=1, name="raw_scores")(logits)]
+    return keras.Model(model.inputs[0], outs, name="yolov8_raw_head")
+
+
+def _retinanet_raw_head(model: keras.Model) -> keras.Model:
+    outs = [model.get_layer("box").output, model.get_layer("classification").output]
+    return keras.Model(model.inputs[0], outs, name="retinanet_raw_head")
+
+
+# ``detect.architecture`` -> builder; each has a decoder of the same name in ``core.detect_decode.DECODERS``.
+DETECTORS = Registry("detect.architecture")
+DETECTORS.add("yolov8", Architecture(_build_yolov8, {"box_loss": "ciou", "classification_loss": "binary_crossentropy"},
+                                     _yolov8_raw_head))
+DETECTORS.add("retinanet", Architecture(_build_retinanet, {"box_loss": "smoothl1", "classification_loss": "focal"},
+                                        _retinanet_raw_head))
+
+
 def build_detector(architecture: str, backbone: str, num_classes: int, size: tuple[int, int],
                    fpn_depth: int = 1, weights: str = "none", head_convs: int = 3) -> keras.Model:
     """A trainable keras-cv detector (``xyxy`` pixel boxes) at a fixed input size."""
-    from kdefect.data.boxes import BOX_FORMAT
-
-    kcv = keras_cv()
-    bb = build_backbone_pyramid(backbone, size, weights)
-    if architecture == "yolov8":
-        return kcv.models.YOLOV8Detector(backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
-                                         fpn_depth=fpn_depth)
-    if architecture == "retinanet":
-        import numpy as np
-        from keras_cv.src.models.object_detection.retinanet import PredictionHead
-
-        prior = keras.initializers.Constant(-np.log((1 - 0.01) / 0.01))
-        return kcv.models.RetinaNet(
-            backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
-            classification_head=PredictionHead(9 * num_classes, prior, num_conv_layers=head_convs),
-            box_head=PredictionHead(9 * 4, keras.initializers.Zeros(), num_conv_layers=head_convs))
-    raise ConfigError(f"detect.architecture '{architecture}' is unknown; use yolov8 or retinanet.")
+    arch = DETECTORS.get(architecture)
+    return arch.build(build_backbone_pyramid(backbone, size, weights), num_classes, fpn_depth, head_convs)
 
 
 def compile_detector(model: keras.Model, architecture: str, learning_rate: float) -> None:
     """The standard keras-cv losses: CIoU + BCE (YOLOv8), smooth-L1 + focal (RetinaNet); clipped Adam."""
     opt = keras.optimizers.Adam(learning_rate, global_clipnorm=10.0)
-    if architecture == "yolov8":
-        model.compile(box_loss="ciou", classification_loss="binary_crossentropy", optimizer=opt, jit_compile=False)
-    else:
-        model.compile(box_loss="smoothl1", classification_loss="focal", optimizer=opt, jit_compile=False)
+    model.compile(**DETECTORS.get(architecture).losses, optimizer=opt, jit_compile=False)
 
 
 def raw_head(model: keras.Model, architecture: str) -> keras.Model:
@@ -128,26 +165,10 @@ def raw_head(model: keras.Model, architecture: str) -> keras.Model:
     For YOLOv8 the sigmoid is skipped and boxes / logits are taken before
     keras-cv concatenates them, so INT8 gives each its own quantisation scale.
     """
-    if architecture == "yolov8":
-        boxes, logits = [], []
-        for i in range(1, 4):
-            b = model.get_layer(f"yolo_v8_head_{i}_box_3_conv").output
-            c = model.get_layer(f"yolo_v8_head_{i}_class_3_conv").output
-            boxes.append(keras.layers.Reshape((-1, b.shape[-1]), name=f"raw_box_{i}")(b))
-            logits.append(keras.layers.Reshape((-1, c.shape[-1]), name=f"raw_cls_{i}")(c))
-        outs = [keras.layers.Concatenate(axis=1, name="raw_boxes")(boxes),
-                keras.layers.Concatenate(axis=1, name="raw_scores")(logits)]
-        return keras.Model(model.inputs[0], outs, name="yolov8_raw_head")
-    outs = [model.get_layer("box").output, model.get_layer("classification").output]
-    return keras.Model(model.inputs[0], outs, name="retinanet_raw_head")
+    return DETECTORS.get(architecture).raw_head(model)
 
 
 def decoding_params(architecture: str, size: tuple[int, int]) -> dict[str, Any]:
-    """What ``kdefect.edge.detect_decode`` needs besides thresholds (the sidecar's ``detection``)."""
-    from kdefect.edge import detect_decode as dd
-
-    if architecture == "yolov8":
-        return {"architecture": "yolov8", "input_size": list(size), "strides": list(dd.YOLO_STRIDES), "reg_max": 16}
-    return {"architecture": "retinanet", "input_size": list(size), "strides": list(dd.RETINA_STRIDES),
-            "anchor_sizes": list(dd.RETINA_SIZES), "anchor_scales": list(dd.RETINA_SCALES),
-            "aspect_ratios": list(dd.RETINA_RATIOS), "box_variance": list(dd.RETINA_VARIANCE)}
+    """What ``kdefect.core.detect_decode`` needs besides thresholds (the sidecar's ``detection``)."""
+    DETECTORS.get(architecture)  # a ConfigError naming the valid architectures, before the decoder's lookup
+    return dd.decoding_params(architecture, size)

@@ -1,81 +1,10 @@
-"""A tiny name -> object registry shared by every pluggable family.
-
-Backbones, losses, data sources and export formats all look things up by the
-name a user writes in a config, so one class gives them the same behaviour: a
-decorator to register, metadata travelling with each entry, and a
-:class:`~kdefect.errors.ConfigError` with the closest valid name on a typo.
-TF-free on purpose (the edge runtime may reuse it).
-"""
+"""The backbone registry (``Registry`` itself is a core contract: ``kdefect.core.registry``)."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from kdefect.core.registry import Registry
 
-from kdefect.errors import ConfigError
-
-T = TypeVar("T")
-
-
-class Registry:
-    """Map names to objects (builders, classes) plus free-form metadata."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, Any] = {}
-        self._meta: dict[str, dict[str, Any]] = {}
-
-    def register(self, name: str, **meta: Any) -> Callable[[T], T]:
-        """Decorator: ``@REG.register("name", key=value)`` stores the object and its metadata."""
-        key = name.lower()
-
-        def deco(obj: T) -> T:
-            if key in self._items and self._items[key] is not obj:
-                raise ValueError(f"{self.kind} '{key}' is registered twice")
-            self._items[key] = obj
-            self._meta[key] = dict(meta)
-            return obj
-
-        return deco
-
-    def add(self, name: str, obj: Any, **meta: Any) -> Any:
-        """Register without decorator syntax."""
-        return self.register(name, **meta)(obj)
-
-    def _key(self, name: str) -> str:
-        key = str(name).lower()
-        if key not in self._items:
-            close = difflib.get_close_matches(key, list(self._items), n=1, cutoff=0.5)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'.{hint} Available: {', '.join(self.names())}."
-            )
-        return key
-
-    def get(self, name: str) -> Any:
-        """The object registered under ``name`` (case-insensitive); ConfigError with a suggestion otherwise."""
-        return self._items[self._key(name)]
-
-    def meta(self, name: str) -> dict[str, Any]:
-        """A copy of the metadata registered with ``name``."""
-        return dict(self._meta[self._key(name)])
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Registry({self.kind!r}, {self.names()})"
-
+__all__ = ["BACKBONES", "Registry", "register_backbone"]
 
 BACKBONES = Registry("backbone")
 register_backbone = BACKBONES.register

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from kdefect.config import Config
+from kdefect.core.heads import FEATURES_LAYER, LOGITS_LAYER
 from kdefect.errors import ConfigError
 from kdefect.keras import keras, tf
 from kdefect.models import BACKBONES, build_backbone
@@ -84,9 +85,9 @@ def build_classifier(
     if not attention_in_blocks:
         x = apply_attention(x, attention, name=TOP_ATTENTION, impl=attention_impl)
     pool = keras.layers.GlobalMaxPooling2D if pooling == "max" else keras.layers.GlobalAveragePooling2D
-    x = pool(name="head_features")(x)
+    x = pool(name=FEATURES_LAYER)(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    x = keras.layers.Dense(int(num_classes), name="head_logits")(x)
+    x = keras.layers.Dense(int(num_classes), name=LOGITS_LAYER)(x)
     probs = keras.layers.Softmax(dtype="float32", name="probs")(x)
     model = keras.Model(image, probs, name=f"kdefect_{backbone}")
     if kind != "imagenet":
@@ -154,7 +155,7 @@ def last_conv_layer_name(model: keras.Model) -> str:
     That is the backbone output (or the top attention block's output), the usual Grad-CAM target;
     the literal last Conv2D would be wrong with CBAM (its 1-channel spatial conv).
     """
-    head = model.get_layer("head_features")
+    head = model.get_layer(FEATURES_LAYER)
     source = head.input._keras_history.layer  # the public graph API has no parent accessor
     return source.name
 

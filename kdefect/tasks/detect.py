@@ -14,10 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from kdefect.config import Config
-from kdefect.engine.run import RunDir
+from kdefect.core.run import RunDir
 from kdefect.keras import keras
 from kdefect.utils.io import atomic_path
 
@@ -62,19 +60,6 @@ def load_detector(run: str | Path | RunDir) -> tuple[keras.Model, Config, list[s
     return model, cfg, classes
 
 
-class _KeepBest(keras.callbacks.Callback):
-    """Remember the best weights in memory (a detector's .keras checkpoint is slow and keras-cv specific)."""
-
-    def __init__(self, monitor: str) -> None:
-        super().__init__()
-        self.monitor, self.best, self.weights, self.epoch = monitor, np.inf, None, 0
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is not None and np.isfinite(value) and value < self.best:
-            self.best, self.weights, self.epoch = float(value), self.model.get_weights(), epoch
-
-
 def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
     """Train, evaluate on the test split and write a complete detection run folder."""
     from kdefect.engine.trainer import prepare_run
@@ -84,10 +69,17 @@ def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
         return _train_detector(cfg, run, index, split, quiet)
 
 
-def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool) -> RunDir:
+def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any], quiet: bool) -> RunDir:
     """Train, evaluate and write the artefacts of a prepared detection run."""
     from kdefect.data.detection_pipeline import load_arrays, make_dataset
-    from kdefect.engine.callbacks import HistoryCSV, ImageCounter, StopOnNonFiniteLoss, TimeBudget, lr_callbacks
+    from kdefect.engine.callbacks import (
+        HistoryCSV,
+        ImageCounter,
+        KeepBest,
+        StopOnNonFiniteLoss,
+        TimeBudget,
+        lr_callbacks,
+    )
     from kdefect.models.detectors import compile_detector
     from kdefect.tasks.detect_infer import evaluate_arrays
 
@@ -102,7 +94,7 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, np.nd
     compile_detector(model, d.architecture, cfg.train.learning_rate)
     t0 = time.perf_counter()
     history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
-    best = _KeepBest("val_loss" if val is not None else "loss")
+    best = KeepBest("val_loss" if val is not None else "loss")  # in memory: a detector's .keras is slow to save
     callbacks = [StopOnNonFiniteLoss(), history, counter, best]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
@@ -113,8 +105,6 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, np.nd
     model.fit(train, validation_data=val, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
               callbacks=callbacks, verbose=0 if quiet else 2)
     train_s = time.perf_counter() - t0
-    if best.weights is not None:
-        model.set_weights(best.weights)
     with atomic_path(run.path / WEIGHTS, suffix=".weights.h5") as tmp:
         model.save_weights(str(tmp))
     try:
@@ -122,7 +112,7 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, np.nd
             model.save(tmp)
     except Exception as exc:  # a wrapped registry backbone may not serialise; the weights file is what we load
         log.warning("model.keras not written (%s); the run loads from %s", exc, WEIGHTS)
-    stats = {"train_seconds": round(train_s, 2), "epochs_run": len(history.rows), "best_epoch": best.epoch + 1,
+    stats = {"train_seconds": round(train_s, 2), "epochs_run": len(history.rows), "best_epoch": max(best.best_epoch, 0) + 1,
              "train_images": counter.images,
              "train_images_per_s": round(counter.images / max(counter.seconds, 1e-9), 2),
              "time_budget_exhausted": bool(budget and budget.exhausted), "params": int(model.count_params())}

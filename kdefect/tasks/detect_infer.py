@@ -1,7 +1,7 @@
 """Evaluate, predict and export detectors; Keras and TFLite share one numpy decoder.
 
 Both paths stop at the raw head (box regression + class logits) and hand it to
-``kdefect.edge.detect_decode``; a ``.tflite`` is therefore measured with
+``kdefect.core.detect_decode``; a ``.tflite`` is therefore measured with
 exactly the code the device runs, on the run's saved test split.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from kdefect.config import Config
-from kdefect.edge import detect_decode as dd
-from kdefect.engine.run import RunDir
+from kdefect.core import detect_decode as dd
+from kdefect.core.run import RunDir
 from kdefect.errors import DataError, ExportError
 from kdefect.keras import keras
 
@@ -71,8 +71,8 @@ def tflite_raw_outputs(path: str | Path, images: np.ndarray, params: dict[str, A
 def evaluate_arrays(model_or_tflite: Any, cfg: Config, classes: list[str], arr: Any, out_dir: Path | None = None,
                     params: dict[str, Any] | None = None) -> dict[str, Any]:
     """mAP etc. of a detector (keras-cv model or .tflite path) on a loaded split, in original-image pixels."""
-    from kdefect.engine.detect_metrics import detection_metrics
     from kdefect.models.detectors import raw_head
+    from kdefect.tasks.detect_metrics import detection_metrics
 
     params = dict(params or decode_params(cfg))
     extra: dict[str, Any] = {}
@@ -114,7 +114,7 @@ def _split_arrays(cfg: Config, run: RunDir | None, data: str | None) -> tuple[An
 
 def evaluate_detector(run_or_model: str | Path, data: str | None = None) -> dict[str, Any]:
     """Recompute detection metrics for a run folder or an exported ``.tflite`` (numpy decoding)."""
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.tasks.detect import load_detector
 
     target = Path(run_or_model)
@@ -148,11 +148,11 @@ def evaluate_detector(run_or_model: str | Path, data: str | None = None) -> dict
 def export_detector(run_dir: str | Path, out_path: str | Path, mode: str = "int8",
                     representative_count: int = 200) -> Path:
     """Raw head -> TFLite (fixed size, batch 1; INT8 full-integer PTQ by default) + sidecar with decoding params."""
+    from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.data.detection_pipeline import load_arrays
     from kdefect.data.sources import index_dataset
     from kdefect.data.split import load_split
     from kdefect.edge.interpreter import TFLiteRunner
-    from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.export.tflite import to_tflite
     from kdefect.models.detectors import raw_head
     from kdefect.tasks.detect import input_size, load_detector
@@ -184,7 +184,7 @@ def export_detector(run_dir: str | Path, out_path: str | Path, mode: str = "int8
     sc = Sidecar(sha256="", task="detect", labels=list(classes), good_label=None,
                  input=InputSpec(size=list(size), channels=3, dtype=np.dtype(detail["dtype"]).name,
                                  scale=float(scale or 1.0), zero_point=int(zp)),
-                 output={"kind": "raw_head", "decoder": "kdefect.edge.detect_decode"},
+                 output={"kind": "raw_head", "decoder": "kdefect.core.detect_decode"},
                  thresholds={"review_below": 0.0, "temperature": 1.0,
                              "score_threshold": cfg.detect.score_threshold},
                  detection=params, quantization=mode, source_run=str(run.path.resolve()))

@@ -1,7 +1,7 @@
 """``kdefect predict`` for detectors: boxes / classes / scores per image as JSON or CSV + annotated PNGs.
 
 Works on a run folder (Keras) or an exported ``.tflite`` (its sidecar); both
-decode with ``kdefect.edge.detect_decode`` so the host shows what the device sees.
+decode with ``kdefect.core.detect_decode`` so the host shows what the device sees.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.edge import detect_decode as dd
+from kdefect.core import detect_decode as dd
 from kdefect.utils.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 def _raw_source(model_path: Path) -> tuple[Any, dict[str, Any], list[str]]:
     """A callable image(H,W,3 uint8) -> raw-head dict, the decoding params and the labels."""
     if model_path.suffix == ".tflite":
+        from kdefect.core.sidecar import read_sidecar
         from kdefect.edge.interpreter import TFLiteRunner
-        from kdefect.edge.sidecar import read_sidecar
 
         sc = read_sidecar(model_path)
         runner = TFLiteRunner(model_path)
@@ -61,7 +61,7 @@ def draw(path: Path, dets: list[dict[str, Any]], out: Path) -> None:
 def predict_detector(model_path: str | Path, inputs: list[str | Path] | str | Path,
                      out: str | Path | None = None, annotate: bool = True) -> list[dict[str, Any]]:
     """Detections per image (boxes xyxy in original pixels); ``out`` .json / .csv, PNGs in ``<out stem>_annotated/``."""
-    from kdefect.engine.predictor import collect_images
+    from kdefect.data.images import collect_images
 
     files = collect_images([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     run, params, labels = _raw_source(Path(model_path))

@@ -17,19 +17,15 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
+from kdefect.core.calibration import CALIBRATION_FILE, apply_temperature, load_calibration, thresholds_from
 from kdefect.utils.io import atomic_path, sha256_file
 
+__all__ = ["CALIBRATION_FILE", "apply_temperature", "calibrate_run", "expected_calibration_error", "fit_temperature",
+           "host_knn", "load_calibration", "thresholds_from"]
+
 log = logging.getLogger(__name__)
-
-CALIBRATION_FILE = "calibration.json"
-
-
-def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities softmax(logits / T)."""
-    return softmax(np.asarray(logits, np.float64) / float(temperature), axis=1)
-
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``labels`` under softmax(logits / T)."""
@@ -122,7 +118,7 @@ def calibrate_run(
     ``kdefect.trust.verdict.Targets``.  Left as None, each comes from the run's
     ``trust`` config.
     """
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.trust import ood, operating_point, uncertainty
     from kdefect.trust.outputs import split_outputs
     from kdefect.trust.verdict import targets_of
@@ -220,27 +216,3 @@ def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k
     flags = knn.score(test["features"]) > thr if len(test["features"]) else np.zeros(0, bool)
     return {"score": "knn", "k": knn.k, "bank": "train", "threshold": thr, "val_tpr": tpr,
             "test_flag_share": float(flags.mean()) if len(flags) else 0.0}
-
-
-def load_calibration(run: Any) -> dict[str, Any] | None:
-    """The run's ``calibration.json`` when it belongs to the current ``model.keras``; None (with a warning) if not."""
-    if not (run.path / CALIBRATION_FILE).is_file():
-        log.warning("%s has no calibration.json: temperature 1 and no review/OOD thresholds. "
-                    "Run `kdefect calibrate %s` first.", run.path, run.path)
-        return None
-    cal = run.read_json(CALIBRATION_FILE)
-    if cal.get("model_sha256") and run.model_path.is_file() and cal["model_sha256"] != sha256_file(run.model_path):
-        log.warning("calibration.json of %s was made for another model.keras: not used. Run `kdefect calibrate` "
-                    "again.", run.path)
-        return None
-    return cal
-
-
-def thresholds_from(cal: dict[str, Any] | None) -> dict[str, Any]:
-    """A calibration in the sidecar's ``thresholds`` layout (device-computable OOD gate only)."""
-    th: dict[str, Any] = {"review_below": 0.0, "temperature": 1.0}
-    if cal:
-        th.update({k: cal[k] for k in ("temperature", "review_below", "decision") if k in cal})
-        if "device_ood" in cal:
-            th["ood"] = cal["device_ood"]
-    return th

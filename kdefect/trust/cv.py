@@ -69,9 +69,9 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
     and ``.md``) sits in that parent folder.  ``calibrate`` also fits temperature
     scaling per fold so ECE gets a mean and std too.
     """
+    from kdefect.core.run import RunDir
     from kdefect.data.sources import index_dataset
     from kdefect.data.split import kfold_splits
-    from kdefect.engine.run import RunDir
 
     if cfg.task != "classify":
         raise ConfigError(f"task: cross-validation supports 'classify' only, got '{cfg.task}'.")

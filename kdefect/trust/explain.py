@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.heads import LOGITS_LAYER
 from kdefect.errors import ModelError
 from kdefect.utils.io import write_bytes
 
@@ -40,7 +41,7 @@ def last_conv_layer(model: Any) -> str:
 
 def _logits_output(model: Any) -> Any:
     try:
-        return model.get_layer("head_logits").output
+        return model.get_layer(LOGITS_LAYER).output
     except ValueError:
         return model.outputs[0]
 
@@ -174,9 +175,9 @@ def explain_images(model: Any, images: np.ndarray, names: list[str], out_dir: st
 def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str | Path,
                   class_name: str | None = None, layer: str | None = None) -> list[Path]:
     """``kdefect explain``: a run folder or .keras model + image files / folders -> overlay PNGs."""
+    from kdefect.core.run import RunDir
+    from kdefect.data.images import collect_images
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.engine.predictor import collect_images
-    from kdefect.engine.run import RunDir
     from kdefect.trust.outputs import load_model
 
     p = Path(model_path)

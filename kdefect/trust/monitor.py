@@ -76,7 +76,7 @@ def read_decisions(path: str | Path, last: int | None = None) -> tuple[list[dict
 
     Why de-duplicate: a part decided twice (a device restarted before it kept a ledger) would count twice.
     """
-    from kdefect.edge.decision_log import scan_log
+    from kdefect.core.decision_log import scan_log
 
     p = Path(path)
     if not p.is_file():

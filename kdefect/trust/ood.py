@@ -18,7 +18,7 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import rankdata
 
-from kdefect.edge.knn import KNN as KNN  # re-export: one implementation for host and device
+from kdefect.core.knn import KNN as KNN  # re-export: one implementation for host and device
 
 
 def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -29,7 +29,7 @@ def test_keras_cv_and_tfmot_share_kdefects_keras():
 
 
 def test_importing_kdefect_does_not_import_tensorflow():
-    code = "import sys, kdefect, kdefect.edge.sidecar, kdefect.engine.run, kdefect.engine.metrics\n" \
+    code = "import sys, kdefect, kdefect.core.sidecar, kdefect.core.run, kdefect.engine.metrics\n" \
            "assert 'tensorflow' not in sys.modules, 'TF imported'\nprint('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from kdefect.config import DataConfig
+from kdefect.core.sidecar import InputSpec, Sidecar
 from kdefect.data.pipeline import load_images, make_dataset, tf_crop_box, tf_letterbox_size
 from kdefect.edge.preprocess import ImagePolicy, crop_box, letterbox_size, load_image, prepare, resize_mode
-from kdefect.edge.sidecar import InputSpec, Sidecar
 from kdefect.errors import ConfigError
 from kdefect.keras import tf
 

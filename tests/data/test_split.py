@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,11 +52,23 @@ def test_save_load_roundtrip(tmp_path):
     idx = DatasetIndex(root, ["a", "b", "c", "d"], paths, np.append(LABELS, 0))
     split = stratified_split(idx.labels, seed=1)
     save_split(tmp_path / "run", idx, split)
-    lines = (tmp_path / "run" / "split" / "test.txt").read_text().splitlines()
-    assert all("\t" in ln and not ln.startswith("/work") for ln in lines if "elsewhere" not in ln)
+    written = [ln.split("\t")[0] for name in ("train", "val", "test")
+               for ln in (tmp_path / "run" / "split" / f"{name}.txt").read_text().splitlines()]
+    assert sorted(written) == sorted([f"c{lab}/{i}.png" for i, lab in enumerate(LABELS)] + ["/elsewhere/x.png"])
+    loaded = load_split(tmp_path / "run")
+    assert sorted(p for paths, _ in loaded.values() for p in paths) == sorted(str(Path(p).resolve()) for p in paths)
     loaded = load_split(tmp_path / "run")
     for name, sel in split.items():
         assert loaded[name][0] == [paths[i] for i in sel]
         assert loaded[name][1] == [idx.classes[idx.labels[i]] for i in sel]
     moved = load_split(tmp_path / "run", root=tmp_path / "moved")
     assert all(p.startswith(str(tmp_path / "moved")) or p.startswith("/elsewhere") for p in moved["train"][0])
+
+
+def test_label_indices_name_an_unknown_label():
+    from kdefect.data.split import label_indices
+    from kdefect.errors import DataError
+
+    assert label_indices(["a", "b", "c"], ["c", "a", "c"]).tolist() == [2, 0, 2]
+    with pytest.raises(DataError, match=r"\['z'\]"):
+        label_indices(["a", "b"], ["a", "z"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdefect.edge import detect_decode as dd
+from kdefect.core import detect_decode as dd
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdefect.edge.detect_decode import Detections
-from kdefect.engine.detect_metrics import detection_metrics
+from kdefect.core.detect_decode import Detections
+from kdefect.tasks.detect_metrics import detection_metrics
 
 GT = [np.array([[10, 10, 50, 60], [70, 20, 120, 90]], np.float32), np.array([[5, 5, 30, 30]], np.float32),
       np.zeros((0, 4), np.float32)]

@@ -40,9 +40,9 @@ def test_predictions_structure(tiny_det_run, det_voc_root, tmp_path):
 
 
 def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
-    from kdefect.edge import detect_decode as dd
+    from kdefect.core import detect_decode as dd
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.edge.interpreter import TFLiteRunner
-    from kdefect.edge.sidecar import read_sidecar
     from kdefect.engine import evaluate
     from kdefect.export import export_run
     from kdefect.models.detectors import raw_head

@@ -19,7 +19,7 @@ def build_tflite(out: Path, size: tuple[int, int], labels: list[str], images: np
                  y: np.ndarray | None = None, channels: int = 3, epochs: int = 3, seed: int = 0,
                  widths: tuple[int, ...] = (8, 16), lr: float = 3e-3) -> Path:
     """A tiny CNN (in-model Rescaling, softmax), optionally trained a little, exported INT8 (uint8 I/O) + sidecar."""
-    from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
+    from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.export.tflite import to_tflite
     from kdefect.keras import keras
 

@@ -6,8 +6,8 @@ import gc
 
 import pytest
 
+from kdefect.core.decision_log import read_log
 from kdefect.edge.cli import main
-from kdefect.edge.decision_log import read_log
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from kdefect.edge.decision_log import DecisionLog, read_log
-from kdefect.edge.decisions import DecisionRule, rule_from_sidecar
-from kdefect.edge.sidecar import InputSpec, Sidecar
+from kdefect.core.decision_log import DecisionLog, read_log
+from kdefect.core.decisions import DecisionRule, rule_from_sidecar
+from kdefect.core.sidecar import InputSpec, Sidecar
 from kdefect.errors import EdgeError
 
 LABELS = ("good", "scratch", "spot")
@@ -48,7 +48,7 @@ def test_ood_scores_and_validation():
 
 
 def test_knn_gate_scores_the_feature_output(tmp_path):
-    from kdefect.edge.knn import KNN, save_bank
+    from kdefect.core.knn import KNN, save_bank
 
     bank = np.eye(4)[[0, 0, 1, 1]] + 0.01  # two tight clusters of training features
     knn = KNN.fit(bank, k=2)

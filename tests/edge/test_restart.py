@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
+from kdefect.core.decision_log import DecisionLog, read_log
 from kdefect.edge.classifier import EdgeClassifier
 from kdefect.edge.cli import main
-from kdefect.edge.decision_log import DecisionLog, read_log
 from kdefect.edge.review import ReviewQueue
 from kdefect.edge.sources import iter_files
 from kdefect.edge.stream import run_stream

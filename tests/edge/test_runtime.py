@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kdefect.core.decision_log import DecisionLog, read_log
 from kdefect.edge.classifier import EdgeClassifier
 from kdefect.edge.cli import main
-from kdefect.edge.decision_log import DecisionLog, read_log
 from kdefect.edge.interpreter import TFLiteRunner
 from kdefect.edge.preprocess import load_image, prepare
 from kdefect.edge.review import ReviewQueue

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kdefect.core.decision_log import read_log
 from kdefect.edge.cli import main
-from kdefect.edge.decision_log import read_log
 from kdefect.edge.signing import manifest_path, new_key_pair, read_artefacts, sign_artefacts
 from kdefect.errors import ModelIntegrityError
 
@@ -66,7 +66,7 @@ def test_signed_model_runs_and_every_decision_records_the_manifest_hash(signed, 
     "manifest_payload", "unsigned", "other_key"])
 def test_trust_key_refuses_tampered_artefacts_in_one_line(signed, keys, image_folder, edge_model, tmp_path,
                                                           capsys, tamper):
-    from kdefect.edge.sidecar import read_sidecar, write_sidecar
+    from kdefect.core.sidecar import read_sidecar, write_sidecar
 
     if tamper == "good_min_prob":
         _edit_sidecar(signed, lambda d: d["thresholds"].update(decision={"good_label": d["labels"][0],
@@ -137,7 +137,7 @@ def test_the_interpreter_runs_the_checked_bytes_not_a_reopened_path(signed, keys
 
 def _knn_artefacts(model: Path, rng_seed: int = 0) -> Path:
     """Give ``model``'s sidecar a kNN gate with a bank beside it (library level: no feature output needed)."""
-    from kdefect.edge.knn import KNN, save_bank
+    from kdefect.core.knn import KNN, save_bank
 
     bank = model.with_suffix(".knn.npy")
     sha = save_bank(bank, KNN.fit(np.random.default_rng(rng_seed).normal(size=(20, 8)), k=3))
@@ -154,7 +154,7 @@ def test_signature_covers_the_knn_bank(model_copy, keys):
     payload = json.loads(json.loads(manifest_path(model_copy).read_text())["payload"])
     assert set(payload["files"]) == {"model", "sidecar", "bank"}
     other = model_copy.parent / "other.npy"
-    from kdefect.edge.knn import KNN, save_bank
+    from kdefect.core.knn import KNN, save_bank
 
     save_bank(other, KNN.fit(np.random.default_rng(5).normal(size=(20, 8)), k=3))
     bank.write_bytes(other.read_bytes())  # a replaced bank
@@ -163,8 +163,8 @@ def test_signature_covers_the_knn_bank(model_copy, keys):
 
 
 def test_bank_hash_is_mandatory_even_without_a_signature(model_copy):
-    from kdefect.edge.decisions import rule_from_sidecar
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.decisions import rule_from_sidecar
+    from kdefect.core.sidecar import read_sidecar
 
     _knn_artefacts(model_copy)
     _edit_sidecar(model_copy, lambda d: d["thresholds"]["ood"].pop("bank_sha256"))

@@ -33,7 +33,7 @@ def make_config():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def fitted_run(tmp_path_factory):
     """A complete run folder trained on synthetic data (about 20 s on 2 cores)."""
     import os
 

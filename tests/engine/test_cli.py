@@ -111,18 +111,18 @@ def test_single_class_and_empty_class_are_refused(cli, tmp_path):
     assert r.exit_code == 2 and "scratch" in r.output
 
 
-def test_evaluate_and_predict_commands(cli, tiny_run, tmp_path):
-    r = cli.invoke(main, ["-q", "evaluate", str(tiny_run.path), "--out", str(tmp_path / "ev")])
+def test_evaluate_and_predict_commands(cli, fitted_run, tmp_path):
+    r = cli.invoke(main, ["-q", "evaluate", str(fitted_run.path), "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout[r.stdout.index("{"):])
     assert 0 <= out["accuracy"] <= 1 and "escape_rate" in out
     assert (tmp_path / "ev" / "metrics.json").is_file()
-    test_file = (tiny_run.path / "split" / "test.txt").read_text().splitlines()[0].split("\t")[0]
+    test_file = (fitted_run.path / "split" / "test.txt").read_text().splitlines()[0].split("\t")[0]
     from kdefect.data.split import load_split
 
-    first = load_split(tiny_run.path)["test"][0][0]
+    first = load_split(fitted_run.path)["test"][0][0]
     assert first.endswith(test_file)
-    r = cli.invoke(main, ["predict", str(tiny_run.path / "model.keras"), first, "--out", str(tmp_path / "p.csv")])
+    r = cli.invoke(main, ["predict", str(fitted_run.path / "model.keras"), first, "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path,class,score,review,ood,ood_knn,verdict,p_good")  # calibrated by fit
 

@@ -9,24 +9,24 @@ import json
 import numpy as np
 import pytest
 
-from kdefect.engine.run import RunDir
+from kdefect.core.run import RunDir
 
 EXPECTED = ["config.yaml", "classes.json", "class_weights.json", "split/train.txt", "split/val.txt",
             "split/test.txt", "model.keras", "saved_model/saved_model.pb", "checkpoints/best.keras", "history.csv",
             "metrics.json", "confusion_matrix.png", "per_class.csv", "manifest.json"]
 
 
-def test_run_folder_is_complete(tiny_run):
+def test_run_folder_is_complete(fitted_run):
     for rel in EXPECTED:
-        assert (tiny_run.path / rel).exists(), rel
-    assert any((tiny_run.path / "tensorboard").rglob("events.out.*"))
-    assert tiny_run.verify_manifest() == []
-    assert not list(tiny_run.path.rglob("*.tmp*")), "temporary files left behind"
+        assert (fitted_run.path / rel).exists(), rel
+    assert any((fitted_run.path / "tensorboard").rglob("events.out.*"))
+    assert fitted_run.verify_manifest() == []
+    assert not list(fitted_run.path.rglob("*.tmp*")), "temporary files left behind"
 
 
-def test_learns_above_chance_and_reports_escape_rate(tiny_run):
-    m = json.loads((tiny_run.path / "metrics.json").read_text())
-    classes, good = tiny_run.classes()
+def test_learns_above_chance_and_reports_escape_rate(fitted_run):
+    m = json.loads((fitted_run.path / "metrics.json").read_text())
+    classes, good = fitted_run.classes()
     assert good == "good" and len(classes) == 5
     assert m["split"] == "test" and m["n"] == 60
     assert m["accuracy"] > 0.5, m["accuracy"]  # chance is 0.2
@@ -34,12 +34,12 @@ def test_learns_above_chance_and_reports_escape_rate(tiny_run):
     assert {"precision", "recall", "f1", "support"} <= set(m["per_class"]["scratch"])
     assert 0.0 <= m["escape_rate"] <= 1.0 and m["defective"] == 48
     assert m["training"]["train_images_per_s"] > 0
-    rows = list(csv.DictReader((tiny_run.path / "history.csv").read_text().splitlines()))
+    rows = list(csv.DictReader((fitted_run.path / "history.csv").read_text().splitlines()))
     assert len(rows) == 15 and float(rows[-1]["loss"]) < float(rows[0]["loss"])
 
 
-def test_split_is_stratified_disjoint_and_saved(tiny_run):
-    parts = {s: (tiny_run.path / "split" / f"{s}.txt").read_text().splitlines() for s in ("train", "val", "test")}
+def test_split_is_stratified_disjoint_and_saved(fitted_run):
+    parts = {s: (fitted_run.path / "split" / f"{s}.txt").read_text().splitlines() for s in ("train", "val", "test")}
     assert [len(parts[s]) for s in ("train", "val", "test")] == [180, 60, 60]
     files = [line.split("\t")[0] for s in parts for line in parts[s]]
     assert len(files) == len(set(files))
@@ -47,29 +47,29 @@ def test_split_is_stratified_disjoint_and_saved(tiny_run):
     assert {c: test_labels.count(c) for c in set(test_labels)} == dict.fromkeys(set(test_labels), 12)
 
 
-def test_saved_model_reloads_with_same_predictions(tiny_run):
+def test_saved_model_reloads_with_same_predictions(fitted_run):
     import kdefect.models  # noqa: F401
     from kdefect.keras import keras
 
-    m1 = keras.models.load_model(tiny_run.model_path, compile=False)
+    m1 = keras.models.load_model(fitted_run.model_path, compile=False)
     x = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
     from kdefect.keras import tf
 
-    sm = tf.saved_model.load(str(tiny_run.saved_model_path))
+    sm = tf.saved_model.load(str(fitted_run.saved_model_path))
     np.testing.assert_allclose(m1.predict(x, verbose=0), sm(x).numpy(), atol=1e-5)
 
 
-def test_evaluate_recomputes_the_saved_test_metrics(tiny_run):
+def test_evaluate_recomputes_the_saved_test_metrics(fitted_run):
     from kdefect.engine import evaluate
 
-    saved = json.loads((tiny_run.path / "metrics.json").read_text())
-    again = evaluate(tiny_run.path, quiet=True)
+    saved = json.loads((fitted_run.path / "metrics.json").read_text())
+    again = evaluate(fitted_run.path, quiet=True)
     assert again["accuracy"] == pytest.approx(saved["accuracy"])
     assert again["confusion_matrix"] == saved["confusion_matrix"]
-    assert (tiny_run.path / "evaluation" / "test" / "metrics.json").is_file()
+    assert (fitted_run.path / "evaluation" / "test" / "metrics.json").is_file()
 
 
-def test_evaluate_on_new_data_rejects_unknown_classes(tiny_run, tmp_path):
+def test_evaluate_on_new_data_rejects_unknown_classes(fitted_run, tmp_path):
     from PIL import Image
 
     from kdefect.engine import evaluate
@@ -80,14 +80,14 @@ def test_evaluate_on_new_data_rejects_unknown_classes(tiny_run, tmp_path):
         for i in range(3):
             Image.new("RGB", (48, 48), (i * 40, 90, 90)).save(tmp_path / "new" / cls / f"{i}.png")
     with pytest.raises(DataError, match="rust"):
-        evaluate(tiny_run.path, data=str(tmp_path / "new"))
+        evaluate(fitted_run.path, data=str(tmp_path / "new"))
 
 
-def test_predict_writes_probabilities_and_flags_bad_files(tiny_run, tmp_path):
+def test_predict_writes_probabilities_and_flags_bad_files(fitted_run, tmp_path):
     from kdefect.engine import predict
 
-    src = [line.split("\t")[0] for line in (tiny_run.path / "split" / "test.txt").read_text().splitlines()[:4]]
-    cfg = tiny_run.config()
+    src = [line.split("\t")[0] for line in (fitted_run.path / "split" / "test.txt").read_text().splitlines()[:4]]
+    cfg = fitted_run.config()
     from kdefect.data.synthetic import materialize_synthetic
 
     root = materialize_synthetic(cfg.data.synthetic, "folder")
@@ -97,13 +97,13 @@ def test_predict_writes_probabilities_and_flags_bad_files(tiny_run, tmp_path):
         (folder / f"{i}.png").write_bytes((root / rel).read_bytes())
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "preds.csv"
-    rows = predict(tiny_run.path, [folder], out=out)
+    rows = predict(fitted_run.path, [folder], out=out)
     assert len(rows) == 5
     ok = [r for r in rows if not r["error"]]
     assert len(ok) == 4
     for r in ok:
-        assert sum(r[f"p_{c}"] for c in tiny_run.classes()[0]) == pytest.approx(1.0, abs=1e-4)
-        assert r["class"] in tiny_run.classes()[0]
+        assert sum(r[f"p_{c}"] for c in fitted_run.classes()[0]) == pytest.approx(1.0, abs=1e-4)
+        assert r["class"] in fitted_run.classes()[0]
     bad = [r for r in rows if r["error"]]
     assert bad[0]["path"].endswith("broken.png") and "unreadable" in bad[0]["error"]
     assert out.read_text().count("\n") == 6

@@ -36,7 +36,7 @@ def test_values_set_in_code_are_checked_too(tmp_path, make_config):
 
 def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path, make_config, monkeypatch):
     import kdefect.losses
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.keras import tf
 
     monkeypatch.setattr(kdefect.losses, "build_loss", lambda *a, **k: lambda y, p: tf.reduce_mean(p) * np.nan)

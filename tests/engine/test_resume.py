@@ -68,8 +68,8 @@ def test_cli_refuses_changed_options(crashed):
 
 
 def test_resumed_run_ends_like_an_uninterrupted_one(crashed):
+    from kdefect.core.run import RunDir
     from kdefect.engine import fit
-    from kdefect.engine.run import RunDir
 
     path, cfg = crashed
     before = _history(path)

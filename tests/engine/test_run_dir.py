@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kdefect.engine.run import RunDir
+from kdefect.core.run import RunDir
 from kdefect.errors import ConfigError, DataError
 
 

@@ -79,10 +79,10 @@ def _write_split(folder: Path, name: str, x: np.ndarray, y: np.ndarray, lines: l
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, trained_model, easy_train, easy_test) -> Path:
+def handmade_run(tmp_path_factory, trained_model, easy_train, easy_test) -> Path:
     """A run folder in the RunDir layout: config.yaml, classes.json, split/, model.keras, calibration.json."""
     from kdefect.config import Config
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.utils.io import write_json, write_text
 
     root = tmp_path_factory.mktemp("export-run")

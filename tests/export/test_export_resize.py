@@ -8,9 +8,9 @@ import numpy as np
 import yaml
 
 
-def _run_with_resize(tiny_run, tmp_path, resize):
+def _run_with_resize(handmade_run, tmp_path, resize):
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(handmade_run, run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     if resize is None:
         cfg["data"].pop("resize", None)  # a run saved before data.resize existed
@@ -20,9 +20,9 @@ def _run_with_resize(tiny_run, tmp_path, resize):
     return run
 
 
-def test_letterbox_run_exports_letterbox_sidecar(tiny_run, tmp_path, monkeypatch):
+def test_letterbox_run_exports_letterbox_sidecar(handmade_run, tmp_path, monkeypatch):
     import kdefect.data.pipeline as pipeline
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import evaluate_tflite, export_run
 
     modes = []
@@ -33,7 +33,7 @@ def test_letterbox_run_exports_letterbox_sidecar(tiny_run, tmp_path, monkeypatch
         return real(*args, **kw)
 
     monkeypatch.setattr(pipeline, "load_images", spy)
-    res = export_run(_run_with_resize(tiny_run, tmp_path, "letterbox"), out=tmp_path / "m.tflite", mode="int8",
+    res = export_run(_run_with_resize(handmade_run, tmp_path, "letterbox"), out=tmp_path / "m.tflite", mode="int8",
                      calib_size=6)
     assert read_sidecar(res["model"]).input.resize == "letterbox"
     assert modes == ["letterbox"]  # the representative images
@@ -42,11 +42,11 @@ def test_letterbox_run_exports_letterbox_sidecar(tiny_run, tmp_path, monkeypatch
     assert modes == ["letterbox"]  # the test split, resized as the device will
 
 
-def test_old_run_without_resize_exports_squash(tiny_run, tmp_path):
-    from kdefect.edge.sidecar import read_sidecar
+def test_old_run_without_resize_exports_squash(handmade_run, tmp_path):
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import evaluate_tflite, export_run
 
-    res = export_run(_run_with_resize(tiny_run, tmp_path, None), out=tmp_path / "m.tflite", mode="float16")
+    res = export_run(_run_with_resize(handmade_run, tmp_path, None), out=tmp_path / "m.tflite", mode="float16")
     assert read_sidecar(res["model"]).input.resize == "squash"
     report = evaluate_tflite(res["model"], threads=(1,), latency_images=2, out=tmp_path / "eval")
     assert np.isfinite(report["accuracy"])

@@ -11,15 +11,15 @@ from kdefect.errors import ExportError
 
 
 @pytest.fixture(scope="module")
-def ptq_export(tiny_run, tmp_path_factory):
+def ptq_export(handmade_run, tmp_path_factory):
     from kdefect.export import export_run
 
     out = tmp_path_factory.mktemp("ptq") / "model.tflite"
-    return export_run(tiny_run, out=out, mode="int8", calib_size=30, edgetpu=True)
+    return export_run(handmade_run, out=out, mode="int8", calib_size=30, edgetpu=True)
 
 
-def test_sidecar_describes_and_pins_the_model(ptq_export, tiny_run):
-    from kdefect.edge.sidecar import read_sidecar
+def test_sidecar_describes_and_pins_the_model(ptq_export, handmade_run):
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.utils.io import sha256_file
 
     sc = read_sidecar(ptq_export["model"])  # verifies sha256
@@ -32,18 +32,18 @@ def test_sidecar_describes_and_pins_the_model(ptq_export, tiny_run):
     assert sc.thresholds == {"review_below": 0.6, "temperature": 1.5,
                              "decision": {"good_label": "good", "good_min_prob": 0.7},
                              "ood": {"method": "msp", "threshold": 0.45, "val_tpr": 0.95}}
-    from kdefect.edge.decisions import rule_from_sidecar
+    from kdefect.core.decisions import rule_from_sidecar
 
     rule = rule_from_sidecar(sc)
     assert (rule.temperature, rule.review_below, rule.good_min_prob) == (1.5, 0.6, 0.7)
     assert rule.ood["method"] == "msp"
-    assert sc.source_run == str(tiny_run.resolve())
+    assert sc.source_run == str(handmade_run.resolve())
 
 
 def test_tampered_model_is_refused(ptq_export, tmp_path):
     import shutil
 
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.errors import ModelIntegrityError
 
     copy = tmp_path / "model.tflite"
@@ -104,23 +104,23 @@ def test_evaluate_tflite_on_arrays_without_run(ptq_export, easy_test, tmp_path):
     assert (tmp_path / "ev" / "metrics.json").is_file()
 
 
-def test_float_modes_refuse_qat_and_edgetpu(tiny_run, tmp_path):
+def test_float_modes_refuse_qat_and_edgetpu(handmade_run, tmp_path):
     from kdefect.export import export_run
 
     with pytest.raises(ExportError, match="--int8"):
-        export_run(tiny_run, out=tmp_path / "m.tflite", mode="float16", qat=True)
+        export_run(handmade_run, out=tmp_path / "m.tflite", mode="float16", qat=True)
     with pytest.raises(ExportError, match="full-integer"):
-        export_run(tiny_run, out=tmp_path / "m.tflite", mode="float32", edgetpu=True)
+        export_run(handmade_run, out=tmp_path / "m.tflite", mode="float32", edgetpu=True)
     assert not list(tmp_path.iterdir())
 
 
-def test_byo_h5_model_ptq_with_run_data(tmp_path, trained_model, tiny_run):
-    from kdefect.edge.sidecar import read_sidecar
+def test_byo_h5_model_ptq_with_run_data(tmp_path, trained_model, handmade_run):
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import export_run
 
     h5 = tmp_path / "mine.h5"
     trained_model.save(h5)
-    res = export_run(h5, run=tiny_run, calib_size=12)
+    res = export_run(h5, run=handmade_run, calib_size=12)
     assert res["model"].endswith("mine_int8_ptq.tflite")
     assert read_sidecar(res["model"]).labels == ["good", "dark", "red"]
     with pytest.raises(ExportError, match="needs training images"):
@@ -137,31 +137,31 @@ def _cli():
     return CliRunner(), main
 
 
-def test_cli_tflite_float16(tiny_run, tmp_path):
+def test_cli_tflite_float16(handmade_run, tmp_path):
     runner, main = _cli()
     out = tmp_path / "m16.tflite"
-    res = runner.invoke(main, ["-q", "tflite", str(tiny_run), "--float16", "--out", str(out)])
+    res = runner.invoke(main, ["-q", "tflite", str(handmade_run), "--float16", "--out", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert summary["quantization"] == "float16" and summary["input"]["dtype"] == "float32"
     assert out.is_file() and out.with_suffix(".json").is_file()
 
 
-def test_cli_errors_are_one_line(tmp_path, tiny_run):
+def test_cli_errors_are_one_line(tmp_path, handmade_run):
     runner, main = _cli()
     res = runner.invoke(main, ["-q", "tflite"])
     assert res.exit_code == 2 and "give a run folder" in res.output
-    res = runner.invoke(main, ["-q", "tflite", str(tiny_run), "--float32", "--edgetpu"])
+    res = runner.invoke(main, ["-q", "tflite", str(handmade_run), "--float32", "--edgetpu"])
     assert res.exit_code == 2 and "full-integer" in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.slow
-def test_cli_qat_edgetpu_then_evaluate(tiny_run, tmp_path):
+def test_cli_qat_edgetpu_then_evaluate(handmade_run, tmp_path):
     from kdefect.export import evaluate_tflite
 
     runner, main = _cli()
     out = tmp_path / "qat.tflite"
-    res = runner.invoke(main, ["-q", "tflite", str(tiny_run), "--qat", "--edgetpu", "--epochs", "1",
+    res = runner.invoke(main, ["-q", "tflite", str(handmade_run), "--qat", "--edgetpu", "--epochs", "1",
                                "--steps-per-epoch", "2", "--learning-rate", "1e-5", "--calib-size", "20",
                                "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -173,7 +173,7 @@ def test_cli_qat_edgetpu_then_evaluate(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_byo_keras3_model_ptq(tmp_path, tiny_run):
+def test_byo_keras3_model_ptq(tmp_path, handmade_run):
     """A Keras 3 .keras file is exported by Keras 3 itself (subprocess) and converted with PTQ."""
     import subprocess
     import sys
@@ -186,7 +186,7 @@ def test_byo_keras3_model_ptq(tmp_path, tiny_run):
             f"keras.Model(i, keras.layers.Dense(3, activation='softmax')(x)).save(r'{path}')")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
-    res = export_run(path, run=tiny_run, calib_size=10)
+    res = export_run(path, run=handmade_run, calib_size=10)
     assert res["input"]["dtype"] == "uint8" and res["input"]["scale"] == pytest.approx(1.0)
     with pytest.raises(ExportError, match="tf_keras model"):
-        export_run(path, run=tiny_run, qat=True, out=tmp_path / "q.tflite")
+        export_run(path, run=handmade_run, qat=True, out=tmp_path / "q.tflite")

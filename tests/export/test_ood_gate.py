@@ -15,11 +15,11 @@ from .conftest import SIZE
 
 
 @pytest.fixture(scope="module")
-def knn_export(tiny_run, tmp_path_factory):
+def knn_export(handmade_run, tmp_path_factory):
     from kdefect.export import export_run
 
     out = tmp_path_factory.mktemp("knn") / "model.tflite"
-    return export_run(tiny_run, out=out, mode="int8", calib_size=30, ood_gate="knn")
+    return export_run(handmade_run, out=out, mode="int8", calib_size=30, ood_gate="knn")
 
 
 def _off_distribution(n: int = 6) -> np.ndarray:
@@ -33,7 +33,7 @@ def _off_distribution(n: int = 6) -> np.ndarray:
 
 
 def test_sidecar_bank_and_output_positions(knn_export, trained_model):
-    from kdefect.edge.sidecar import read_sidecar
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.utils.io import sha256_file
 
     sc = read_sidecar(knn_export["model"])
@@ -49,9 +49,9 @@ def test_sidecar_bank_and_output_positions(knn_export, trained_model):
     assert (sc.thresholds["temperature"], sc.thresholds["review_below"]) == (1.5, 0.6)
 
 
-def test_device_gate_flags_unseen_images_and_agrees_with_the_host(knn_export, tiny_run, trained_model, easy_test):
+def test_device_gate_flags_unseen_images_and_agrees_with_the_host(knn_export, handmade_run, trained_model, easy_test):
+    from kdefect.core.knn import KNN
     from kdefect.edge.classifier import EdgeClassifier
-    from kdefect.edge.knn import KNN
     from kdefect.trust.outputs import predict_heads
 
     clf = EdgeClassifier(knn_export["model"])
@@ -66,7 +66,7 @@ def test_device_gate_flags_unseen_images_and_agrees_with_the_host(knn_export, ti
     from kdefect.trust.ood import auroc
 
     x_all = np.concatenate([easy_test[0].astype(np.float32), _off_distribution()])
-    host = KNN.fit(predict_heads(trained_model, _train_images(tiny_run))["features"]).score(
+    host = KNN.fit(predict_heads(trained_model, _train_images(handmade_run))["features"]).score(
         predict_heads(trained_model, x_all)["features"])
     device = np.array([d.ood["score"] for d in known + unseen])
     n = len(known)
@@ -107,10 +107,10 @@ def test_evaluate_reports_what_the_device_gate_flags(knn_export, ptq_msp):
 
 
 @pytest.fixture(scope="module")
-def ptq_msp(tiny_run, tmp_path_factory):
+def ptq_msp(handmade_run, tmp_path_factory):
     from kdefect.export import export_run
 
-    return export_run(tiny_run, out=tmp_path_factory.mktemp("msp") / "m.tflite", mode="int8", calib_size=30)["model"]
+    return export_run(handmade_run, out=tmp_path_factory.mktemp("msp") / "m.tflite", mode="int8", calib_size=30)["model"]
 
 
 def test_missing_or_changed_bank_is_refused(knn_export, tmp_path):
@@ -127,15 +127,15 @@ def test_missing_or_changed_bank_is_refused(knn_export, tmp_path):
         EdgeClassifier(model)
 
 
-def test_gate_choices_and_errors(tiny_run, trained_model, tmp_path):
-    from kdefect.edge.sidecar import read_sidecar
+def test_gate_choices_and_errors(handmade_run, trained_model, tmp_path):
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.export import export_run
 
-    res = export_run(tiny_run, out=tmp_path / "none.tflite", mode="float32", ood_gate="none")
+    res = export_run(handmade_run, out=tmp_path / "none.tflite", mode="float32", ood_gate="none")
     sc = read_sidecar(res["model"])
     assert "ood" not in sc.thresholds and "features_index" not in sc.output
     with pytest.raises(ExportError, match="unknown --ood-gate"):
-        export_run(tiny_run, out=tmp_path / "x.tflite", ood_gate="mahalanobis")
+        export_run(handmade_run, out=tmp_path / "x.tflite", ood_gate="mahalanobis")
     path = tmp_path / "mine.keras"
     trained_model.save(path)
     with pytest.raises(ExportError, match="export a run folder"):
@@ -143,23 +143,23 @@ def test_gate_choices_and_errors(tiny_run, trained_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_qat_model_exports_with_the_knn_gate(tiny_run, tmp_path):
+def test_qat_model_exports_with_the_knn_gate(handmade_run, tmp_path):
     from kdefect.edge.classifier import EdgeClassifier
     from kdefect.export import export_run
 
-    res = export_run(tiny_run, out=tmp_path / "qat.tflite", mode="int8", qat=True, epochs=1, steps_per_epoch=2,
+    res = export_run(handmade_run, out=tmp_path / "qat.tflite", mode="int8", qat=True, epochs=1, steps_per_epoch=2,
                      calib_size=20, ood_gate="knn")
     assert json.loads(Path(res["sidecar"]).read_text())["thresholds"]["ood"]["method"] == "knn"
     assert EdgeClassifier(res["model"]).classify(_off_distribution(1)[0].astype(np.uint8)).ood["method"] == "knn"
 
 
-def test_big_training_split_is_subsampled_by_class(knn_export, tiny_run, tmp_path):
+def test_big_training_split_is_subsampled_by_class(knn_export, handmade_run, tmp_path):
+    from kdefect.core.sidecar import read_sidecar
     from kdefect.data.split import load_split
-    from kdefect.edge.sidecar import read_sidecar
     from kdefect.export.feature_gate import fit_gate
 
     model = tmp_path / "m.tflite"
     shutil.copy(knn_export["model"], model)
     sc = read_sidecar(knn_export["model"])
-    gate = fit_gate(model, sc.output["features_index"], load_split(tiny_run), (SIZE, SIZE), 3, max_bank=12)
+    gate = fit_gate(model, sc.output["features_index"], load_split(handmade_run), (SIZE, SIZE), 3, max_bank=12)
     assert gate["bank_size"] == 12 and np.load(tmp_path / "m.knn.npy").shape[0] == 12  # 4 per class, not 60

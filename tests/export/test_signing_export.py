@@ -68,7 +68,7 @@ def test_replaced_bank_is_refused(device, tamper):
 
 
 def test_a_swapped_model_keras_is_not_exported(tiny_run, tmp_path):
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.keras import keras
 
     run = RunDir(Path(shutil.copytree(tiny_run, tmp_path / "run")))

@@ -53,10 +53,10 @@ def write_easy_data(root: Path, n_per_class: int, size: int, seed: int = 0) -> P
 def make_run(root: Path, data_root: Path, size: int, epochs: int, seed: int = 0, attention: str = "none") -> Path:
     """A complete small run folder (config, classes, split, model.keras, history.csv, metrics.json)."""
     from kdefect.config import load_config
+    from kdefect.core.run import RunDir
     from kdefect.data.pipeline import load_images
     from kdefect.data.split import save_split, stratified_split
     from kdefect.engine.metrics import classification_metrics
-    from kdefect.engine.run import RunDir
     from kdefect.keras import keras, tf
     from kdefect.tasks.classify import build_classifier
 

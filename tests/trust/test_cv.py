@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from kdefect.errors import ConfigError
 
 def test_cross_validate_folds_and_summary(trust_data, tmp_path):
     from kdefect.config import load_config
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
     from kdefect.trust.cv import cross_validate
 
     seen = []
@@ -52,4 +53,5 @@ def test_cross_validate_with_real_fit(trust_data, tmp_path):
                              "data.image_size=[32,32]", "data.cache=none"])
     summary = cross_validate(cfg, folds=2, calibrate=True)
     assert len(summary["runs"]) == 2 and "calibration.test_ece_after" in summary["metrics"]
-    assert 0.0 <= summary["metrics"]["accuracy"]["mean"] <= 1.0
+    accs = [json.loads((Path(r) / "metrics.json").read_text())["accuracy"] for r in summary["runs"]]
+    assert summary["metrics"]["accuracy"]["mean"] == pytest.approx(float(np.mean(accs)))

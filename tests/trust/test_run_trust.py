@@ -37,12 +37,12 @@ def test_calibrate_run_writes_thresholds_and_baseline(calibrated):
 
 
 def test_predict_applies_the_calibrated_decision_rule_like_the_device(calibrated):
-    from kdefect.edge.decisions import softmax
+    from kdefect.core.decisions import softmax
     from kdefect.engine import predict
     from kdefect.trust.outputs import split_outputs
 
     run, cal = calibrated
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
 
     rd = RunDir.open(run)
     classes = rd.classes()[0]
@@ -120,7 +120,7 @@ def test_monitor_flags_shifted_stream_and_not_unshifted(calibrated, tmp_path, ea
     from kdefect.trust.outputs import load_model, split_images
 
     run, cal = calibrated
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
 
     r = RunDir.open(run)
     model = load_model(r.model_path)

@@ -6,7 +6,7 @@ All parameters come from the sidecar (``thresholds.temperature``,
 ``thresholds.ood``) so the device applies exactly what the run validated; the
 CLI may override the review threshold and the temperature.  The ``knn`` gate
 scores the model's feature output against a bank beside the model
-(``kdefect.edge.knn``); the others need only the class output.
+(``kdefect.core.knn``); the others need only the class output.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.edge.knn import KNN, load_gate
+from kdefect.core.knn import KNN, load_gate
 from kdefect.errors import EdgeError
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.detect_decode import Detections, iou_matrix
 from kdefect.data.boxes import xyxy_to_xywh
-from kdefect.edge.detect_decode import Detections, iou_matrix
 
 log = logging.getLogger(__name__)
 

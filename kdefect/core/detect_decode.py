@@ -18,12 +18,14 @@ Supported heads (the sidecar's ``detection`` dict names everything needed):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kdefect.core.registry import Registry
 from kdefect.errors import EdgeError
 
 YOLO_STRIDES = (8, 16, 32)
@@ -161,20 +163,47 @@ def select(boxes: np.ndarray, class_scores: np.ndarray, score_threshold: float, 
                       cand_sc[keep].astype(np.float32))
 
 
+@dataclass(frozen=True)
+class BoxDecoder:
+    """One architecture's box coding: its anchor layout for the sidecar, and raw regression -> xyxy boxes."""
+
+    layout: Callable[[], dict[str, Any]]
+    boxes: Callable[[np.ndarray, tuple[int, int], dict[str, Any]], np.ndarray]
+
+
+def _yolo(raw: np.ndarray, size: tuple[int, int], p: dict[str, Any]) -> np.ndarray:
+    return yolo_boxes(raw, size, int(p.get("reg_max", 16)), p.get("strides", YOLO_STRIDES))
+
+
+def _retina(raw: np.ndarray, size: tuple[int, int], p: dict[str, Any]) -> np.ndarray:
+    anchors = retina_anchors(size, p.get("strides", RETINA_STRIDES), p.get("anchor_sizes", RETINA_SIZES),
+                             p.get("anchor_scales", RETINA_SCALES), p.get("aspect_ratios", RETINA_RATIOS))
+    return retina_boxes(raw, anchors, p.get("box_variance", RETINA_VARIANCE))
+
+
+# Detector architecture -> its decoder; models.detectors.DETECTORS holds the matching Keras builders.
+DECODERS = Registry("detector architecture")
+DECODERS.add("yolov8", BoxDecoder(lambda: {"strides": list(YOLO_STRIDES), "reg_max": 16}, _yolo))
+DECODERS.add("retinanet", BoxDecoder(
+    lambda: {"strides": list(RETINA_STRIDES), "anchor_sizes": list(RETINA_SIZES), "anchor_scales": list(RETINA_SCALES),
+             "aspect_ratios": list(RETINA_RATIOS), "box_variance": list(RETINA_VARIANCE)}, _retina))
+
+
+def decoding_params(architecture: str, size: tuple[int, int]) -> dict[str, Any]:
+    """What ``decode`` needs besides thresholds (the sidecar's ``detection``), for one architecture and size."""
+    return {"architecture": architecture, "input_size": list(size), **DECODERS.get(architecture).layout()}
+
+
 def decode(outputs: dict[str, np.ndarray], params: dict[str, Any], score_threshold: float | None = None) -> Detections:
     """Raw head of ONE image (``{"boxes": (A, ...), "scores": (A, C)}`` logits) -> detections in input pixels."""
     size = tuple(int(v) for v in params["input_size"])
     arch = params.get("architecture")
     raw_boxes = np.asarray(outputs["boxes"], np.float32).reshape(-1, outputs["boxes"].shape[-1])
     logits = np.asarray(outputs["scores"], np.float32).reshape(raw_boxes.shape[0], -1)
-    if arch == "yolov8":
-        boxes = yolo_boxes(raw_boxes, size, int(params.get("reg_max", 16)), params.get("strides", YOLO_STRIDES))
-    elif arch == "retinanet":
-        anchors = retina_anchors(size, params.get("strides", RETINA_STRIDES), params.get("anchor_sizes", RETINA_SIZES),
-                                 params.get("anchor_scales", RETINA_SCALES), params.get("aspect_ratios", RETINA_RATIOS))
-        boxes = retina_boxes(raw_boxes, anchors, params.get("box_variance", RETINA_VARIANCE))
-    else:
-        raise EdgeError(f"detector architecture {arch!r} in the sidecar is unknown; expected yolov8 or retinanet.")
+    if arch not in DECODERS:
+        raise EdgeError(f"detector architecture {arch!r} in the sidecar is unknown; expected "
+                        f"{' or '.join(DECODERS.names())}.")
+    boxes = DECODERS.get(arch).boxes(raw_boxes, size, params)
     boxes = np.clip(boxes, 0, [size[1], size[0], size[1], size[0]]).astype(np.float32)
     thr = params.get("score_threshold", 0.25) if score_threshold is None else score_threshold
     return select(boxes, sigmoid(logits), float(thr), float(params.get("iou_threshold", 0.5)),

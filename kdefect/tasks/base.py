@@ -1,0 +1,86 @@
+"""The ``Task`` contract and the ``TASKS`` registry: what the engine, the exporter and the CLI ask of a task.
+
+``config.task`` names an entry here, and every place that used to branch on the task's name
+(``engine.fit/evaluate/predict``, ``export.export_run``, ``kdefect fit --backbone``) looks it up instead.
+
+The engine's lifecycle (``engine.trainer``, ``evaluator``, ``predictor``, ``export.api``) is the classification
+one. A task that still brings a lifecycle of its own sets the matching hooks (``fit``, ``evaluate``, ``predict``,
+``export``); detection does, until its training loop runs on the engine's (issue 13). The hooks load their module
+on first call, so looking a task up stays TF-free and cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdefect.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class Task:
+    """One problem type: its config keys, its label kind and the lifecycle steps it supplies itself.
+
+    ``backbone_key``: the config key ``kdefect fit --backbone`` sets. ``image_labels``: one class per image
+    (class weights, subsampling, a good label and the calibrated verdict apply). ``fit(cfg, quiet)``,
+    ``evaluate(target, data)``, ``predict(target, inputs, out)`` and ``export(run, out, mode)``: ``None`` means
+    the engine's lifecycle runs it.
+    """
+
+    name: str
+    backbone_key: str
+    image_labels: bool = True
+    fit: Callable[..., Any] | None = None
+    evaluate: Callable[..., dict[str, Any]] | None = None
+    predict: Callable[..., list[dict[str, Any]]] | None = None
+    export: Callable[..., Path] | None = None
+    preflight: Callable[..., None] | None = None  # (cfg, split): checks before the run folder exists
+
+
+TASKS = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    """The task registered as ``name``; a ConfigError with the closest name otherwise."""
+    return TASKS.get(name)
+
+
+def _detect_fit(cfg: Any, quiet: bool = False) -> Any:
+    from kdefect.tasks.detect import fit_detector  # lazy: keras-cv loads only for detection
+
+    return fit_detector(cfg, quiet=quiet)
+
+
+def _detect_evaluate(target: str | Path, data: str | None = None) -> dict[str, Any]:
+    from kdefect.tasks.detect_infer import evaluate_detector  # lazy: keras-cv loads only for detection
+
+    return evaluate_detector(target, data=data)
+
+
+def _detect_predict(target: str | Path, inputs: list[str | Path], out: str | Path | None = None
+                    ) -> list[dict[str, Any]]:
+    from kdefect.tasks.detect_predict import predict_detector  # lazy: keras-cv loads only for detection
+
+    return predict_detector(target, inputs, out=out)
+
+
+def _detect_export(run: str | Path, out: str | Path, mode: str = "int8") -> Path:
+    from kdefect.tasks.detect_infer import export_detector  # lazy: keras-cv loads only for detection
+
+    return export_detector(run, out, mode=mode)
+
+
+def _detect_preflight(cfg: Any, split: dict[str, Any]) -> None:
+    from kdefect.errors import ConfigError
+    from kdefect.models.detectors import backbone_names  # lazy: keras-cv loads only for detection
+
+    if cfg.detect.backbone not in backbone_names():
+        raise ConfigError(f"detect.backbone '{cfg.detect.backbone}' is unknown. Available: {', '.join(backbone_names())}.")
+
+
+TASKS.add("classify", Task("classify", backbone_key="model.backbone"))
+TASKS.add("detect", Task("detect", backbone_key="detect.backbone", image_labels=False, fit=_detect_fit,
+                         evaluate=_detect_evaluate, predict=_detect_predict, export=_detect_export,
+                         preflight=_detect_preflight))

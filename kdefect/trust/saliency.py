@@ -128,6 +128,8 @@ def explain_one(method: str, fn: Any, image: np.ndarray, cls: int, settings: Exp
     """One signed saliency map of ``method`` for class ``cls``; ``keras_model`` only for Grad-CAM."""
     if method not in METHODS:
         raise ModelError(f"explanation method '{method}' is unknown; use one of {', '.join(METHODS)}.")
+    if method in ("lime", "shap"):  # import before the clock starts: the cost is per explanation, not per process
+        require("lime.lime_image" if method == "lime" else "shap")
     before = fn.images if fn is not None else 0
     t0 = time.perf_counter()
     if method == "gradcam":

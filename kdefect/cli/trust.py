@@ -66,7 +66,8 @@ def calibrate(run: str, target_risk: float | None, target_escape: float | None) 
 @click.option("--masker", type=click.Choice(["blur", "mean", "zero"]), default="blur", show_default=True,
               help="What hides a region (SHAP, occlusion).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch", type=int, default=32, show_default=True, help="Perturbed images per interpreter invoke.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Perturbed images per interpreter invoke "
+              "(1 = the device's loop; a resized batch input may help larger models).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Interpreter threads.")
 @click.pass_context
 def explain(ctx: click.Context, model: str | None, images: tuple[str, ...], methods: tuple[str, ...], out: str,

@@ -47,7 +47,7 @@ def _image_file(rec: dict[str, Any]) -> Path:
 
 
 def rerun_decision(log_path: str | Path, index: int, model_path: str | Path | None = None,
-                   threads: int = 1, batch: int = 32) -> tuple[dict[str, Any], TFLiteProbs, np.ndarray, Any]:
+                   threads: int = 1, batch: int = 1) -> tuple[dict[str, Any], TFLiteProbs, np.ndarray, Any]:
     """(record, model function, prepared image, fresh Decision) for a logged line; refuses a model of another hash."""
     rec = logged_record(log_path, index)
     path = model_path or rec.get("model")

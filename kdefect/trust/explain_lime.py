@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.trust.saliency import ExplainSettings, require
+from kdefect.trust.saliency import CHUNK, ExplainSettings, require
 
 
 def segments_of(image: np.ndarray, settings: ExplainSettings) -> np.ndarray:
@@ -37,7 +37,7 @@ def lime_map(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) ->
     with contextlib.redirect_stderr(io.StringIO()):
         exp = explainer.explain_instance(x, lambda b: fn(b), labels=(int(cls),), top_labels=None,
                                          num_features=int(seg.max()) + 1, num_samples=settings.lime_samples,
-                                         batch_size=settings.batch, segmentation_fn=lambda _: seg,
+                                         batch_size=CHUNK, segmentation_fn=lambda _: seg,
                                          random_seed=settings.seed)
     weights = np.zeros(int(seg.max()) + 1)
     for s, wgt in exp.local_exp[int(cls)]:

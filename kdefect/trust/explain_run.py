@@ -44,7 +44,7 @@ def exported_tflite(run_path: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def open_model(model_path: str | Path, methods: list[str], threads: int = 1, batch: int = 32) -> Explainable:
+def open_model(model_path: str | Path, methods: list[str], threads: int = 1, batch: int = 1) -> Explainable:
     """A ``.tflite`` (device path) or a run folder / ``.keras`` file, loaded only as far as ``methods`` need."""
     p = Path(model_path)
     if p.suffix == ".tflite":

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.trust.saliency import ExplainSettings, hidden, require
+from kdefect.trust.saliency import CHUNK, ExplainSettings, hidden, require
 
 
 def shap_map(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) -> np.ndarray:
@@ -24,5 +24,5 @@ def shap_map(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) ->
     x = np.asarray(image, np.float32)
     masker = shap.maskers.Image(hidden(x, settings), x.shape)
     explainer = shap.Explainer(lambda b: fn(b)[:, [int(cls)]], masker, seed=settings.seed)
-    values = explainer(x[None], max_evals=settings.shap_evals, batch_size=settings.batch, silent=True).values
+    values = explainer(x[None], max_evals=settings.shap_evals, batch_size=CHUNK, silent=True).values
     return np.asarray(values, np.float32).reshape(*x.shape, -1)[..., 0].sum(-1)

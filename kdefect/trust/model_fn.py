@@ -62,7 +62,7 @@ class TFLiteProbs(ProbsFn):
 
     kind = "tflite"
 
-    def __init__(self, model_path: str | Path, threads: int = 1, batch: int = 32) -> None:
+    def __init__(self, model_path: str | Path, threads: int = 1, batch: int = 1) -> None:
         super().__init__()
         from kdefect.edge.classifier import EdgeClassifier
 

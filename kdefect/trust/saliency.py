@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("gradcam", "lime", "shap", "occlusion")
 AGNOSTIC = ("lime", "shap", "occlusion")  # run on any ProbsFn, the .tflite included
+CHUNK = 32  # perturbed images handed to the model function per call (it batches or loops them itself)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class ExplainSettings:
     ``blur_sigma`` px; 0 = image side / 16), ``mean`` (the image's mean
     colour) or ``zero``; LIME hides a superpixel with its mean colour (its
     own default).  ``patch``/``stride``: occlusion window (0 = side / 8 and
-    half of it).  ``batch``: images per interpreter invoke.
+    half of it).  ``batch``: images per interpreter invoke; 1 (the device's
+    own loop) because a resized batch input was no faster for kdefect's
+    small INT8 models (tools/results/explain.md); try 8-32 for larger ones.
     """
 
     seed: int = 0
@@ -50,7 +53,7 @@ class ExplainSettings:
     blur_sigma: float = 0.0
     patch: int = 0
     stride: int = 0
-    batch: int = 32
+    batch: int = 1
 
     def __post_init__(self) -> None:
         if self.masker not in ("blur", "mean", "zero"):
@@ -111,8 +114,8 @@ def occlusion(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) -
         xs.append(w - patch)
     windows = [(y, x0) for y in ys for x0 in xs]
     heat, count = np.zeros((h, w)), np.zeros((h, w))
-    for i in range(0, len(windows), settings.batch):
-        chunk = windows[i:i + settings.batch]
+    for i in range(0, len(windows), CHUNK):
+        chunk = windows[i:i + CHUNK]
         batch = np.repeat(x[None], len(chunk), 0)
         for j, (y, x0) in enumerate(chunk):
             batch[j, y:y + patch, x0:x0 + patch] = fill[y:y + patch, x0:x0 + patch]

@@ -4,7 +4,10 @@ Superpixels come from SLIC (scikit-image, deterministic); LIME switches them
 off at random (a seeded ``RandomState``), hides them with their mean colour,
 scores every perturbed image with the model function and fits a weighted
 ridge model; the per-superpixel weights for the explained class become the
-map.  ``lime`` draws its own tqdm bar on stderr for every image: it is
+map.  A switched-off superpixel takes the image's mean grey level, not
+LIME's default (the superpixel's own mean colour): a uniform defect that
+fills its superpixel would otherwise look unchanged when "removed", and LIME
+would never see it matter.  ``lime`` draws its own tqdm bar on stderr for every image: it is
 silenced here, the caller shows one bar per image instead.
 """
 
@@ -35,7 +38,7 @@ def lime_map(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) ->
     seg = segments_of(x, settings)
     explainer = lime_image.LimeImageExplainer(random_state=settings.seed)
     with contextlib.redirect_stderr(io.StringIO()):
-        exp = explainer.explain_instance(x, lambda b: fn(b), labels=(int(cls),), top_labels=None,
+        exp = explainer.explain_instance(x, lambda b: fn(b), labels=(int(cls),), top_labels=None, hide_color=float(x.mean()),
                                          num_features=int(seg.max()) + 1, num_samples=settings.lime_samples,
                                          batch_size=CHUNK, segmentation_fn=lambda _: seg,
                                          random_seed=settings.seed)

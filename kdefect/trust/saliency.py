@@ -37,9 +37,10 @@ class ExplainSettings:
     evaluations of SHAP's partition explainer.  ``masker``: what hides a
     region for SHAP, occlusion and the deletion curve: ``blur`` (Gaussian,
     ``blur_sigma`` px; 0 = image side / 16), ``mean`` (the image's mean
-    colour) or ``zero``; LIME hides a superpixel with its mean colour (its
-    own default).  ``patch``/``stride``: occlusion window (0 = side / 8 and
-    half of it).  ``batch``: images per interpreter invoke; 1 (the device's
+    colour) or ``zero``; LIME hides a superpixel with the image's mean grey
+    (``explain_lime`` says why not its own default).  ``patch``/``stride``: occlusion window (0 = side / 4 and
+    a quarter of that: a window smaller than the defect shows nothing when the
+    rest of the defect still decides the class).  ``batch``: images per interpreter invoke; 1 (the device's
     own loop) because a resized batch input was no faster for kdefect's
     small INT8 models (tools/results/explain.md); try 8-32 for larger ones.
     """
@@ -102,8 +103,8 @@ def occlusion(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) -
     """Drop of P(cls) when a square window is hidden, averaged over the windows covering each pixel."""
     x = np.asarray(image, np.float32)
     h, w = x.shape[:2]
-    patch = settings.patch or max(2, min(h, w) // 8)
-    stride = settings.stride or max(1, patch // 2)
+    patch = settings.patch or max(2, min(h, w) // 4)
+    stride = settings.stride or max(1, patch // 4)
     fill = hidden(x, settings)
     base = float(fn(x[None])[0, cls])
     ys = list(range(0, max(h - patch, 0) + 1, stride))

@@ -219,3 +219,34 @@ def test_decision_rerun_refuses_another_model(samples, line, tmp_path):
     r = _kdefect("explain", other, "--decision", line["log"], "--index", 0, "--method", "occlusion")
     assert r.exit_code == 2 and "not the model that made this decision" in r.output
     assert not (tmp_path / "x").exists()
+
+
+# --- the report section ------------------------------------------------------------------------------------------
+def test_pick_parts_takes_the_most_confident_correct_and_wrong_per_class():
+    from kdefect.trust.report_explain import pick_parts
+
+    y = np.array([0, 0, 0, 1, 1])
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7], [0.45, 0.55]])
+    assert pick_parts(y, p) == [(0, "correct"), (2, "wrong"), (3, "correct")]
+
+
+def test_report_section_explains_the_exported_model(trust_run, tmp_path):
+    """With an export in the run, the section's maps and faithfulness figures come from the .tflite."""
+    import shutil as sh
+
+    from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
+    from kdefect.engine.run import RunDir
+    from kdefect.export.tflite import to_tflite
+    from kdefect.trust.outputs import load_model, split_images
+    from kdefect.trust.report_explain import explanations_section
+
+    run = RunDir.open(sh.copytree(trust_run, tmp_path / "run"))
+    classes = run.classes()[0]
+    model = load_model(run.model_path)
+    _, y, images = split_images(run, "test")
+    plain = explanations_section(run, images[:6], y[:6], classes, model, settings=FAST)
+    assert "float Keras model" in plain and "deletion AUC" in plain
+    tfl = to_tflite(model, run.path / "export" / "model.tflite", "int8", representative=images.astype(np.float32))
+    write_sidecar(tfl, Sidecar(sha256="", task="classify", labels=classes, input=InputSpec(size=[32, 32])))
+    html_ = explanations_section(run, images[:6], y[:6], classes, model, settings=FAST)
+    assert "export/model.tflite" in html_ and html_.count("data:image/png;base64,") >= 2

@@ -250,3 +250,23 @@ def test_report_section_explains_the_exported_model(trust_run, tmp_path):
     write_sidecar(tfl, Sidecar(sha256="", task="classify", labels=classes, input=InputSpec(size=[32, 32])))
     html_ = explanations_section(run, images[:6], y[:6], classes, model, settings=FAST)
     assert "export/model.tflite" in html_ and html_.count("data:image/png;base64,") >= 2
+
+
+def test_explaining_a_tflite_imports_no_tensorflow(tflite_patch, samples, tmp_path):
+    """LIME / occlusion on the .tflite need only the edge runtime: they work where TensorFlow is not installed."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", samples[0][0])
+    code = ("import sys, numpy as np\n"
+            "from kdefect.trust.model_fn import TFLiteProbs\n"
+            "from kdefect.trust.saliency import ExplainSettings, explain_one\n"
+            "import kdefect.trust.explain_decision, kdefect.trust.explain_run, kdefect.trust.faithfulness\n"
+            f"fn = TFLiteProbs({str(tflite_patch)!r}); x = np.load({str(tmp_path / 'x.npy')!r})\n"
+            "for m in ('occlusion', 'lime'):\n"
+            "    explain_one(m, fn, x, 1, ExplainSettings(lime_samples=20))\n"
+            "print('TF' if 'tensorflow' in sys.modules else 'NO-TF')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("NO-TF")

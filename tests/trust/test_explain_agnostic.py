@@ -23,7 +23,7 @@ from kdefect.trust.saliency import ExplainSettings, display, explain_one
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 SIZE = 32
-FAST = ExplainSettings(seed=0, segments=30, lime_samples=120, shap_evals=120)
+FAST = ExplainSettings(seed=0, segments=30, lime_samples=120, shap_evals=300)  # SHAP needs ~300 at 32 px
 
 
 def patch_model(size: int = SIZE, threshold: float = 0.66):

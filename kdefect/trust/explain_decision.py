@@ -46,14 +46,26 @@ def _image_file(rec: dict[str, Any]) -> Path:
                     "when filed for review): copy the image here or pass the review copy.")
 
 
+def find_model(log_path: str | Path, sha256: str | None) -> Path | None:
+    """A ``.tflite`` beside the log (or one folder up) whose sidecar records the logged hash; verified when loaded."""
+    from kdefect.utils.io import read_json
+
+    here = Path(log_path).resolve().parent
+    for cand in sorted([*here.glob("*.tflite"), *here.parent.glob("*.tflite")]):
+        side = cand.with_suffix(".json")
+        if sha256 and side.is_file() and read_json(side).get("sha256") == sha256:
+            return cand
+    return None
+
+
 def rerun_decision(log_path: str | Path, index: int, model_path: str | Path | None = None,
                    threads: int = 1, batch: int = 1) -> tuple[dict[str, Any], TFLiteProbs, np.ndarray, Any]:
     """(record, model function, prepared image, fresh Decision) for a logged line; refuses a model of another hash."""
     rec = logged_record(log_path, index)
-    path = model_path or rec.get("model")
+    path = model_path or rec.get("model") or find_model(log_path, rec.get("model_sha256"))
     if not path:
-        raise ModelError("the decision log does not name its model file: pass the .tflite that ran on the line "
-                         "(kdefect explain MODEL.tflite --decision LOG --index N).")
+        raise ModelError("no model with the logged sha256 beside the decision log: pass the .tflite that ran on the "
+                         "line (kdefect explain MODEL.tflite --decision LOG --index N).")
     fn = TFLiteProbs(path, threads=threads, batch=batch)
     logged = rec.get("model_sha256")
     if logged != fn.sha256:

@@ -209,6 +209,18 @@ def test_decision_rerun_writes_the_page(tflite_patch, line, tmp_path):
     assert (out / "decision_0.png").stat().st_size > 1000
 
 
+def test_decision_rerun_finds_the_model_beside_the_log(tflite_patch, line, tmp_path):
+    import shutil as sh
+
+    from kdefect.trust.explain_decision import explain_decision, find_model
+
+    assert find_model(line["log"], "0" * 64) is None
+    for suffix in (".tflite", ".json"):
+        sh.copy(tflite_patch.with_suffix(suffix), line["log"].parent / f"model{suffix}")
+    paths = explain_decision(line["log"], -1, tmp_path / "p", None, ["occlusion"])
+    assert paths["html"].is_file()
+
+
 def test_decision_rerun_refuses_another_model(samples, line, tmp_path):
     """The log line's model hash must match the model file given, or nothing is explained."""
     from kdefect.trust.explain_decision import explain_decision

@@ -2,8 +2,11 @@
 
 ``shap.Explainer`` with a ``shap.maskers.Image`` masker picks the partition
 explainer: it hides a hierarchy of image rectangles (Owen values), so the
-cost is ``shap_evals`` model calls whatever the image size, and it draws no
-random numbers (deterministic).  The masker gets the *hidden* image as an
+cost is ``shap_evals`` model calls whatever the image size.  Its only
+randomness is a tie-breaker drawn from numpy's *global* generator (quantised
+INT8 outputs tie often, and the ties decide which regions get refined within
+the budget), so the global generator is seeded for the call and restored
+after it: the same seed gives the same map.  The masker gets the *hidden* image as an
 array (kdefect's blur / mean / zero, ``saliency.hidden``) instead of shap's
 ``"blur(k,k)"`` string, which needs OpenCV.  The per-channel values are
 summed into one map.
@@ -24,5 +27,10 @@ def shap_map(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) ->
     x = np.asarray(image, np.float32)
     masker = shap.maskers.Image(hidden(x, settings), x.shape)
     explainer = shap.Explainer(lambda b: fn(b)[:, [int(cls)]], masker, seed=settings.seed)
-    values = explainer(x[None], max_evals=settings.shap_evals, batch_size=CHUNK, silent=True).values
+    state = np.random.get_state()
+    np.random.seed(settings.seed)
+    try:
+        values = explainer(x[None], max_evals=settings.shap_evals, batch_size=CHUNK, silent=True).values
+    finally:
+        np.random.set_state(state)
     return np.asarray(values, np.float32).reshape(*x.shape, -1)[..., 0].sum(-1)

@@ -110,6 +110,9 @@ def test_shap_is_deterministic(tflite_patch, samples):
     fn = TFLiteProbs(tflite_patch)
     a, b = (explain_one("shap", fn, samples[1][0], 1, FAST).heat for _ in range(2))
     np.testing.assert_array_equal(a, b)
+    state = np.random.get_state()
+    explain_one("shap", fn, samples[1][0], 1, FAST)
+    assert np.array_equal(np.random.get_state()[1], state[1]), "numpy's global generator must be left as it was"
 
 
 def test_probabilities_go_through_the_sidecar_decision_rule(keras_patch, samples, tmp_path):

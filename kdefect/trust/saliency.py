@@ -40,9 +40,9 @@ class ExplainSettings:
     colour) or ``zero``; LIME hides a superpixel with the image's mean grey
     (``explain_lime`` says why not its own default).  ``patch``/``stride``: occlusion window (0 = side / 4 and
     a quarter of that: a window smaller than the defect shows nothing when the
-    rest of the defect still decides the class).  ``batch``: images per interpreter invoke; 1 (the device's
-    own loop) because a resized batch input was no faster for kdefect's
-    small INT8 models (tools/results/explain.md); try 8-32 for larger ones.
+    rest of the defect still decides the class).  ``batch``: images per interpreter invoke; 1 is the device's
+    exact batch-1 invoke (32 saved ~17% on a 128 px tiny INT8 CNN,
+    tools/results/explain.md).
     """
 
     seed: int = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -48,17 +49,68 @@ def calibrate(run: str, target_risk: float | None, target_escape: float | None) 
 
 
 @main.command()
-@click.argument("model", type=click.Path(exists=True))
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("model", required=False, type=click.Path(exists=True))
+@click.argument("images", nargs=-1, type=click.Path(exists=True))
+@click.option("--method", "methods", multiple=True, type=click.Choice(["gradcam", "lime", "shap", "occlusion"]),
+              help="Repeatable. Default: gradcam for a run / .keras, lime for a .tflite (and lime, shap, occlusion "
+              "for --decision).")
 @click.option("--out", type=click.Path(file_okay=False), default="explanations", show_default=True)
 @click.option("--class", "class_name", help="Explain this class instead of the predicted one.")
 @click.option("--layer", help="Feature-map layer for Grad-CAM (default: the layer feeding the head).")
-def explain(model: str, images: tuple[str, ...], out: str, class_name: str | None, layer: str | None) -> None:
-    """Grad-CAM overlays (and CBAM spatial maps) for images; MODEL is a run folder or .keras file."""
-    from kdefect.trust.explain import explain_files
+@click.option("--decision", "decision_log", type=click.Path(exists=True, dir_okay=False),
+              help="A decisions.jsonl from kdefect-edge: explain its line --index (MODEL = the .tflite that ran).")
+@click.option("--index", type=int, default=-1, show_default=True, help="Line of --decision (negative: from the end).")
+@click.option("--samples", type=int, default=300, show_default=True, help="LIME: perturbed images per explanation.")
+@click.option("--segments", type=int, default=50, show_default=True, help="LIME: SLIC superpixels.")
+@click.option("--evals", type=int, default=500, show_default=True, help="SHAP: model evaluations per explanation.")
+@click.option("--masker", type=click.Choice(["blur", "mean", "zero"]), default="blur", show_default=True,
+              help="What hides a region (SHAP, occlusion).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True, help="Perturbed images per interpreter invoke "
+              "(1 = the device's loop; a resized batch input may help larger models).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Interpreter threads.")
+@click.pass_context
+def explain(ctx: click.Context, model: str | None, images: tuple[str, ...], methods: tuple[str, ...], out: str,
+            class_name: str | None, layer: str | None, decision_log: str | None, index: int, samples: int,
+            segments: int, evals: int, masker: str, seed: int, batch: int, threads: int) -> None:
+    """Saliency overlays for images, or a one-page explanation of one logged edge decision.
 
-    paths = explain_files(model, list(images), out, class_name, layer)
-    click.echo(f"{len(paths)} images written to {out}")
+    MODEL is a run folder, a .keras file or an exported .tflite. LIME, SHAP and occlusion run on the .tflite
+    through the device's preprocessing and decision rule; Grad-CAM needs the Keras model.
+    """
+    from kdefect.errors import ConfigError
+    from kdefect.trust.saliency import ExplainSettings
+
+    settings = ExplainSettings(seed=seed, segments=segments, lime_samples=samples, shap_evals=evals, masker=masker,
+                               batch=batch)
+    if decision_log is not None:
+        from kdefect.trust.explain_decision import explain_decision
+
+        paths = explain_decision(decision_log, index, out, model, list(methods) or None, settings, threads)
+        click.echo(str(paths["html"]))
+        return
+    if model is None or not images:
+        raise ConfigError("give MODEL and IMAGES (kdefect explain MODEL IMAGES...), or --decision LOG --index N.")
+    chosen = list(methods) or (["lime"] if model.endswith(".tflite") else ["gradcam"])
+    if chosen == ["gradcam"] and not model.endswith(".tflite"):
+        from kdefect.trust.explain import explain_files as gradcam_files
+
+        paths = gradcam_files(model, list(images), out, class_name, layer)
+        click.echo(f"{len(paths)} images written to {out}")
+        return
+    from kdefect.engine.predictor import collect_images
+    from kdefect.trust.explain_run import explain_files
+
+    n = len(collect_images(list(images)))
+    if ctx.obj["quiet"]:
+        summary = explain_files(model, list(images), out, chosen, settings, class_name, threads)
+    else:
+        with click.progressbar(length=n, label="explaining", file=sys.stderr) as bar:
+            summary = explain_files(model, list(images), out, chosen, settings, class_name, threads, bar.update)
+    for m, c in summary["cost"].items():
+        click.echo(f"{m}: {c['s_per_image']} s/image, {c['model_images_per_image']:.0f} model calls/image "
+                   f"({summary['model_kind']}, batch {summary['batch']})", err=True)
+    click.echo(f"{n} image(s) explained -> {out}")
 
 
 @main.command()

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("Verdict", "Summary", "Training curves", "Confusion matrix", "Per-class metrics", "Precision-recall curves",
             "Reliability diagram", "Risk-coverage and review", "Escape-rate table", "Out-of-distribution",
-            "Gallery: misclassified and review-flagged", "TFLite fidelity", "Model card")
+            "Gallery: misclassified and review-flagged", "Explanations", "TFLite fidelity", "Model card")
 
 _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
@@ -197,6 +197,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max
                                      "<code>kdefect predict</code> reports it as <code>ood_knn</code>.</p>")
     gal, n_gal = _gallery(model, images, paths, y, probs, classes, cal["review_below"], gallery_max)
     s["Gallery: misclassified and review-flagged"] = gal
+    from kdefect.trust.report_explain import explanations_section
+
+    s["Explanations"] = explanations_section(run, images, y, classes, model)
     fid = tflite_fidelity(run, images, probs if t == 1.0 else apply_temperature(test["logits"], 1.0), y)
     s["TFLite fidelity"] = (_table(list(fid[0].keys()), [list(r.values()) for r in fid]) if fid and "error" not in fid[0]
                             else "<p>No TFLite model in this run's export/ folder.</p>" if not fid

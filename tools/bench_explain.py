@@ -32,7 +32,7 @@ AGNOSTIC = ("lime", "shap", "occlusion")
 
 def export_pair(model, x: np.ndarray, labels: list[str], work: Path) -> dict[str, Path]:
     """INT8 (uint8 I/O) and float32 TFLite files of ``model``, each with its sidecar."""
-    from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
+    from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.export.tflite import to_tflite
 
     out = {}

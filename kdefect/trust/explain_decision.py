@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def logged_record(log_path: str | Path, index: int) -> dict[str, Any]:
     """Line ``index`` of a decision log (negative counts from the end); refuses error records."""
-    from kdefect.edge.decision_log import read_log
+    from kdefect.core.decision_log import read_log
 
     recs = read_log(log_path)
     if not -len(recs) <= index < len(recs):
@@ -114,7 +114,8 @@ def explain_decision(log_path: str | Path, index: int, out_dir: str | Path, mode
                      methods: list[str] | None = None, settings: ExplainSettings | None = None,
                      threads: int = 1) -> dict[str, Path]:
     """Write ``decision_<index>.png`` and ``.html`` for one logged part; return both paths."""
-    from kdefect.trust.report import _img, _table
+    from kdefect.trust.html_parts import img as _img
+    from kdefect.trust.html_parts import table as _table
 
     methods = list(methods or ("lime", "shap", "occlusion"))
     if bad := [m for m in methods if m not in AGNOSTIC]:

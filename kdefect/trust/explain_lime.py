@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.trust.saliency import CHUNK, ExplainSettings, require
+from kdefect.trust.saliency_settings import CHUNK, ExplainSettings, require
 
 
 def segments_of(image: np.ndarray, settings: ExplainSettings) -> np.ndarray:

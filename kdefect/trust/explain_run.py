@@ -53,8 +53,8 @@ def open_model(model_path: str | Path, methods: list[str], threads: int = 1, bat
                              "or use --method lime, shap or occlusion on the .tflite.")
         fn = TFLiteProbs(p, threads=threads, batch=batch)
         return Explainable(fn, None, fn.labels, lambda files: np.stack([fn.load(f) for f in files]), str(p))
+    from kdefect.core.run import RunDir
     from kdefect.data.pipeline import load_images, resize_mode
-    from kdefect.engine.run import RunDir
     from kdefect.trust.outputs import load_model
 
     run_dir = p if p.is_dir() else p.parent if (p.parent / "config.yaml").is_file() else None

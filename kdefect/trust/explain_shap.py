@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.trust.saliency import CHUNK, ExplainSettings, hidden, require
+from kdefect.trust.saliency_settings import CHUNK, ExplainSettings, hidden, require
 
 
 def shap_map(fn: Any, image: np.ndarray, cls: int, settings: ExplainSettings) -> np.ndarray:

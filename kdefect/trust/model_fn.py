@@ -140,7 +140,7 @@ class KerasProbs(ProbsFn):
         self.size, self.channels = (int(h), int(w)), int(c)
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
-        from kdefect.edge.decisions import softmax
+        from kdefect.core.decisions import softmax
 
         out = []
         for i in range(0, len(x), self.batch):

@@ -8,7 +8,6 @@ also kept in ``<run>/report/`` for reuse.
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.trust.html_parts import img, table
 from kdefect.utils.io import sha256_file, write_text
 
 log = logging.getLogger(__name__)
@@ -48,21 +48,7 @@ def verdict_html(v: dict[str, Any] | None) -> str:
                   f"upper <= {t['max_escape_upper']}"],
                  ["false-reject rate", v["false_reject_rate"], f"<= {t['max_false_reject']}"]]
     rows.append(["review share", v["review_share"], f"<= {t['max_review_share']}"])
-    return out + _table([f"{v['split']} split ({v['n']} parts)", "value", "target (trust.targets)"], rows)
-
-
-def _img(path: Path | bytes, alt: str) -> str:
-    data = path if isinstance(path, bytes) else Path(path).read_bytes()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return out + table([f"{v['split']} split ({v['n']} parts)", "value", "target (trust.targets)"], rows)
 
 
 def _ci(k: int, n: int) -> str:
@@ -79,7 +65,7 @@ def _per_class(cm: np.ndarray, classes: list[str]) -> str:
     for i, c in enumerate(classes):
         tp, sup, pred = int(cm[i, i]), int(cm[i].sum()), int(cm[:, i].sum())
         rows.append([c, sup, tp / sup if sup else 0.0, _ci(tp, sup), tp / pred if pred else 0.0, _ci(tp, pred)])
-    return _table(["class", "support", "recall", "recall 95% CI", "precision", "precision 95% CI"], rows)
+    return table(["class", "support", "recall", "recall 95% CI", "precision", "precision 95% CI"], rows)
 
 
 def tflite_fidelity(run: Any, images: np.ndarray, keras_probs: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
@@ -114,7 +100,7 @@ def _gallery(model: Any, images: np.ndarray, paths: list[str], y: np.ndarray, pr
     cells = []
     for j, i in enumerate(flagged):
         kind = "wrong" if pred[i] != y[i] else "review"
-        cells.append(f'<div class="g">{_img(png_bytes(images[i]), "image")}{_img(png_bytes(overlay(images[i], cams[j])), "Grad-CAM")}'
+        cells.append(f'<div class="g">{img(png_bytes(images[i]), "image")}{img(png_bytes(overlay(images[i], cams[j])), "Grad-CAM")}'
                      f'<br><b class="{"bad" if kind == "wrong" else ""}">{kind}</b> true {html.escape(classes[y[i]])}'
                      f", pred {html.escape(classes[pred[i]])} ({conf[i]:.3f})<br>{html.escape(Path(paths[i]).name)}</div>")
     return "".join(cells), len(flagged)
@@ -149,36 +135,36 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max
     np.add.at(cm, (y, probs.argmax(1)), 1)
     acc = float((probs.argmax(1) == y).mean()) if len(y) else 0.0
     s["Verdict"] = verdict_html(cal.get("verdict"))
-    s["Summary"] = _table(["item", "value"], [
+    s["Summary"] = table(["item", "value"], [
         ["run", str(run.path)], ["test images", len(y)], ["test accuracy", acc],
         ["temperature", t], ["test ECE before -> after", f"{cal['test_ece_before']:.4f} -> {cal['test_ece_after']:.4f}"],
         ["review below (calibrated confidence)", cal["review_below"]],
         ["model sha256", cal.get("model_sha256", "")]])
     hist = run.path / "history.csv"
-    s["Training curves"] = (_img(figures.training_curves(figures.read_history(hist), fig / "curves.png"), "curves")
+    s["Training curves"] = (img(figures.training_curves(figures.read_history(hist), fig / "curves.png"), "curves")
                             if hist.is_file() else "<p>No history.csv in this run.</p>")
     plot_confusion_matrix(cm, classes, str(fig / "confusion.png"), "Confusion matrix (test)")
-    s["Confusion matrix"] = _img(fig / "confusion.png", "confusion matrix")
+    s["Confusion matrix"] = img(fig / "confusion.png", "confusion matrix")
     s["Per-class metrics"] = _per_class(cm, classes) + "<p>W = Wilson, CP = Clopper-Pearson (95%).</p>"
     pr_png, aps = figures.pr_curves(probs, y, classes, fig / "pr.png")
-    s["Precision-recall curves"] = _img(pr_png, "PR curves") + _table(["class", "AP"], [[c, a] for c, a in aps.items()])
-    s["Reliability diagram"] = _img(run.path / "reliability.png", "reliability") + (
+    s["Precision-recall curves"] = img(pr_png, "PR curves") + table(["class", "AP"], [[c, a] for c, a in aps.items()])
+    s["Reliability diagram"] = img(run.path / "reliability.png", "reliability") + (
         f"<p>Validation ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} with T = {t:.3f}.</p>")
     correct = probs.argmax(1) == y
     rc = uncertainty.risk_coverage(probs.max(1), correct)
     rows = [[f"{100 * r:.2f}%", uncertainty.review_share_for_risk(probs.max(1), correct, r)]
             for r in (0.002, 0.005, 0.01, 0.02, 0.05)]
     tr = cal["test_review"]
-    s["Risk-coverage and review"] = _img(figures.risk_coverage_plot(rc, fig / "risk_coverage.png", cal["review_below"],
+    s["Risk-coverage and review"] = img(figures.risk_coverage_plot(rc, fig / "risk_coverage.png", cal["review_below"],
                                                                     cal["target_risk"]), "risk-coverage") + (
         f"<p>Threshold chosen on validation for residual error <= {100 * cal['target_risk']:.2f}%: on test "
         f"{100 * tr['review_share']:.1f}% go to review, residual error {100 * tr['residual_error']:.2f}% "
         f"(95% upper {100 * tr['residual_error_upper95']:.2f}%).</p>"
-        + _table(["target residual error", "test review share needed (oracle)"], rows))
+        + table(["target residual error", "test review share needed (oracle)"], rows))
     if good is not None and good in classes:
         gi = classes.index(good)
         tab = operating_point.escape_table(probs, y, gi, val=(vprobs, val["y"]))
-        s["Escape-rate table"] = _table(
+        s["Escape-rate table"] = table(
             ["target escape (val)", "threshold P(good)", "test escape", "escapes / defective", "95% CP upper",
              "false reject", "accuracy"],
             [[r["target_escape"], r["threshold"], r["escape_rate"], f"{r['escapes']} / {r['defective']}",
@@ -201,9 +187,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max
 
     s["Explanations"] = explanations_section(run, images, y, classes, model)
     fid = tflite_fidelity(run, images, probs if t == 1.0 else apply_temperature(test["logits"], 1.0), y)
-    s["TFLite fidelity"] = (_table(list(fid[0].keys()), [list(r.values()) for r in fid]) if fid and "error" not in fid[0]
+    s["TFLite fidelity"] = (table(list(fid[0].keys()), [list(r.values()) for r in fid]) if fid and "error" not in fid[0]
                             else "<p>No TFLite model in this run's export/ folder.</p>" if not fid
-                            else _table(["model", "error"], [[r["model"], r.get("error", "")] for r in fid]))
+                            else table(["model", "error"], [[r["model"], r.get("error", "")] for r in fid]))
     card = model_card.render_model_card(run.path, run.config_path.read_text(encoding="utf-8"), classes, good,
                                         metrics or {"accuracy": acc}, cal, model_card.data_fingerprint(run.path))
     write_text(run.path / "model_card.md", card)

@@ -47,7 +47,7 @@ def samples(easy):
 
 
 def _export(model, out: Path, samples, temperature: float = 1.0) -> Path:
-    from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
+    from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.export.tflite import to_tflite
 
     x = np.stack([s[0] for s in samples]).astype(np.float32)
@@ -117,7 +117,7 @@ def test_shap_is_deterministic(tflite_patch, samples):
 
 def test_probabilities_go_through_the_sidecar_decision_rule(keras_patch, samples, tmp_path):
     """A sidecar temperature changes what the explainer sees, exactly as it changes the device's decision."""
-    from kdefect.edge.decisions import softmax
+    from kdefect.core.decisions import softmax
 
     path = _export(keras_patch, tmp_path / "t" / "model.tflite", samples, temperature=2.0)
     fn = TFLiteProbs(path)
@@ -249,8 +249,8 @@ def test_report_section_explains_the_exported_model(trust_run, tmp_path):
     """With an export in the run, the section's maps and faithfulness figures come from the .tflite."""
     import shutil as sh
 
-    from kdefect.edge.sidecar import InputSpec, Sidecar, write_sidecar
-    from kdefect.engine.run import RunDir
+    from kdefect.core.run import RunDir
+    from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.export.tflite import to_tflite
     from kdefect.trust.outputs import load_model, split_images
     from kdefect.trust.report_explain import explanations_section

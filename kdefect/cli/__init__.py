@@ -43,7 +43,7 @@ def _register() -> None:
     """Attach every command module; each adds its commands to ``main``."""
     from kdefect.cli import train  # noqa: F401
 
-    for optional in ("export", "detect", "trust"):
+    for optional in ("export", "detect", "trust", "data"):
         try:
             __import__(f"kdefect.cli.{optional}")
         except ModuleNotFoundError as exc:  # a family not installed/built yet

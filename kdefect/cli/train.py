@@ -34,6 +34,9 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         key = "detect.backbone" if cfg.task == "detect" else "model.backbone"
         cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}))
     run = fit_(cfg, quiet=ctx.obj["quiet"])
+    if run is None:  # a non-chief worker of a multi-worker run
+        click.echo("worker done; the chief wrote the run folder")
+        return
     _echo_verdict(run.path)
     click.echo(str(run.path))
 

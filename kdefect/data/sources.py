@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,7 @@ class DatasetIndex:
     box_labels: list[np.ndarray] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     task: str = "classify"
+    packed: Any = None  # a packed data set (``tfrecord:``): fixed split, profile and shards (kdefect.data.packed)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -249,12 +251,20 @@ def index_elpv(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
     return idx
 
 
+@register_source("tfrecord")
+def index_tfrecord(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    """``source: tfrecord:DIR``: a data set packed by ``kdefect data pack`` (checked, split and profiled once)."""
+    from .packed import index_pack
+
+    return index_pack(location, data_cfg, task)
+
+
 def resolve_source(data_cfg) -> tuple[str, str]:
     """(source kind, location) from ``data.source`` and ``data.format``."""
     src, fmt = str(data_cfg.source), data_cfg.format
     if src in ("neu", "elpv"):
         return src, ""
-    for prefix in ("voc", "tfds", "folder", "synthetic", "elpv"):
+    for prefix in ("voc", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
         if src.startswith(prefix + ":"):
             return prefix, src[len(prefix) + 1:]
     if src == "synthetic" or fmt == "synthetic":
@@ -266,7 +276,7 @@ def resolve_source(data_cfg) -> tuple[str, str]:
 
 
 def index_dataset(data_cfg, task: str = "classify") -> DatasetIndex:
-    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]]) for ``task``."""
+    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]] | tfrecord:DIR)."""
     if task not in ("classify", "detect"):
         raise ConfigError(f"task '{task}' is unknown; use classify or detect.")
     kind, location = resolve_source(data_cfg)

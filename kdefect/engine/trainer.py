@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import sys
 import time
 from typing import Any
@@ -49,18 +50,22 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
     from kdefect.data.split import save_split, stratified_split, write_skipped
 
     scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
-    index, dropped = dedupe_index(index_dataset(cfg.data, task=cfg.task), cfg.data.duplicates, scan)
-    if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
-        split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
-    else:
-        check_split_leaks(index, split, scan)
-    if cfg.data.subsample and cfg.task == "classify":
-        train = np.asarray(split["train"])
-        keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
-        split = dict(split, train=train[keep])
+    index = index_dataset(cfg.data, task=cfg.task)
     good = cfg.data.good_label if cfg.task == "classify" else None
-    profile = profile_index(index, split, good, dropped=dropped, scan=scan)
-    profile["duplicates"]["dropped_files"] = dropped
+    if index.packed is not None:  # `kdefect data pack` checked, de-duplicated, split and profiled it once
+        split, profile, dropped = index.packed.plan(split, cfg.data)
+    else:
+        index, dropped = dedupe_index(index, cfg.data.duplicates, scan)
+        if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
+            split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
+        else:
+            check_split_leaks(index, split, scan)
+        if cfg.data.subsample and cfg.task == "classify":
+            train = np.asarray(split["train"])
+            keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
+            split = dict(split, train=train[keep])
+        profile = profile_index(index, split, good, dropped=dropped, scan=scan)
+        profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     run = RunDir.create(cfg.runs_dir, cfg.name)
@@ -82,6 +87,10 @@ def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str
     from kdefect.data.pipeline import make_dataset
 
     k = len(index.classes)
+    if index.packed is not None:  # data.source tfrecord: stream the packed shards
+        from kdefect.data.tfrecord import packed_datasets
+
+        return packed_datasets(index.packed, cfg.data, k, cfg.seed)
     paths = np.asarray(index.paths)
     out = {}
     for name, idx in split.items():
@@ -106,9 +115,13 @@ def _verbose(quiet: bool) -> int:
     return 1 if sys.stderr.isatty() or sys.stdout.isatty() else 2
 
 
-def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool = False
-                ) -> tuple[keras.Model, dict[str, Any]]:
-    """Build, compile and train the classifier; return the best model and training stats."""
+def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool = False,
+                strategy: tf.distribute.Strategy | None = None) -> tuple[keras.Model, dict[str, Any]]:
+    """Build, compile and train the classifier; return the best model and training stats.
+
+    ``strategy``: one made already (multi-worker strategies must exist before any TF op), else from the config.
+    """
+    from kdefect.engine.multiworker import AgreedTimeBudget, is_multi_worker, local_copy
     from kdefect.losses import build_loss, compute_class_weights
     from kdefect.tasks.classify import build_classifier_from_config, freeze_backbone, unfreeze_top
 
@@ -119,7 +132,8 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
                    counts.tolist())), "weights": dict(zip(index.classes, np.asarray(weights).tolist()))})
     data = _datasets(cfg, index, split)
     keras.utils.set_random_seed(cfg.seed)
-    strategy = make_strategy(cfg.train.strategy)
+    strategy = strategy or make_strategy(cfg.train.strategy)
+    multi = is_multi_worker(strategy)  # decisions must be agreed across workers (kdefect.engine.multiworker)
     with strategy.scope():
         model = build_classifier_from_config(cfg, k)
         loss = build_loss(cfg.loss, weights)
@@ -132,14 +146,16 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     ckpt = AtomicBestCheckpoint(run.checkpoint_path, monitor=monitor, keys=selection_keys(monitor))
     callbacks: list[keras.callbacks.Callback] = [history, counter, ckpt,
                                                  keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
-    budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
+    budget_cls = (lambda s, start: AgreedTimeBudget(s, strategy, start)) if multi else TimeBudget
+    budget = budget_cls(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)
     if cfg.train.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor),
                                                        patience=cfg.train.patience))
     loss_key = "val_loss" if has_val else "loss"  # the LR schedule follows the optimisation, not the selection
-    callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, cfg.train.time_budget_s, t0)
+    lr_budget = None if multi else cfg.train.time_budget_s  # a per-worker clock would set different LRs
+    callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, lr_budget, t0)
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
                   verbose=_verbose(quiet), callbacks=callbacks)
     phases = []
@@ -164,7 +180,9 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
         model.fit(data["train"], initial_epoch=epoch, epochs=until, **fit_kw)
         epoch = len(history.rows)
     train_s = time.perf_counter() - t0
-    if run.checkpoint_path.is_file():
+    if multi:  # the chief evaluates and exports alone: a plain copy needs no other worker
+        model = local_copy(model, run.checkpoint_path)
+    elif run.checkpoint_path.is_file():
         best = keras.models.load_model(run.checkpoint_path, compile=False)
         model.set_weights(best.get_weights())
         log.info("restored the weights of epoch %s (best %s %.4f)", (ckpt.best_epoch or 0) + 1, monitor,
@@ -185,13 +203,14 @@ def save_model(model: keras.Model, run: RunDir) -> None:
         tf.saved_model.save(model, str(tmp))
 
 
-def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = False) -> RunDir:
+def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = False) -> RunDir | None:
     """Train a model from ``cfg`` and return its complete run folder.
 
     Classifiers are then calibrated on the validation split (``trust.calibrate``) and judged READY or
     NOT READY on the test split against ``trust.targets``; the verdict is logged and kept in
     ``calibration.json`` (``kdefect tflite`` refuses a NOT READY run).  ``cfg`` is not changed: the
-    resolved copy is the run's ``config.yaml``.
+    resolved copy is the run's ``config.yaml``.  With ``train.strategy: multi_worker`` only the chief
+    returns the run; the other workers train in a temporary folder, remove it and return None.
     """
     cfg = copy.deepcopy(cfg)
     if cfg.task == "detect":
@@ -200,8 +219,20 @@ def fit(cfg: Config, split: dict[str, np.ndarray] | None = None, quiet: bool = F
         return fit_detector(cfg, quiet=quiet)
     from kdefect.engine.evaluator import evaluate_model
 
+    strategy, scratch = None, None
+    if cfg.train.strategy == "multi_worker":  # the strategy first: collectives are configured at startup
+        from kdefect.engine.multiworker import worker_role, worker_scratch
+
+        role, strategy = worker_role(), make_strategy(cfg.train.strategy)
+        if not role.is_chief:  # only the chief writes the run folder
+            scratch = worker_scratch(role)
+            cfg.runs_dir = str(scratch)
     run, index, split = prepare_run(cfg, split)
-    model, stats = train_model(cfg, run, index, split, quiet=quiet)
+    model, stats = train_model(cfg, run, index, split, quiet=quiet, strategy=strategy)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        log.info("worker done; the chief writes the run folder")
+        return None
     save_model(model, run)
     paths = np.asarray(index.paths)
     eval_split = "test" if len(split.get("test", [])) else "val"

@@ -120,8 +120,14 @@ def _options() -> tf.data.Options:
 
 
 def packed_dataset(packed: PackedData, split: str, data_cfg, num_classes: int, training: bool, seed: int = 0,
-                   batch_size: int | None = None, shuffle_buffer: int = SHUFFLE_BUFFER) -> tf.data.Dataset:
-    """(float32 image 0..255, one-hot label) batches streamed from the shards of ``split``."""
+                   batch_size: int | None = None, shuffle_buffer: int = SHUFFLE_BUFFER,
+                   sharded: bool = False) -> tf.data.Dataset:
+    """(float32 image 0..255, one-hot label) batches streamed from the shards of ``split``.
+
+    The record count from the manifest is asserted as the dataset's size, so Keras
+    knows the steps per epoch (progress, images/s); not when ``sharded``
+    (multi-worker), where each worker sees only its share.
+    """
     files = [str(f) for f in packed.shards(split)]
     if not files:
         raise DataError(f"pack '{packed.path}' has no {split} shards.")
@@ -135,6 +141,8 @@ def packed_dataset(packed: PackedData, split: str, data_cfg, num_classes: int, t
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not sharded:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n))
     if training and not cache:
         ds = ds.shuffle(min(shuffle_buffer, max(n, 1)), seed=seed, reshuffle_each_iteration=True)
 
@@ -152,8 +160,10 @@ def packed_dataset(packed: PackedData, split: str, data_cfg, num_classes: int, t
     return finish_dataset(ds, num_classes, data_cfg, training, seed, batch, _options())
 
 
-def packed_datasets(packed: PackedData, data_cfg, num_classes: int, seed: int = 0) -> dict[str, tf.data.Dataset]:
+def packed_datasets(packed: PackedData, data_cfg, num_classes: int, seed: int = 0,
+                    sharded: bool = False) -> dict[str, tf.data.Dataset]:
     """The training datasets of a run on a pack (train shuffles and augments; empty splits left out)."""
-    return {name: packed_dataset(packed, name, data_cfg, num_classes, training=name == "train", seed=seed)
+    return {name: packed_dataset(packed, name, data_cfg, num_classes, training=name == "train", seed=seed,
+                                 sharded=sharded)
             for name in ("train", "val", "test") if packed.records(name)}
 

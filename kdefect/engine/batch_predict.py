@@ -134,7 +134,8 @@ def predict_parts(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
                   fmt: str = "csv", batch_size: int = 64) -> dict[str, Any]:
     """Score every image below ``inputs`` into ``out_dir/part-NNNNN.{csv,parquet}``; resumes where it stopped.
 
-    Returns ``{"images", "parts", "skipped_parts", "seconds", "images_per_s"}`` for this call.
+    Returns ``{"images", "parts", "skipped_parts", "seconds", "model_load_seconds", "images_per_s"}`` for this
+    call (seconds and images/s exclude loading the model).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"format '{fmt}' is unknown; use {' or '.join(FORMATS)}.")
@@ -151,25 +152,28 @@ def predict_parts(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     _check_job(out, {"model": str(target), "inputs": digest, "n_images": len(files), "part_size": part_size,
                      "format": fmt})
     n_parts = -(-len(files) // part_size)
-    scorer, done, skipped, t0 = None, 0, 0, time.perf_counter()
+    scorer, done, skipped, t0, load_s = None, 0, 0, time.perf_counter(), 0.0
     for i in range(n_parts):
         path = out / f"part-{i:05d}.{fmt}"
         if path.is_file():  # written atomically: present means complete
             skipped += 1
             continue
-        scorer = scorer or _Scorer(target, batch_size)
+        if scorer is None:  # loaded once, and only when there is work left
+            t_load = time.perf_counter()
+            scorer = _Scorer(target, batch_size)
+            load_s = time.perf_counter() - t_load
         part = files[i * part_size:(i + 1) * part_size]
         readable, bad = _readable(part)
         probs, feats, knn = scorer.score(readable)
         rows = decision_rows(part, readable, bad, probs, feats, scorer.rule, knn)
         _write_part(path, rows, scorer.classes, knn is not None, fmt)
         done += len(part)
-        rate = done / max(time.perf_counter() - t0, 1e-9)
+        rate = done / max(time.perf_counter() - t0 - load_s, 1e-9)
         left = len(files) - (i + 1) * part_size
         log.info("part %d/%d: %d images (%d unreadable) -> %s; %.0f images/s, about %.0f s left", i + 1, n_parts,
                  len(part), len(bad), path.name, rate, max(left, 0) / rate)
     if skipped:
         log.info("resumed: %d part(s) were already written", skipped)
-    secs = time.perf_counter() - t0
+    secs = time.perf_counter() - t0 - load_s
     return {"images": done, "parts": n_parts, "skipped_parts": skipped, "seconds": round(secs, 2),
-            "images_per_s": round(done / secs, 2) if done else 0.0}
+            "model_load_seconds": round(load_s, 2), "images_per_s": round(done / secs, 2) if done else 0.0}

@@ -90,7 +90,7 @@ def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str
     if index.packed is not None:  # data.source tfrecord: stream the packed shards
         from kdefect.data.tfrecord import packed_datasets
 
-        return packed_datasets(index.packed, cfg.data, k, cfg.seed)
+        return packed_datasets(index.packed, cfg.data, k, cfg.seed, sharded=cfg.train.strategy == "multi_worker")
     paths = np.asarray(index.paths)
     out = {}
     for name, idx in split.items():

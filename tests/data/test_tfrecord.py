@@ -85,7 +85,10 @@ def test_training_stream_is_shuffled_batched_and_complete(pack):
     out, _ = pack
     packed = index_dataset(_cfg(f"tfrecord:{out}")).packed
     cfg = _cfg(out, cache="none")
-    epoch = [y.numpy().argmax(1) for _, y in packed_dataset(packed, "train", cfg, 5, training=True, shuffle_buffer=8)]
+    ds = packed_dataset(packed, "train", cfg, 5, training=True, shuffle_buffer=8)
+    assert int(ds.cardinality()) == 40 // 8  # known steps per epoch: Keras progress and images/s
+    assert int(packed_dataset(packed, "train", cfg, 5, training=True, sharded=True).cardinality()) < 0
+    epoch = [y.numpy().argmax(1) for _, y in ds]
     assert all(len(b) == 8 for b in epoch) and len(epoch) == 40 // 8
     assert len(set(np.concatenate(epoch)[:8].tolist())) > 1  # shards mix the classes
 
@@ -115,3 +118,11 @@ def test_folder_source_says_when_a_pack_would_be_faster(synthetic_root, monkeypa
     with caplog.at_level(logging.INFO, logger="kdefect.data.pipeline"):
         make_dataset(idx.paths, idx.labels, 5, _cfg(synthetic_root), training=True)
     assert "tfrecord:" in caplog.text
+
+
+def test_load_dataset_streams_a_pack(pack):
+    from kdefect.data.api import load_dataset
+
+    train, _, test, idx = load_dataset(f"tfrecord:{pack[0]}", image_size=(24, 24), batch_size=8)
+    assert idx.packed is not None
+    assert sum(len(y) for _, y in test) == 10 and next(iter(train))[0].shape == (8, 24, 24, 3)

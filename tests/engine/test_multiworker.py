@@ -155,3 +155,25 @@ def test_tf_config_roles():
         worker_role("")
     with pytest.raises(ConfigError, match="ps"):
         worker_role(json.dumps({"cluster": w, "task": {"type": "ps", "index": 0}}))
+
+
+def test_multi_worker_without_tf_config_is_a_config_error(monkeypatch):
+    from kdefect.engine.strategy import make_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        make_strategy("multi_worker")
+
+
+def test_agreed_time_budget_stops_at_epoch_end():
+    """One replica here; with several, ``agree_any`` is the all-reduce every worker joins at epoch end."""
+    from kdefect.engine.multiworker import AgreedTimeBudget, agree_any
+    from kdefect.keras import keras, tf
+
+    strategy = tf.distribute.get_strategy()
+    assert agree_any(strategy, True) and not agree_any(strategy, False)
+    model = keras.Sequential([keras.layers.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    budget = AgreedTimeBudget(0.0, strategy)
+    hist = model.fit(np.zeros((8, 2)), np.zeros(8), batch_size=2, epochs=5, verbose=0, callbacks=[budget])
+    assert budget.exhausted and len(hist.history["loss"]) == 1  # the whole first epoch ran, then all stop

@@ -7,7 +7,8 @@ records the model and a hash of the sorted input list, so a restart against
 different inputs or another model is refused instead of mixing results.
 
 Each part streams through tf.data (parallel decode + resize, prefetch) into
-the model loaded once, and rows come from the same decision rule as
+the model loaded once (each file decoded once: only files the pipeline drops
+are checked with Pillow, for the reason in the row), and rows come from the same decision rule as
 ``kdefect predict`` (``predictor.decision_rows``).  Parquet is written when
 asked (needs pyarrow), CSV otherwise.  For millions of archived images on a
 cluster, see docs/scale.md (Apache Beam RunInference) rather than a home-made
@@ -28,7 +29,7 @@ import numpy as np
 from kdefect.errors import ConfigError, DataError
 from kdefect.utils.io import atomic_path, read_json, write_json, write_text
 
-from .predictor import _readable, collect_images, csv_text, decision_rows, output_columns
+from .predictor import _task_of, collect_images, csv_text, decision_rows, output_columns
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,30 @@ class _Scorer:
         self.gate = (cal or {}).get("feature_ood")
 
     def batches(self, files: list[Path]) -> Iterator[Any]:
+        """(paths, uint8 images) batches; a file that cannot be decoded is left out here, not fatal."""
         from kdefect.data.pipeline import load_image
         from kdefect.keras import tf
 
         ds = tf.data.Dataset.from_tensor_slices([str(f) for f in files])
-        ds = ds.map(lambda p: load_image(p, self.size, self.channels, self.resize),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(lambda p: (p, load_image(p, self.size, self.channels, self.resize)),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
         yield from ds.batch(self.batch_size).prefetch(2)
 
-    def score(self, files: list[Path]) -> tuple[np.ndarray, np.ndarray | None, list[bool] | None]:
+    def score(self, files: list[Path]) -> tuple[list[Path], dict[str, str], np.ndarray, np.ndarray | None,
+                                                list[bool] | None]:
+        """(readable files, {unreadable file: reason}, probabilities, features (TFLite) or None, kNN flags or None).
+
+        Why not ``predict``'s up-front check: it decodes every file with Pillow before
+        TF decodes it again.  Here each file is decoded once, and only the files the
+        pipeline dropped are checked, for the same human reason ``predict`` gives.
+        """
         from scipy.special import softmax
 
-        probs, feats = [], []
-        for x in self.batches(files):
+        from kdefect.data.images import check_image
+
+        probs, feats, seen = [], [], []
+        for paths, x in self.batches(files):
+            seen += [p.decode() for p in paths.numpy()]
             if self.tflite:
                 p, f = self.runner.run_all(x.numpy())
             else:
@@ -94,6 +106,9 @@ class _Scorer:
             probs.append(p)
             if f is not None:
                 feats.append(f)
+        ok = set(seen)
+        readable = [f for f in files if str(f) in ok]
+        bad = {str(f): f"unreadable image: {check_image(f) or 'cannot be decoded'}" for f in files if str(f) not in ok}
         k = len(self.classes)
         prob = np.concatenate(probs) if probs else np.zeros((0, k))
         feat = np.concatenate(feats) if feats else None
@@ -102,7 +117,7 @@ class _Scorer:
             from .predictor import _knn_flags
 
             knn = _knn_flags(self.run, self.gate, feat)
-        return prob, (feat if self.tflite else None), knn
+        return readable, bad, prob, (feat if self.tflite else None), knn
 
 
 def _write_part(path: Path, rows: list[dict[str, Any]], classes: list[str], has_knn: bool, fmt: str) -> None:
@@ -147,6 +162,8 @@ def predict_parts(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     if part_size < 1:
         raise ConfigError(f"part size must be >= 1, got {part_size}.")
     target, out = Path(model).resolve(), Path(out_dir)
+    if _task_of(target) != "classify":
+        raise ConfigError("predict in parts (--out-dir) scores classifiers; use --out for a detection model.")
     files = collect_images(list(inputs))
     digest = hashlib.sha256("\n".join(map(str, files)).encode()).hexdigest()
     _check_job(out, {"model": str(target), "inputs": digest, "n_images": len(files), "part_size": part_size,
@@ -163,8 +180,7 @@ def predict_parts(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
             scorer = _Scorer(target, batch_size)
             load_s = time.perf_counter() - t_load
         part = files[i * part_size:(i + 1) * part_size]
-        readable, bad = _readable(part)
-        probs, feats, knn = scorer.score(readable)
+        readable, bad, probs, feats, knn = scorer.score(part)
         rows = decision_rows(part, readable, bad, probs, feats, scorer.rule, knn)
         _write_part(path, rows, scorer.classes, knn is not None, fmt)
         done += len(part)

@@ -11,9 +11,8 @@ and the data profile; ``split/`` holds the run-format lists (see ``packed``).
 
 Reading (``packed_dataset``): shard files (shuffled per epoch) -> parallel
 interleave -> bounded shuffle buffer of encoded records -> parallel decode.
-Under ``tf.distribute`` the auto-shard policy is AUTO: each worker reads its own
-shard files when there are at least as many shards as workers, else every
-worker reads all and keeps its share of the records (DATA).
+Under multi-worker training every worker reads the shards and keeps its share
+of each global batch (auto-shard DATA, as the folder source does).
 """
 
 from __future__ import annotations
@@ -113,20 +112,22 @@ def pack_dataset(data_cfg, out: str | Path, seed: int = 0, shard_mb: float = 100
 
 
 def _options() -> tf.data.Options:
+    """Per-worker sharding by record (DATA).  Why not by shard file (FILE): tf.data's FILE rewrite finds no
+    file source below the augmentation's zip and fails at the first step, and it needs >= 1 file per worker."""
     opts = tf.data.Options()
-    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.AUTO
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     opts.deterministic = True
     return opts
 
 
 def packed_dataset(packed: PackedData, split: str, data_cfg, num_classes: int, training: bool, seed: int = 0,
                    batch_size: int | None = None, shuffle_buffer: int = SHUFFLE_BUFFER,
-                   sharded: bool = False) -> tf.data.Dataset:
+                   workers: int = 1) -> tf.data.Dataset:
     """(float32 image 0..255, one-hot label) batches streamed from the shards of ``split``.
 
     The record count from the manifest is asserted as the dataset's size, so Keras
-    knows the steps per epoch (progress, images/s); not when ``sharded``
-    (multi-worker), where each worker sees only its share.
+    knows the steps per epoch (progress, images/s); not with several ``workers``
+    (multi-worker), where each sees only its share.
     """
     files = [str(f) for f in packed.shards(split)]
     if not files:
@@ -141,7 +142,7 @@ def packed_dataset(packed: PackedData, split: str, data_cfg, num_classes: int, t
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if not sharded:
+    if workers == 1:
         ds = ds.apply(tf.data.experimental.assert_cardinality(n))
     if training and not cache:
         ds = ds.shuffle(min(shuffle_buffer, max(n, 1)), seed=seed, reshuffle_each_iteration=True)
@@ -161,9 +162,9 @@ def packed_dataset(packed: PackedData, split: str, data_cfg, num_classes: int, t
 
 
 def packed_datasets(packed: PackedData, data_cfg, num_classes: int, seed: int = 0,
-                    sharded: bool = False) -> dict[str, tf.data.Dataset]:
+                    workers: int = 1) -> dict[str, tf.data.Dataset]:
     """The training datasets of a run on a pack (train shuffles and augments; empty splits left out)."""
     return {name: packed_dataset(packed, name, data_cfg, num_classes, training=name == "train", seed=seed,
-                                 sharded=sharded)
+                                 workers=workers)
             for name in ("train", "val", "test") if packed.records(name)}
 

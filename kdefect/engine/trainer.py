@@ -89,8 +89,10 @@ def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray]) -> dict[str
     k = len(index.classes)
     if index.packed is not None:  # data.source tfrecord: stream the packed shards
         from kdefect.data.tfrecord import packed_datasets
+        from kdefect.engine.multiworker import worker_role
 
-        return packed_datasets(index.packed, cfg.data, k, cfg.seed, sharded=cfg.train.strategy == "multi_worker")
+        workers = worker_role().num_workers if cfg.train.strategy == "multi_worker" else 1
+        return packed_datasets(index.packed, cfg.data, k, cfg.seed, workers=workers)
     paths = np.asarray(index.paths)
     out = {}
     for name, idx in split.items():

@@ -82,12 +82,17 @@ def test_index_keeps_the_packed_split(pack):
 
 
 def test_training_stream_is_shuffled_batched_and_complete(pack):
+    from kdefect.keras import tf
+
     out, _ = pack
     packed = index_dataset(_cfg(f"tfrecord:{out}")).packed
     cfg = _cfg(out, cache="none")
     ds = packed_dataset(packed, "train", cfg, 5, training=True, shuffle_buffer=8)
     assert int(ds.cardinality()) == 40 // 8  # known steps per epoch: Keras progress and images/s
-    assert int(packed_dataset(packed, "train", cfg, 5, training=True, sharded=True).cardinality()) < 0
+    assert int(packed_dataset(packed, "train", cfg, 5, training=True, workers=2).cardinality()) < 0
+    policy = tf.data.experimental.AutoShardPolicy  # by record: FILE fails below the augmentation's zip
+    assert packed_dataset(packed, "train", cfg, 5, True, workers=2).options().experimental_distribute \
+        .auto_shard_policy == policy.DATA
     epoch = [y.numpy().argmax(1) for _, y in ds]
     assert all(len(b) == 8 for b in epoch) and len(epoch) == 40 // 8
     assert len(set(np.concatenate(epoch)[:8].tolist())) > 1  # shards mix the classes

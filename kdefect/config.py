@@ -197,7 +197,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.class_weights": ("none", "inverse", "effective"),
     "train.optimizer": ("adam", "adamw", "sgd"),
     "train.lr_schedule": ("constant", "cosine", "plateau"),
-    "train.strategy": ("default", "mirrored", "one_device"),
+    "train.strategy": ("default", "mirrored", "one_device", "multi_worker", "tpu"),
     "detect.architecture": ("yolov8", "retinanet"),
     "data.channels": (1, 3),
 }

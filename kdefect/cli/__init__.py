@@ -24,7 +24,7 @@ def _register() -> None:
     from kdefect.cli import train  # noqa: F401
     from kdefect.cli.app import add_verbosity_options
 
-    for optional in ("export", "detect", "trust", "keys"):
+    for optional in ("export", "detect", "trust", "keys", "data"):
         try:
             __import__(f"kdefect.cli.{optional}")
         except ModuleNotFoundError as exc:  # a family not installed/built yet

@@ -47,6 +47,9 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
             key = get_task(cfg.task).backbone_key
             cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
     run = fit_(cfg, quiet=ctx.obj["quiet"], resume=resume)
+    if run is None:  # a non-chief worker of a multi-worker run
+        click.echo("worker done; the chief wrote the run folder")
+        return
     _echo_verdict(run.path)
     click.echo(str(run.path))
 
@@ -109,8 +112,20 @@ def evaluate(ctx: click.Context, target: str, data: str | None, out: str | None,
 @click.option("--out", type=click.Path(dir_okay=False),
               help="CSV with class, score and every class probability per image "
                    "[default: predictions.csv in the run folder, or beside the model file].")
-def predict(model: str, inputs: tuple[str, ...], out: str | None) -> None:
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Large jobs: stream in bounded memory and write parts here; a rerun resumes (docs/scale.md).")
+@click.option("--part-size", type=int, default=10_000, show_default=True, help="Images per part (with --out-dir).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
+              help="Part format (with --out-dir); parquet needs pyarrow.")
+def predict(model: str, inputs: tuple[str, ...], out: str | None, out_dir: str | None, part_size: int, fmt: str) -> None:
     """Classify images (files or folders) with a run, .keras or .tflite model."""
+    if out_dir:
+        from kdefect.engine.batch_predict import predict_parts
+
+        s = predict_parts(model, list(inputs), out_dir, part_size=part_size, fmt=fmt)
+        click.echo(f"{s['images']} predictions in {s['parts'] - s['skipped_parts']} new part(s) "
+                   f"({s['skipped_parts']} already written) -> {out_dir}")
+        return
     from kdefect.engine import predict as predict_
     from kdefect.engine.predictor import default_predictions_path
 

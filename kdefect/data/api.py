@@ -23,7 +23,7 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
     """``(train_ds, val_ds, test_ds, index)`` for classification.
 
     ``source_or_cfg``: a source string (``synthetic``, a folder, ``voc:PATH``,
-    ``tfds:NAME``, ``neu``), a DataConfig or a whole Config.  Arguments left as
+    ``tfds:NAME``, ``neu``, ``tfrecord:DIR``), a DataConfig or a whole Config.  Arguments left as
     None come from the config (for a string: 64x64, batch 32, seed 0, 60/20/20).
     Datasets yield (float32 0..255 images, one-hot labels); only train_ds
     shuffles and augments.  ``auto`` settings are resolved from the data
@@ -45,13 +45,22 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
         cfg.split = [float(v) for v in split]
     seed = 0 if seed is None else int(seed)
     index: DatasetIndex = index_dataset(cfg, "classify")
-    scan = FileScan()
-    index, dropped = dedupe_index(index, cfg.duplicates, scan)
-    parts = stratified_split(index.labels, cfg.split, seed)
+    if index.packed is not None:  # tfrecord:DIR: the packed split and profile, streamed from the shards
+        parts, profile, _ = index.packed.plan(None, cfg)
+    else:
+        scan = FileScan()
+        index, dropped = dedupe_index(index, cfg.duplicates, scan)
+        parts = stratified_split(index.labels, cfg.split, seed)
+        profile = profile_index(index, parts, cfg.good_label, dropped=dropped, scan=scan)
     full = Config(data=cfg)
-    for choice in resolve_auto(full, profile_index(index, parts, cfg.good_label, dropped=dropped, scan=scan)):
+    for choice in resolve_auto(full, profile):
         log.info("auto: %s", choice)
     cfg = full.data
+    if index.packed is not None:
+        from .tfrecord import packed_dataset
+
+        return (*(packed_dataset(index.packed, name, cfg, index.num_classes, training=name == "train", seed=seed)
+                  for name in ("train", "val", "test")), index)
     out = []
     for name in ("train", "val", "test"):
         sel = parts[name]

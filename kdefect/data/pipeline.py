@@ -42,10 +42,13 @@ CACHE_LIMIT_BYTES = 2 * 1024**3
 TIFF_PATTERN = r"(?i).*\.tiff?$"
 
 
-def _pil_decode(path: bytes) -> np.ndarray:
+def _pil_decode(data: bytes) -> np.ndarray:
+    """An encoded image (the file's bytes) -> uint8 (H, W, 3) via Pillow (TIFF)."""
+    import io
+
     from PIL import Image
 
-    with Image.open(path.decode()) as im:
+    with Image.open(io.BytesIO(data)) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # scale high-bit-depth to 8 bit
             a = np.asarray(im, np.float64)
             a = (a - a.min()) / max(float(a.max() - a.min()), 1e-9) * 255
@@ -53,20 +56,29 @@ def _pil_decode(path: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"), np.uint8)
 
 
-def decode_image(path: tf.Tensor) -> tf.Tensor:
-    """Any supported file -> uint8 (H, W, 3)."""
+def decode_bytes(data: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
+    """A file's encoded bytes -> uint8 (H, W, 3); ``name`` (its path) picks Pillow for TIFF.
+
+    Shared by the folder source (bytes read from disk) and packed TFRecords (the
+    original bytes kept in the record), so both decode every pixel alike.
+    """
 
     def with_tf() -> tf.Tensor:
-        img = tf.io.decode_image(tf.io.read_file(path), channels=0, dtype=tf.uint8, expand_animations=False)
+        img = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
         return tf.cond(tf.shape(img)[-1] < 3, lambda: tf.image.grayscale_to_rgb(img[..., :1]),
                        lambda: img[..., :3])
 
     def with_pillow() -> tf.Tensor:
-        return tf.numpy_function(_pil_decode, [path], tf.uint8, stateful=False)
+        return tf.numpy_function(_pil_decode, [data], tf.uint8, stateful=False)
 
-    img = tf.cond(tf.strings.regex_full_match(path, TIFF_PATTERN), with_pillow, with_tf)
+    img = tf.cond(tf.strings.regex_full_match(name, TIFF_PATTERN), with_pillow, with_tf)
     img.set_shape([None, None, 3])
     return img
+
+
+def decode_image(path: tf.Tensor) -> tf.Tensor:
+    """Any supported file -> uint8 (H, W, 3)."""
+    return decode_bytes(tf.io.read_file(path), path)
 
 
 def _resize_round(img: tf.Tensor, size: Any) -> tf.Tensor:
@@ -118,7 +130,12 @@ def resize_image(img: tf.Tensor, image_size: Sequence[int], resize: str = "squas
 
 def load_image(path: tf.Tensor, image_size: Sequence[int], channels: int = 3, resize: str = "squash") -> tf.Tensor:
     """Decode, resize (bilinear, antialias; ``resize`` mode) and round to uint8 (H, W, channels)."""
-    img = resize_image(decode_image(path), image_size, resize)
+    return prepare_image(decode_image(path), image_size, channels, resize)
+
+
+def prepare_image(img: tf.Tensor, image_size: Sequence[int], channels: int = 3, resize: str = "squash") -> tf.Tensor:
+    """Decoded uint8 (h, w, 3) -> resized, rounded uint8 (H, W, channels), as every source feeds the model."""
+    img = resize_image(img, image_size, resize)
     if channels == 1:
         img = tf.image.rgb_to_grayscale(img)
     img.set_shape([*image_size, channels])
@@ -153,6 +170,10 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray, num_c
     n = len(paths)
     cache = should_cache(n, data_cfg)
     balanced = training and getattr(data_cfg, "sampling", "shuffle") == "balanced" and n > 0
+    if training and not cache and data_cfg.cache == "auto":
+        log.info("%d decoded images exceed the %d GB cache: every epoch decodes every file again. A packed data "
+                 "set streams faster: kdefect data pack SOURCE OUT, then data.source=tfrecord:OUT (docs/scale.md).",
+                 n, CACHE_LIMIT_BYTES // 1024**3)
 
     def decode(p: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return load_image(p, size, ch, resize), y
@@ -171,16 +192,25 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray, num_c
             ds = ds.cache()
             if training:
                 ds = ds.shuffle(min(max(n, 1), 20000), seed=seed, reshuffle_each_iteration=True)
+    log.debug("dataset: %d images, training=%s, cache=%s, balanced=%s, batch=%d", n, training, cache, balanced, batch)
+    return finish_dataset(ds, num_classes, data_cfg, training, seed, batch)
+
+
+def finish_dataset(ds: tf.data.Dataset, num_classes: int, data_cfg, training: bool, seed: int, batch: int,
+                   options: tf.data.Options | None = None) -> tf.data.Dataset:
+    """(uint8 image, int label) elements -> float32 / one-hot, augmented (training), batched, prefetched.
+
+    The tail every image source shares, so folder and packed data train alike.
+    """
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes, dtype=tf.float32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if training and is_active(data_cfg.augment):
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (augment_image(xy[0], s, data_cfg.augment, size), xy[1]),
+            lambda xy, s: (augment_image(xy[0], s, data_cfg.augment, tuple(data_cfg.image_size)), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
-    log.debug("dataset: %d images, training=%s, cache=%s, balanced=%s, batch=%d", n, training, cache, balanced, batch)
-    return ds.with_options(_options())
+    return ds.with_options(options or _options())
 
 
 def load_images(paths: Sequence[str], image_size: Sequence[int], channels: int = 3,

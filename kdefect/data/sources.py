@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,44 +18,13 @@ from kdefect.core.registry import Registry
 from kdefect.errors import ConfigError, DataError
 
 from .images import check_images, is_image_name, list_files
+from .index import DatasetIndex  # re-exported: the index every source returns
 from .voc import image_label, parse_voc
 
 log = logging.getLogger(__name__)
 
 SourceFn = Callable[[str, object, str], "DatasetIndex"]
 SOURCES = Registry("data source")  # name -> indexer
-
-
-@dataclass
-class DatasetIndex:
-    """Files of one dataset.  ``labels`` are class indices; for ``task='detect'`` an image
-    without objects has label -1 (used only to stratify the split) and ``classes`` are the
-    object classes.  ``skipped`` holds (path, reason) for every bad file left out."""
-
-    root: Path
-    classes: list[str]
-    paths: list[str]
-    labels: np.ndarray
-    boxes: list[np.ndarray] | None = None
-    box_labels: list[np.ndarray] | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    task: str = "classify"
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def subset(self, indices: np.ndarray) -> DatasetIndex:
-        """A new index holding only ``indices`` (same classes, root and skipped list)."""
-        idx = np.asarray(indices, int)
-        pick = (lambda seq: [seq[i] for i in idx]) if len(idx) else (lambda seq: [])
-        return DatasetIndex(self.root, list(self.classes), pick(self.paths), self.labels[idx],
-                            pick(self.boxes) if self.boxes is not None else None,
-                            pick(self.box_labels) if self.box_labels is not None else None,
-                            list(self.skipped), self.task)
 
 
 def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
@@ -245,12 +213,20 @@ def index_elpv(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
     return idx
 
 
+@register_source("tfrecord")
+def index_tfrecord(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+    """``source: tfrecord:DIR``: a data set packed by ``kdefect data pack`` (checked, split and profiled once)."""
+    from .packed import index_pack
+
+    return index_pack(location, data_cfg, task)
+
+
 def resolve_source(data_cfg) -> tuple[str, str]:
     """(source kind, location) from ``data.source`` and ``data.format``."""
     src, fmt = str(data_cfg.source), data_cfg.format
     if src in ("neu", "elpv"):
         return src, ""
-    for prefix in ("voc", "tfds", "folder", "synthetic", "elpv"):
+    for prefix in ("voc", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
         if src.startswith(prefix + ":"):
             return prefix, src[len(prefix) + 1:]
     if src == "synthetic" or fmt == "synthetic":
@@ -262,7 +238,7 @@ def resolve_source(data_cfg) -> tuple[str, str]:
 
 
 def index_dataset(data_cfg, task: str = "classify") -> DatasetIndex:
-    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]]) for ``task``."""
+    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]] | tfrecord:DIR)."""
     if task not in ("classify", "detect"):
         raise ConfigError(f"task '{task}' is unknown; use classify or detect.")
     kind, location = resolve_source(data_cfg)

@@ -116,6 +116,18 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
     if readable:
         probs, feats, classes, rule, knn = (_tflite_outputs if target.suffix == ".tflite" else _keras_outputs)(
             target, readable)
+    rows = decision_rows(files, readable, bad, probs, feats, rule, knn)
+    if bad:
+        log.warning("%d file(s) could not be read; they are listed with an error in the output", len(bad))
+    if out is not None:
+        write_text(out, csv_text(rows, classes, knn is not None))
+        log.info("%d predictions -> %s", len(rows), out)
+    return rows
+
+
+def decision_rows(files: list[Path], readable: list[Path], bad: dict[str, str], probs: np.ndarray,
+                  feats: np.ndarray | None, rule: Any, knn: list[bool] | None) -> list[dict[str, Any]]:
+    """One output row per file, in ``files`` order: the decision rule's verdict, or the read error."""
     rows: list[dict[str, Any]] = []
     by_path = {str(f): p for f, p in zip(readable, probs)}
     feat_by_path = dict(zip(map(str, readable), feats)) if feats is not None else {}
@@ -132,16 +144,19 @@ def predict(model: str | Path, inputs: list[str | Path], out: str | Path | None 
             row["ood_knn"] = knn_by_path[str(f)]
         row.update({f"p_{c}": v for c, v in d.probs.items()})
         rows.append(row)
-    if bad:
-        log.warning("%d file(s) could not be read; they are listed with an error in the output", len(bad))
-    if out is not None:
-        keys = ["path", "class", "score", "review", "ood", *(["ood_knn"] if knn is not None else []), "verdict",
-                *[f"p_{c}" for c in classes], "error"]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-        write_text(out, buf.getvalue())
-        log.info("%d predictions -> %s", len(rows), out)
     return rows
+
+
+def output_columns(classes: list[str], has_knn: bool) -> list[str]:
+    return ["path", "class", "score", "review", "ood", *(["ood_knn"] if has_knn else []), "verdict",
+            *[f"p_{c}" for c in classes], "error"]
+
+
+def csv_text(rows: list[dict[str, Any]], classes: list[str], has_knn: bool) -> str:
+    """The predictions CSV (floats with 6 decimals)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=output_columns(classes, has_knn))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()

@@ -57,19 +57,23 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
 
     validate_config(cfg)
     scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
-    index, dropped = dedupe_index(index_dataset(cfg.data, task=cfg.task), cfg.data.duplicates, scan)
-    if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
-        split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
-    else:
-        check_split_leaks(index, split, scan)
+    index = index_dataset(cfg.data, task=cfg.task)
     image_labels = get_task(cfg.task).image_labels
-    if cfg.data.subsample and image_labels:
-        train = np.asarray(split["train"])
-        keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
-        split = dict(split, train=train[keep])
     good = cfg.data.good_label if image_labels else None
-    profile = profile_index(index, split, good, dropped=dropped, scan=scan)
-    profile["duplicates"]["dropped_files"] = dropped
+    if index.packed is not None:  # `kdefect data pack` checked, de-duplicated, split and profiled it once
+        split, profile, dropped = index.packed.plan(split, cfg.data)
+    else:
+        index, dropped = dedupe_index(index, cfg.data.duplicates, scan)
+        if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
+            split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
+        else:
+            check_split_leaks(index, split, scan)
+        if cfg.data.subsample and image_labels:
+            train = np.asarray(split["train"])
+            keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
+            split = dict(split, train=train[keep])
+        profile = profile_index(index, split, good, dropped=dropped, scan=scan)
+        profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     _preflight(cfg, split)
@@ -111,6 +115,12 @@ def _datasets(cfg: Config, index: Any, split: dict[str, np.ndarray], seed: int) 
     from kdefect.data.pipeline import make_dataset
 
     k = len(index.classes)
+    if index.packed is not None:  # data.source tfrecord: stream the packed shards
+        from kdefect.data.tfrecord import packed_datasets
+        from kdefect.engine.multiworker import worker_role
+
+        workers = worker_role().num_workers if cfg.train.strategy == "multi_worker" else 1
+        return packed_datasets(index.packed, cfg.data, k, cfg.seed, workers=workers)
     paths = np.asarray(index.paths)
     out = {}
     for name, idx in split.items():
@@ -137,12 +147,15 @@ def _verbose(quiet: bool) -> int:
 
 
 def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarray], quiet: bool = False,
-                resume: ResumePoint | None = None) -> tuple[keras.Model, dict[str, Any]]:
+                resume: ResumePoint | None = None, strategy: tf.distribute.Strategy | None = None
+                ) -> tuple[keras.Model, dict[str, Any]]:
     """Build, compile and train the classifier; return the best model and training stats.
 
     ``resume`` continues from the snapshot of a killed run (``kdefect.engine.resume``): same epoch count, optimizer
     state, schedule, budget, best checkpoint and early stopping as an uninterrupted run.
+    ``strategy``: one made already (multi-worker strategies must exist before any TF op), else from the config.
     """
+    from kdefect.engine.multiworker import AgreedTimeBudget, is_multi_worker, local_copy
     from kdefect.losses import build_loss, compute_class_weights
     from kdefect.tasks.classify import build_classifier_from_config, freeze_backbone, unfreeze_top
 
@@ -154,7 +167,8 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     done = resume.epoch if resume else 0
     data = _datasets(cfg, index, split, seed=cfg.seed + done)  # resumed: no replay of epoch 1's shuffle order
     keras.utils.set_random_seed(cfg.seed)
-    strategy = make_strategy(cfg.train.strategy)
+    strategy = strategy or make_strategy(cfg.train.strategy)
+    multi = is_multi_worker(strategy)  # decisions must be agreed across workers (kdefect.engine.multiworker)
     with strategy.scope():
         model = build_classifier_from_config(cfg, k)
         loss = build_loss(cfg.loss, weights)
@@ -167,14 +181,16 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     ckpt = KeepBest(monitor, keys=selection_keys(monitor), path=run.checkpoint_path, restore=False)
     callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), history, counter, ckpt,
                                                  keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
-    budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
+    budget_cls = (lambda s, start: AgreedTimeBudget(s, strategy, start)) if multi else TimeBudget
+    budget = budget_cls(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)
     if cfg.train.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor),
                                                        patience=cfg.train.patience))
     loss_key = "val_loss" if has_val else "loss"  # the LR schedule follows the optimisation, not the selection
-    callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, cfg.train.time_budget_s, t0)
+    lr_budget = None if multi else cfg.train.time_budget_s  # a per-worker clock would set different LRs
+    callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, lr_budget, t0)
     stateful = {"best_checkpoint": ckpt, "image_counter": counter, **({"time_budget": budget} if budget else {})}
     for cb in callbacks:
         if isinstance(cb, keras.callbacks.EarlyStopping):
@@ -214,7 +230,9 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
     saver.restore_model(model, -1, 0.0, cfg.train.lr_schedule)  # resumed with no epoch left: the snapshot's weights
     saver.finish(epoch)
     train_s = time.perf_counter() - t0
-    if run.checkpoint_path.is_file():
+    if multi:  # the chief evaluates and exports alone: a plain copy needs no other worker
+        model = local_copy(model, run.checkpoint_path)
+    elif run.checkpoint_path.is_file():
         best = load_model(run.checkpoint_path)
         model.set_weights(best.get_weights())
         log.info("restored the weights of epoch %s (best %s %.4f)", max(ckpt.best_epoch, 0) + 1, monitor,
@@ -239,7 +257,7 @@ def save_model(model: keras.Model, run: RunDir) -> None:
 
 
 def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: bool = False,
-        resume: str | Path | None = None) -> RunDir:
+        resume: str | Path | None = None) -> RunDir | None:
     """Train a model from ``cfg`` and return its complete run folder.
 
     ``resume``: a run folder killed mid-way; training continues there from its last completed epoch
@@ -248,11 +266,13 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
     Classifiers are then calibrated on the validation split (``trust.calibrate``) and judged READY or
     NOT READY on the test split against ``trust.targets``; the verdict is logged and kept in
     ``calibration.json`` (``kdefect tflite`` refuses a NOT READY run).  ``cfg`` is not changed: the
-    resolved copy is the run's ``config.yaml``.
+    resolved copy is the run's ``config.yaml``.  With ``train.strategy: multi_worker`` only the chief
+    returns the run; the other workers train in a temporary folder, remove it and return None.
     """
     from kdefect.engine.evaluator import evaluate_model
 
     point = None
+    strategy, scratch = None, None
     if resume is not None:
         from kdefect.engine.resume import load_run_index, open_for_resume
 
@@ -265,9 +285,20 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
         task = get_task(cfg.task)
         if task.fit is not None:
             return task.fit(cfg, quiet=quiet)
+        if cfg.train.strategy == "multi_worker":  # the strategy first: collectives are configured at startup
+            from kdefect.engine.multiworker import worker_role, worker_scratch
+
+            role, strategy = worker_role(), make_strategy(cfg.train.strategy)
+            if not role.is_chief:  # only the chief writes the run folder
+                scratch = worker_scratch(role)
+                cfg.runs_dir = str(scratch)
         run, index, split = prepare_run(cfg, split)
     with run.failure_recorded():
-        model, stats = train_model(cfg, run, index, split, quiet=quiet, resume=point)
+        model, stats = train_model(cfg, run, index, split, quiet=quiet, resume=point, strategy=strategy)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+            log.info("worker done; the chief writes the run folder")
+            return None
         save_model(model, run)
         paths = np.asarray(index.paths)
         eval_split = "test" if len(split.get("test", [])) else "val"

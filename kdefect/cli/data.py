@@ -1,0 +1,34 @@
+"""``kdefect data pack``: write a checked, split data set once as TFRecord shards (see docs/scale.md)."""
+
+from __future__ import annotations
+
+import click
+
+from kdefect.cli import main
+
+
+@main.group()
+def data() -> None:
+    """Prepare data sets for training at scale."""
+
+
+@data.command()
+@click.argument("source")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config whose data.* (split, duplicates, on_bad_image, good_label) and seed apply.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. data.split=[0.8,0.1,0.1].")
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), help="Stop on unreadable images, or skip and record them.")
+@click.option("--shard-mb", type=float, default=100.0, show_default=True, help="Target size of one shard file.")
+def pack(source: str, out: str, config_path: str | None, sets: tuple[str, ...], on_bad_image: str | None,
+         shard_mb: float) -> None:
+    """Pack SOURCE (a folder, voc:PATH, synthetic...) into OUT; then train with data.source=tfrecord:OUT."""
+    from kdefect.config import load_config
+    from kdefect.data.tfrecord import pack_dataset
+
+    named = [f"data.source={source}"] + ([f"data.on_bad_image={on_bad_image}"] if on_bad_image else [])
+    cfg = load_config(config_path, [*sets, *named])
+    man = pack_dataset(cfg.data, out, seed=cfg.seed, shard_mb=shard_mb)
+    for split, counts in man["counts"].items():
+        click.echo(f"{split}: {sum(counts.values())} images " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    click.echo(f"{len(man['shards'])} shards -> {out}  (train with --data tfrecord:{out})")

@@ -289,7 +289,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "detect.eval_score_threshold": _FRACTION,
     "trust.target_escape": Range(0, 1, lo_open=True, hi_open=True),
     "trust.target_risk": Range(0, 1, lo_open=True, hi_open=True),
-    "trust.targets.max_escape_upper": _FRACTION,
+    "trust.targets.max_escape_upper": Range(0, 1, lo_open=True),  # an upper bound of 0 no test set can show
     "trust.targets.min_class_recall": _FRACTION,
     "trust.targets.max_review_share": _FRACTION,
     "trust.targets.max_false_reject": _FRACTION,

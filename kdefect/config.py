@@ -137,6 +137,10 @@ class DetectConfig:
     max_boxes: int = 50  # boxes per image after padding (more are dropped in training)
     class_agnostic_nms: bool = False
     eval_score_threshold: float = 0.001  # candidates kept for COCO mAP (recall is reported at score_threshold)
+    # warm start: a classification run (its model.keras) or a weights file whose layers fill the backbone's by
+    # name and shape; "none" trains from scratch
+    backbone_weights: str = "none"
+    backbone_min_match: float = 0.9  # the share of the backbone's weights that must load, or the fit stops
 
 
 @dataclass
@@ -287,6 +291,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "detect.head_convs": _COUNT,
     "detect.max_boxes": _COUNT,
     "detect.eval_score_threshold": _FRACTION,
+    "detect.backbone_min_match": Range(0, 1, lo_open=True),
     "trust.target_escape": Range(0, 1, lo_open=True, hi_open=True),
     "trust.target_risk": Range(0, 1, lo_open=True, hi_open=True),
     "trust.targets.max_escape_upper": Range(0, 1, lo_open=True),  # an upper bound of 0 no test set can show

@@ -91,6 +91,11 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     val = make_dataset(arrays["val"], cfg.data.batch_size, False, max_boxes=d.max_boxes) if "val" in arrays else None
     keras.utils.set_random_seed(cfg.seed)
     model = build_from_config(cfg, len(index.classes))
+    warm = None
+    if d.backbone_weights not in ("none", ""):  # in-domain warm start (a classifier on the same images)
+        from kdefect.tasks.warm_start import load_backbone_weights
+
+        warm = load_backbone_weights(model.backbone, d.backbone_weights, d.backbone_min_match)
     compile_detector(model, d.architecture, cfg.train.learning_rate)
     t0 = time.perf_counter()
     history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
@@ -116,6 +121,8 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
              "train_images": counter.images,
              "train_images_per_s": round(counter.images / max(counter.seconds, 1e-9), 2),
              "time_budget_exhausted": bool(budget and budget.exhausted), "params": int(model.count_params())}
+    if warm is not None:
+        stats["warm_start"] = {k: warm[k] for k in ("source", "matched_layers", "layers", "matched_share")}
     metrics = {"training": stats}
     if "test" in arrays:
         metrics.update(evaluate_arrays(model, cfg, index.classes, arrays["test"], out_dir=run.path))

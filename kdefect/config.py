@@ -141,6 +141,11 @@ class DetectConfig:
     # name and shape; "none" trains from scratch
     backbone_weights: str = "none"
     backbone_min_match: float = 0.9  # the share of the backbone's weights that must load, or the fit stops
+    # training tricks (kdefect.tasks.detect_tricks), off until a benchmark shows they help
+    ema: bool = False  # validate and keep an exponential moving average of the weights (YOLOv8)
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0  # steps over which the EMA decay ramps up
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up (0 = off)
 
 
 @dataclass
@@ -292,6 +297,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "detect.max_boxes": _COUNT,
     "detect.eval_score_threshold": _FRACTION,
     "detect.backbone_min_match": Range(0, 1, lo_open=True),
+    "detect.ema_decay": Range(0, 1, lo_open=True, hi_open=True),
+    "detect.ema_tau": _POSITIVE,
+    "detect.warmup_epochs": Range(0),
     "trust.target_escape": Range(0, 1, lo_open=True, hi_open=True),
     "trust.target_risk": Range(0, 1, lo_open=True, hi_open=True),
     "trust.targets.max_escape_upper": Range(0, 1, lo_open=True),  # an upper bound of 0 no test set can show

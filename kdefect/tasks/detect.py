@@ -100,7 +100,7 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     t0 = time.perf_counter()
     history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
     best = KeepBest("val_loss" if val is not None else "loss")  # in memory: a detector's .keras is slow to save
-    callbacks = [StopOnNonFiniteLoss(), history, counter, best]
+    callbacks = [StopOnNonFiniteLoss(), history, counter, *_tricks(cfg, len(arrays["train"].images)), best]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)
@@ -130,6 +130,19 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     run.write_manifest()
     log.info("detection run %s done: %s", run.path, {k: metrics.get(k) for k in ("map50", "map", "recall")})
     return run
+
+
+def _tricks(cfg: Config, n_train: int) -> list[keras.callbacks.Callback]:
+    """The ``detect.ema`` / ``detect.warmup_epochs`` callbacks (before KeepBest: it then keeps the averages)."""
+    from kdefect.tasks.detect_tricks import LinearWarmup, WeightEMA, warmup_steps
+
+    d, out = cfg.detect, []
+    steps = warmup_steps(d.warmup_epochs, n_train, cfg.data.batch_size, cfg.train.steps_per_epoch)
+    if steps:
+        out.append(LinearWarmup(steps))
+    if d.ema:
+        out.append(WeightEMA(d.ema_decay, d.ema_tau))
+    return out
 
 
 def __getattr__(name: str) -> Any:  # evaluate / predict / export live in detect_infer (keeps files small)

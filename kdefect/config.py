@@ -146,6 +146,7 @@ class DetectConfig:
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0  # steps over which the EMA decay ramps up
     warmup_epochs: float = 0.0  # linear learning-rate warm-up (0 = off)
+    mosaic_epochs: int = 0  # with augment_mosaic: only the first N epochs use it (0 = every epoch)
 
 
 @dataclass
@@ -300,6 +301,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "detect.ema_decay": Range(0, 1, lo_open=True, hi_open=True),
     "detect.ema_tau": _POSITIVE,
     "detect.warmup_epochs": Range(0),
+    "detect.mosaic_epochs": Range(0),
     "trust.target_escape": Range(0, 1, lo_open=True, hi_open=True),
     "trust.target_risk": Range(0, 1, lo_open=True, hi_open=True),
     "trust.targets.max_escape_upper": Range(0, 1, lo_open=True),  # an upper bound of 0 no test set can show

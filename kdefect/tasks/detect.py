@@ -16,7 +16,7 @@ from typing import Any
 
 from kdefect.config import Config
 from kdefect.core.run import RunDir
-from kdefect.keras import keras
+from kdefect.keras import keras, tf
 from kdefect.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,10 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
 
     size, d = input_size(cfg), cfg.detect
     arrays = {k: load_arrays(index.subset(v), size) for k, v in split.items() if len(v)}
+    switch = tf.Variable(True, trainable=False) if d.augment_mosaic and d.mosaic_epochs else None
     train = make_dataset(arrays["train"], cfg.data.batch_size, True, max_boxes=d.max_boxes,
                          flip=cfg.data.augment.flip, jitter=d.jitter, mosaic=d.augment_mosaic, seed=cfg.seed,
-                         repeat=cfg.train.steps_per_epoch is not None)
+                         repeat=cfg.train.steps_per_epoch is not None, mosaic_switch=switch)
     val = make_dataset(arrays["val"], cfg.data.batch_size, False, max_boxes=d.max_boxes) if "val" in arrays else None
     keras.utils.set_random_seed(cfg.seed)
     model = build_from_config(cfg, len(index.classes))
@@ -100,7 +101,7 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     t0 = time.perf_counter()
     history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
     best = KeepBest("val_loss" if val is not None else "loss")  # in memory: a detector's .keras is slow to save
-    callbacks = [StopOnNonFiniteLoss(), history, counter, *_tricks(cfg, len(arrays["train"].images)), best]
+    callbacks = [StopOnNonFiniteLoss(), history, counter, *_tricks(cfg, len(arrays["train"].images), switch), best]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)
@@ -132,11 +133,13 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     return run
 
 
-def _tricks(cfg: Config, n_train: int) -> list[keras.callbacks.Callback]:
-    """The ``detect.ema`` / ``detect.warmup_epochs`` callbacks (before KeepBest: it then keeps the averages)."""
-    from kdefect.tasks.detect_tricks import LinearWarmup, WeightEMA, warmup_steps
+def _tricks(cfg: Config, n_train: int, mosaic_switch: Any = None) -> list[keras.callbacks.Callback]:
+    """The ``detect.ema`` / ``warmup_epochs`` / ``mosaic_epochs`` callbacks (before KeepBest: it keeps averages)."""
+    from kdefect.tasks.detect_tricks import LinearWarmup, MosaicOff, WeightEMA, warmup_steps
 
     d, out = cfg.detect, []
+    if mosaic_switch is not None:
+        out.append(MosaicOff(mosaic_switch, d.mosaic_epochs))
     steps = warmup_steps(d.warmup_epochs, n_train, cfg.data.batch_size, cfg.train.steps_per_epoch)
     if steps:
         out.append(LinearWarmup(steps))

@@ -1,10 +1,12 @@
-"""Two YOLOv8 training tricks as Keras callbacks, each off unless its ``detect.*`` key turns it on.
+"""YOLOv8 training tricks as Keras callbacks, each off unless its ``detect.*`` key turns it on.
 
 - ``WeightEMA`` (``detect.ema``): an exponential moving average of every weight, BatchNorm statistics included,
   with Ultralytics' ramp ``decay * (1 - exp(-updates / tau))`` so early, poor weights fade fast.  Validation,
   the kept epoch and the final model use the averaged weights; training steps use the raw ones.
 - ``LinearWarmup`` (``detect.warmup_epochs``): the learning rate rises linearly from ~0 to its scheduled value
   over the first steps, so a from-scratch detector's large early gradients do not wreck its BatchNorm.
+- ``MosaicOff`` (``detect.mosaic_epochs``): Mosaic for the first epochs only, then the real image statistics
+  (YOLOv8 closes mosaic for its last epochs; under a time budget the last epochs are unknown, the first are not).
 
 Neither is on by default: the issue's rule is that a trick becomes a default only after a measured benchmark.
 """
@@ -94,6 +96,18 @@ class LinearWarmup(keras.callbacks.Callback):
         self.step += 1
         if self.step == self.steps and self._target is not None:  # warmed up: hand the scheduled rate back
             keras.backend.set_value(self.model.optimizer.learning_rate, self._target)
+
+
+class MosaicOff(keras.callbacks.Callback):
+    """Turn the training pipeline's Mosaic switch off from epoch ``epochs`` on (batches prefetched keep it)."""
+
+    def __init__(self, switch: tf.Variable, epochs: int) -> None:
+        super().__init__()
+        self.switch, self.epochs = switch, int(epochs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch >= self.epochs and bool(self.switch.numpy()):
+            self.switch.assign(False)
 
 
 def warmup_steps(epochs: float, n_train: int, batch_size: int, steps_per_epoch: int | None) -> int:

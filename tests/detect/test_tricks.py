@@ -73,17 +73,41 @@ def test_warmup_ramps_the_rate_then_hands_it_back():
 def test_tricks_are_off_by_default_and_on_by_config():
     from kdefect.config import load_config
     from kdefect.tasks.detect import _tricks
-    from kdefect.tasks.detect_tricks import LinearWarmup, WeightEMA
+    from kdefect.tasks.detect_tricks import LinearWarmup, MosaicOff, WeightEMA
 
     assert _tricks(load_config(overrides=["task=detect"]), 100) == []
-    on = _tricks(load_config(overrides=["task=detect", "detect.ema=true", "detect.warmup_epochs=1"]), 100)
-    assert [type(c) for c in on] == [LinearWarmup, WeightEMA]
+    on = _tricks(load_config(overrides=["task=detect", "detect.ema=true", "detect.warmup_epochs=1",
+                                        "detect.augment_mosaic=true", "detect.mosaic_epochs=3"]), 100, object())
+    assert [type(c) for c in on] == [MosaicOff, LinearWarmup, WeightEMA]
 
 
 def test_trick_settings_are_range_checked():
     from kdefect.config import load_config
     from kdefect.errors import ConfigError
 
-    for bad in ("detect.ema_decay=1", "detect.warmup_epochs=-1", "detect.backbone_min_match=0"):
+    for bad in ("detect.ema_decay=1", "detect.warmup_epochs=-1", "detect.backbone_min_match=0",
+                "detect.mosaic_epochs=-1"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config(overrides=[bad])
+
+
+def test_mosaic_switch_turns_mosaic_off_after_the_first_epochs():
+    from kdefect.data.detection_pipeline import DetArrays, make_dataset
+    from kdefect.keras import tf
+    from kdefect.tasks.detect_tricks import MosaicOff
+
+    rng = np.random.default_rng(0)
+    n = 8
+    arr = DetArrays(rng.integers(0, 255, (n, 64, 64, 3)).astype(np.uint8),
+                    [np.array([[4, 4, 30, 30]], np.float32)] * n, [np.array([1])] * n, [(64, 64)] * n,
+                    [f"{i}.png" for i in range(n)])
+    originals = {im.astype(np.float32).tobytes() for im in arr.images}
+    switch = tf.Variable(True, trainable=False)
+    ds = make_dataset(arr, 4, True, mosaic=True, mosaic_switch=switch, flip=False, jitter=[], seed=0)
+    assert any(im.tobytes() not in originals for im in next(iter(ds))[0].numpy())  # Mosaic while on
+    cb = MosaicOff(switch, epochs=2)
+    cb.on_epoch_begin(1)
+    assert bool(switch.numpy())
+    cb.on_epoch_begin(2)
+    assert not bool(switch.numpy())
+    assert all(im.tobytes() in originals for im in next(iter(ds))[0].numpy())  # untouched images once off

@@ -70,7 +70,7 @@ def _echo_verdict(run_path: object) -> None:
                      f"({metrics['images']} images)")
     lines += [format_verdict(verdict) if verdict else
               "verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
-              f"Results saved to {run.path} (metrics.json, calibration.json)"]
+              f"Results saved to {run.path} (data_profile.json, metrics.json, calibration.json)"]
     if verdict and verdict["ready"]:
         flags, name = ("--int8 --qat", "model_int8_qat") if task.qat else ("--int8", "model_int8_ptq")
         lines.append(f"Next: kdefect tflite {run.path} {flags}   then kdefect evaluate "

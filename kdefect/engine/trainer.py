@@ -245,10 +245,10 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
     ``resume``: a run folder killed mid-way; training continues there from its last completed epoch
     (``cfg`` None takes the run's config; a given ``cfg`` must match it, ``auto`` values aside).
 
-    Classifiers are then calibrated on the validation split (``trust.calibrate``) and judged READY or
-    NOT READY on the test split against ``trust.targets`` (detectors: their image reject threshold is chosen); the verdict is logged and kept in
-    ``calibration.json`` (``kdefect tflite`` refuses a NOT READY run).  ``cfg`` is not changed: the
-    resolved copy is the run's ``config.yaml``.
+    Classifiers are then calibrated on the validation split (``trust.calibrate``), detectors get their image
+    reject threshold there, and both are judged READY or NOT READY on the test split against
+    ``trust.targets``; the verdict is logged and kept in ``calibration.json`` (``kdefect tflite`` refuses a
+    NOT READY run).  ``cfg`` is not changed: the resolved copy is the run's ``config.yaml``.
     """
     from kdefect.engine.evaluator import evaluate_model
 

@@ -31,6 +31,12 @@ def test_predictions_structure(tiny_det_run, det_voc_root, tmp_path):
     assert [r["path"] for r in res] == [str(f) for f in files]
     for r in res:
         assert (r["width"], r["height"]) == (64, 64)
+        thr = json.loads((tiny_det_run.path / "calibration.json").read_text())["decision"]["reject_min_score"]
+        assert 0 <= r["best_score"] <= 1
+        if abs(r["best_score"] - thr) > 1e-4:  # (best_score is rounded)
+            assert r["reject"] == (r["best_score"] > thr)
+        if r["detections"]:  # the best box (above score_threshold) is the image's best score
+            assert max(d["score"] for d in r["detections"]) == pytest.approx(r["best_score"], abs=1e-4)
         for d in r["detections"]:
             x0, y0, x1, y1 = d["box"]
             assert 0 <= x0 <= x1 <= 64 and 0 <= y0 <= y1 <= 64

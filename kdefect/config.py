@@ -137,6 +137,16 @@ class DetectConfig:
     max_boxes: int = 50  # boxes per image after padding (more are dropped in training)
     class_agnostic_nms: bool = False
     eval_score_threshold: float = 0.001  # candidates kept for COCO mAP (recall is reported at score_threshold)
+    # warm start: a classification run (its model.keras) or a weights file whose layers fill the backbone's by
+    # name and shape; "none" trains from scratch
+    backbone_weights: str = "none"
+    backbone_min_match: float = 0.9  # the share of the backbone's weights that must load, or the fit stops
+    # training tricks (kdefect.tasks.detect_tricks), off until a benchmark shows they help
+    ema: bool = False  # validate and keep an exponential moving average of the weights (YOLOv8)
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0  # steps over which the EMA decay ramps up
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up (0 = off)
+    mosaic_epochs: int = 0  # with augment_mosaic: only the first N epochs use it (0 = every epoch)
 
 
 @dataclass
@@ -287,9 +297,14 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "detect.head_convs": _COUNT,
     "detect.max_boxes": _COUNT,
     "detect.eval_score_threshold": _FRACTION,
+    "detect.backbone_min_match": Range(0, 1, lo_open=True),
+    "detect.ema_decay": Range(0, 1, lo_open=True, hi_open=True),
+    "detect.ema_tau": _POSITIVE,
+    "detect.warmup_epochs": Range(0),
+    "detect.mosaic_epochs": Range(0),
     "trust.target_escape": Range(0, 1, lo_open=True, hi_open=True),
     "trust.target_risk": Range(0, 1, lo_open=True, hi_open=True),
-    "trust.targets.max_escape_upper": _FRACTION,
+    "trust.targets.max_escape_upper": Range(0, 1, lo_open=True),  # an upper bound of 0 no test set can show
     "trust.targets.min_class_recall": _FRACTION,
     "trust.targets.max_review_share": _FRACTION,
     "trust.targets.max_false_reject": _FRACTION,

@@ -19,13 +19,16 @@ def detect() -> None:
 @click.option("--mode", type=click.Choice(["int8", "float16", "dynamic", "float32"]), default="int8",
               show_default=True, help="int8 = full-integer PTQ (uint8 in/out) calibrated on the training split.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output .tflite (default RUN/model_<mode>.tflite).")
-def export_cmd(run: str, mode: str, out: str | None) -> None:
+@click.option("--allow-unready", is_flag=True,
+              help="Export a run whose verdict is NOT READY (or that was never calibrated); the sidecar records it.")
+def export_cmd(run: str, mode: str, out: str | None, allow_unready: bool) -> None:
     """Export a detection run (fixed size, batch 1) + its sidecar with the decoding parameters."""
     from pathlib import Path
 
-    from kdefect.tasks.detect import export_detector
+    from kdefect.export import export_run
 
-    click.echo(str(export_detector(run, out or Path(run) / f"model_{mode}.tflite", mode=mode)))
+    res = export_run(run, out=out or Path(run) / f"model_{mode}.tflite", mode=mode, allow_unready=allow_unready)
+    click.echo(res["model"])
 
 
 @detect.command("evaluate")

@@ -58,22 +58,26 @@ def _echo_verdict(run_path: object) -> None:
     """The closing block of ``fit`` on stderr (stdout stays the run path; -q keeps it): verdict and next steps."""
     from kdefect.core.calibration import CALIBRATION_FILE
     from kdefect.core.run import RunDir
+    from kdefect.tasks.base import get_task
     from kdefect.trust.verdict import format_verdict
 
     run = RunDir.open(run_path)
-    if run.config().task != "classify":
-        return
+    task = get_task(run.config().task)
     cal = run.read_json(CALIBRATION_FILE) if (run.path / CALIBRATION_FILE).is_file() else {}
     verdict = cal.get("verdict")
     metrics = run.read_json("metrics.json") if (run.path / "metrics.json").is_file() else {}
     lines = [f"test split: accuracy {metrics['accuracy']:.4f}, macro recall {metrics['macro_recall']:.4f} "
              f"({metrics['n']} images)"] if "accuracy" in metrics else []
+    if "map50" in metrics:  # detectors
+        lines.append(f"test split: mAP@0.5 {metrics['map50']:.4f}, mAP@0.5:0.95 {metrics['map']:.4f} "
+                     f"({metrics['images']} images)")
     lines += [format_verdict(verdict) if verdict else
               "verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
               f"Results saved to {run.path} (data_profile.json, metrics.json, calibration.json)"]
     if verdict and verdict["ready"]:
-        lines.append(f"Next: kdefect tflite {run.path} --int8 --qat   then kdefect evaluate "
-                     f"{run.path}/export/model_int8_qat.tflite --strict")
+        flags, name = ("--int8 --qat", "model_int8_qat") if task.qat else ("--int8", "model_int8_ptq")
+        lines.append(f"Next: kdefect tflite {run.path} {flags}   then kdefect evaluate "
+                     f"{run.path}/export/{name}.tflite --strict")
     else:
         lines.append(f"Next: fix what the verdict names (more data for a rare class, more defective test parts, "
                      f"settings in docs/own-data.md), then fit again; kdefect report {run.path} shows the errors")

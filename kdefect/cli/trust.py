@@ -43,8 +43,9 @@ def calibrate(run: str, target_risk: float | None, target_escape: float | None) 
     from kdefect.trust.verdict import format_verdict
 
     out = calibrate_run(run, target_risk=target_risk, target_escape=target_escape)
-    keys = ("temperature", "review_below", "ece_before", "ece_after", "test_ece_before", "test_ece_after")
-    click.echo(json.dumps({**{k: out[k] for k in keys}, "verdict": out["verdict"]["verdict"]}, indent=2))
+    keys = ("temperature", "review_below", "ece_before", "ece_after", "test_ece_before", "test_ece_after",
+            "decision")  # a detector's calibration is its reject threshold (``decision``)
+    click.echo(json.dumps({**{k: out[k] for k in keys if k in out}, "verdict": out["verdict"]["verdict"]}, indent=2))
     click.echo(format_verdict(out["verdict"]), err=True)
 
 

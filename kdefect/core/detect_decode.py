@@ -210,6 +210,26 @@ def decode(outputs: dict[str, np.ndarray], params: dict[str, Any], score_thresho
                   int(params.get("max_detections", 100)), bool(params.get("class_agnostic", False)))
 
 
+def image_score(outputs: dict[str, np.ndarray]) -> float:
+    """The image's reject score: its highest class score over every anchor (raw head of ONE image).
+
+    Why before thresholding and NMS: NMS always keeps the best box, so this is the score of the image's best
+    detection whatever ``score_threshold`` the boxes are drawn at; the image-level decision needs no decoding.
+    """
+    logits = np.asarray(outputs["scores"], np.float32)
+    return float(sigmoid(logits.max())) if logits.size else 0.0
+
+
+def rejects(score: float, params: dict[str, Any]) -> bool:
+    """The device's image-level decision: reject the part iff any box scores >= ``reject_min_score``.
+
+    ``reject_min_score`` is the operating threshold chosen on validation for ``trust.target_escape`` and carried
+    in the sidecar's ``detection`` dict; without it (an uncalibrated export) the box ``score_threshold`` applies.
+    """
+    thr = params.get("reject_min_score", params.get("score_threshold", 0.25))
+    return bool(score >= float(thr))
+
+
 def prepare_image(path_or_image: str | Path | np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
     """Any image -> (H, W, 3) uint8 stretched to ``size`` (h, w) + original (w, h); Pillow bilinear.
 

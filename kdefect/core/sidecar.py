@@ -100,6 +100,10 @@ def _check_types(d: Any) -> None:
     need(dec is None or (isinstance(dec, dict) and (dec.get("good_min_prob") is None
                                                      or isinstance(dec["good_min_prob"], _NUM))),
          "'thresholds.decision' must be an object with a numeric good_min_prob")
+    det = d.get("detection")
+    need(det is None or (isinstance(det, dict) and isinstance(det.get("reject_min_score", 0.0), _NUM)
+                         and not isinstance(det.get("reject_min_score"), bool)),
+         "'detection' must be an object with a numeric reject_min_score")
     for gate in (d.get("ood"), th.get("ood")):
         need(gate is None or (isinstance(gate, dict) and isinstance(gate.get("threshold", 0), _NUM)),
              "an OOD gate must be an object with a numeric 'threshold'")

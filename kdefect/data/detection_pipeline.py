@@ -66,8 +66,12 @@ def augmenter(size: tuple[int, int], flip: bool, jitter: list[float], mosaic: bo
 
 def make_dataset(arr: DetArrays, batch_size: int, training: bool, *, max_boxes: int = 50, flip: bool = True,
                  jitter: list[float] | None = None, mosaic: bool = False, seed: int = 0,
-                 repeat: bool = False) -> tf.data.Dataset:
-    """(images float32 0..255, {"boxes": (B, max_boxes, 4), "classes": (B, max_boxes)}) batches."""
+                 repeat: bool = False, mosaic_switch: tf.Variable | None = None) -> tf.data.Dataset:
+    """(images float32 0..255, {"boxes": (B, max_boxes, 4), "classes": (B, max_boxes)}) batches.
+
+    ``mosaic_switch``: a boolean ``tf.Variable`` read per batch; Mosaic applies only while it is True (a
+    callback turns it off after the first epochs, ``detect.mosaic_epochs``).
+    """
     size = arr.images.shape[1:3]
     targets = ragged_targets(arr.boxes, arr.labels)
     ds = tf.data.Dataset.from_tensor_slices({"images": arr.images, "bounding_boxes": targets})
@@ -81,8 +85,19 @@ def make_dataset(arr: DetArrays, batch_size: int, training: bool, *, max_boxes: 
         return {"images": tf.cast(d["images"], tf.float32), "bounding_boxes": d["bounding_boxes"]}
 
     ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
-    aug = augmenter(size, flip, jitter or [], mosaic, seed) if training else None
-    if aug is not None:
+    switched = training and mosaic and mosaic_switch is not None
+    aug = augmenter(size, flip, jitter or [], mosaic and not switched, seed) if training else None
+    if switched:  # flip, then Mosaic while the switch is on, then the rest (the order of ``augmenter``)
+        pre, post = augmenter(size, flip, [], False, seed), augmenter(size, False, jitter or [], False, seed)
+        mos = keras_cv().layers.Mosaic(bounding_box_format=BOX_FORMAT, seed=seed)
+
+        def apply(d):
+            d = pre(d, training=True) if pre is not None else d
+            d = tf.cond(mosaic_switch, lambda: mos(d, training=True), lambda: d)
+            return post(d, training=True) if post is not None else d
+
+        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    elif aug is not None:
         ds = ds.map(lambda d: aug(d, training=True), num_parallel_calls=tf.data.AUTOTUNE)
 
     def dense(d):

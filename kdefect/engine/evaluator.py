@@ -107,6 +107,30 @@ def labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str]
     return list(index.paths), remap[index.labels], len(index.skipped)
 
 
+def _with_image_verdict(task: Any, target: Path, data: str | None, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add the READY / NOT READY verdict of a task's image reject rule (detection) at its operating threshold.
+
+    The threshold is the run's (``calibration.json``) or, for a ``.tflite``, the one its sidecar carries to the
+    device; none (never calibrated) is NOT READY.
+    """
+    if task.image_scores is None:
+        return metrics
+    from kdefect.trust.verdict import assess_images, targets_of
+
+    got = task.image_scores(target, "test", data)
+    if target.suffix == ".tflite":
+        thr = got["params"].get("reject_min_score")
+        src = read_sidecar(target).source_run
+        cfg = RunDir.open(src).config() if src and Path(src).is_dir() else None
+    else:
+        run = RunDir.open(target)
+        cal = load_calibration(run)
+        thr, cfg = ((cal or {}).get("decision") or {}).get("reject_min_score"), run.config()
+    metrics["verdict"] = assess_images(got["scores"], got["contains"], got["classes"], thr, targets_of(cfg),
+                                       split="test" if data is None else str(data))
+    return metrics
+
+
 def evaluate(target: str | Path, data: str | None = None, out: str | Path | None = None,
              quiet: bool = False) -> dict[str, Any]:
     """Evaluate a run folder, a ``.keras`` model in one, or a ``.tflite`` model."""
@@ -114,7 +138,7 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     if target.suffix == ".tflite":
         task = get_task(read_sidecar(target).task)
         if task.evaluate is not None:
-            return task.evaluate(target, data=data)
+            return _with_image_verdict(task, target, data, task.evaluate(target, data=data))
         from kdefect.export.evaluate import evaluate_tflite
 
         return evaluate_tflite(target, data=data, out=out)
@@ -122,7 +146,7 @@ def evaluate(target: str | Path, data: str | None = None, out: str | Path | None
     cfg = run.config()
     task = get_task(cfg.task)
     if task.evaluate is not None:
-        return task.evaluate(run.path, data=data)
+        return _with_image_verdict(task, run.path, data, task.evaluate(run.path, data=data))
     model_file = target if target.suffix in (".keras", ".h5") else run.model_path
     if not model_file.is_file():
         raise DataError(f"'{model_file}' does not exist: the run did not finish. Run `kdefect fit` again.")

@@ -263,11 +263,12 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
     ``resume``: a run folder killed mid-way; training continues there from its last completed epoch
     (``cfg`` None takes the run's config; a given ``cfg`` must match it, ``auto`` values aside).
 
-    Classifiers are then calibrated on the validation split (``trust.calibrate``) and judged READY or
-    NOT READY on the test split against ``trust.targets``; the verdict is logged and kept in
-    ``calibration.json`` (``kdefect tflite`` refuses a NOT READY run).  ``cfg`` is not changed: the
-    resolved copy is the run's ``config.yaml``.  With ``train.strategy: multi_worker`` only the chief
-    returns the run; the other workers train in a temporary folder, remove it and return None.
+    Classifiers are then calibrated on the validation split (``trust.calibrate``), detectors get their image
+    reject threshold there, and both are judged READY or NOT READY on the test split against
+    ``trust.targets``; the verdict is logged and kept in ``calibration.json`` (``kdefect tflite`` refuses a
+    NOT READY run).  ``cfg`` is not changed: the resolved copy is the run's ``config.yaml``.  With
+    ``train.strategy: multi_worker`` only the chief returns the run; the other workers train in a temporary
+    folder, remove it and return None.
     """
     from kdefect.engine.evaluator import evaluate_model
 
@@ -284,7 +285,10 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
         cfg = copy.deepcopy(cfg)
         task = get_task(cfg.task)
         if task.fit is not None:
-            return task.fit(cfg, quiet=quiet)
+            run = task.fit(cfg, quiet=quiet)
+            if task.image_scores is not None:  # an image-level reject rule: its threshold and verdict
+                _judge_images(cfg, run)
+            return run
         if cfg.train.strategy == "multi_worker":  # the strategy first: collectives are configured at startup
             from kdefect.engine.multiworker import worker_role, worker_scratch
 
@@ -317,6 +321,18 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
     log.info("verdict on the %s split: %s%s", verdict["split"], verdict["verdict"],
              "".join(f"; {r}" for r in verdict["reasons"]))
     return run
+
+
+def _judge_images(cfg: Config, run: RunDir) -> None:
+    """Choose the image reject threshold on validation and judge it on test (``trust.calibrate``)."""
+    if not cfg.trust.calibrate:
+        log.warning("trust.calibrate is off: the run has no operating threshold and is NOT READY for export.")
+        return
+    from kdefect.trust.calibrate import calibrate_run
+
+    verdict = calibrate_run(run.path)["verdict"]
+    log.info("verdict on the %s split: %s%s", verdict["split"], verdict["verdict"],
+             "".join(f"; {r}" for r in verdict["reasons"]))
 
 
 def _judge(cfg: Config, run: RunDir, model: keras.Model, paths: list[str], labels: np.ndarray,

@@ -188,13 +188,19 @@ def _own_export(source: Any) -> Task | None:
 
 
 def _export_task_run(task: Task, run: Path, out: str | Path | None, mode: str, qat: bool, prune: float | None,
-                     distill_from: Any, edgetpu: bool) -> dict[str, Any]:
-    """Detectors export their raw head (PTQ); numpy decoding + NMS run after the interpreter."""
+                     distill_from: Any, edgetpu: bool, allow_unready: bool = False) -> dict[str, Any]:
+    """Detectors export their raw head (PTQ); numpy decoding + NMS run after the interpreter.
+
+    A NOT READY (or never calibrated) run is refused unless ``allow_unready``, as for classifiers.
+    """
     if prune or distill_from:
         raise ExportError("--prune and --distill-from are for classifiers; export a detector with --int8 (PTQ).")
+    rd = verified_run(run)
+    readiness = check_readiness(_Source(None, rd, str(run)), load_calibration(rd), allow_unready)
     path = Path(out) if out else run / "export" / f"model_{mode}{'_ptq' if mode == 'int8' else ''}.tflite"
-    path = task.export(run, path, mode="qat" if qat else mode)
-    res: dict[str, Any] = {"model": str(path), "task": task.name, "mode": mode, "steps": [f"{mode} (raw head)"]}
+    path = task.export(run, path, mode="qat" if qat else mode, readiness=readiness)
+    res: dict[str, Any] = {"model": str(path), "task": task.name, "mode": mode, "steps": [f"{mode} (raw head)"],
+                           "readiness": readiness}
     if edgetpu:
         from kdefect.export.edgetpu import write_report
 
@@ -283,8 +289,7 @@ def _export(
             raise ExportError("--sign is for classifiers (the edge runtime classifies only); drop it for detectors.")
         if ood_gate == "knn":
             raise ExportError("--ood-gate knn is for classifiers; detectors have no OOD gate yet.")
-        verified_run(source)
-        return _export_task_run(own, Path(source), out, mode, qat, prune, distill_from, edgetpu)
+        return _export_task_run(own, Path(source), out, mode, qat, prune, distill_from, edgetpu, allow_unready)
     from kdefect.optimize import distill as distill_fn
     from kdefect.optimize import prune as prune_fn
     from kdefect.optimize import quantize_aware

@@ -21,17 +21,13 @@ from kdefect.core.registry import Registry
 from kdefect.data.boxes import BOX_FORMAT
 from kdefect.errors import ConfigError, ModelError
 from kdefect.keras import keras, keras_cv
+from kdefect.models.backbones.yolo import YOLO_V8
 
 log = logging.getLogger(__name__)
 
 # name -> (keras-cv class, constructor kwargs); xs / s / m mirror keras-cv's presets (checked by param count)
 KCV_BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
-    "yolo_v8_tiny": ("YOLOV8Backbone", {"stackwise_channels": [8, 16, 32, 64], "stackwise_depth": [1, 1, 1, 1]}),
-    "yolo_v8_n": ("YOLOV8Backbone", {"stackwise_channels": [16, 32, 64, 128], "stackwise_depth": [1, 2, 2, 1]}),
-    # xs = keras-cv's yolo_v8_xs_backbone preset (1.28 M params) = Ultralytics YOLOv8n widths / depths
-    "yolo_v8_xs": ("YOLOV8Backbone", {"stackwise_channels": [32, 64, 128, 256], "stackwise_depth": [1, 2, 2, 1]}),
-    "yolo_v8_s": ("YOLOV8Backbone", {"stackwise_channels": [64, 128, 256, 512], "stackwise_depth": [1, 2, 2, 1]}),
-    "yolo_v8_m": ("YOLOV8Backbone", {"stackwise_channels": [96, 192, 384, 768], "stackwise_depth": [2, 4, 4, 2]}),
+    **{name: ("YOLOV8Backbone", {"stackwise_channels": c, "stackwise_depth": d}) for name, (c, d) in YOLO_V8.items()},
     "csp_darknet_tiny": ("CSPDarkNetBackbone", {"stackwise_channels": [48, 96, 192, 384],
                                                 "stackwise_depth": [1, 3, 3, 1]}),
     "resnet_tiny_v1": ("ResNetBackbone", {"stackwise_filters": [64, 64, 96, 128], "stackwise_blocks": [1, 1, 1, 1],
@@ -47,7 +43,7 @@ def backbone_names() -> list[str]:
     """Every backbone a detector accepts (keras-cv ones plus kdefect's registry)."""
     from kdefect.models.backbones import BACKBONES
 
-    return sorted(KCV_BACKBONES) + BACKBONES.names()
+    return sorted(KCV_BACKBONES) + [n for n in BACKBONES.names() if n not in KCV_BACKBONES]
 
 
 def _wrap_registry(name: str, shape: tuple[int, int, int], weights: str) -> keras.Model:

@@ -25,8 +25,8 @@ class Task:
 
     ``backbone_key``: the config key ``kdefect fit --backbone`` sets. ``image_labels``: one class per image
     (class weights, subsampling, a good label and the calibrated verdict apply). ``fit(cfg, quiet)``,
-    ``evaluate(target, data)``, ``predict(target, inputs, out)`` and ``export(run, out, mode)``: ``None`` means
-    the engine's lifecycle runs it.
+    ``evaluate(target, data)``, ``predict(target, inputs, out)`` and ``export(run, out, mode, readiness)``:
+    ``None`` means the engine's lifecycle runs it.
     """
 
     name: str
@@ -37,6 +37,10 @@ class Task:
     predict: Callable[..., list[dict[str, Any]]] | None = None
     export: Callable[..., Path] | None = None
     preflight: Callable[..., None] | None = None  # (cfg, split): checks before the run folder exists
+    # (target, split, data) -> {"scores", "contains", "classes", "params"}: each image's best box score, for a
+    # verdict on an image-level reject rule (``trust.calibrate`` picks its threshold; detection)
+    image_scores: Callable[..., dict[str, Any]] | None = None
+    qat: bool = True  # ``kdefect tflite --qat`` applies (fit's closing hint names it)
 
 
 TASKS = Registry("task")
@@ -66,10 +70,17 @@ def _detect_predict(target: str | Path, inputs: list[str | Path], out: str | Pat
     return predict_detector(target, inputs, out=out)
 
 
-def _detect_export(run: str | Path, out: str | Path, mode: str = "int8") -> Path:
+def _detect_export(run: str | Path, out: str | Path, mode: str = "int8",
+                   readiness: dict[str, Any] | None = None) -> Path:
     from kdefect.tasks.detect_infer import export_detector  # lazy: keras-cv loads only for detection
 
-    return export_detector(run, out, mode=mode)
+    return export_detector(run, out, mode=mode, readiness=readiness)
+
+
+def _detect_image_scores(target: str | Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
+    from kdefect.tasks.detect_scores import image_scores  # lazy: keras-cv loads only for detection
+
+    return image_scores(target, split=split, data=data)
 
 
 def _detect_preflight(cfg: Any, split: dict[str, Any]) -> None:
@@ -83,4 +94,4 @@ def _detect_preflight(cfg: Any, split: dict[str, Any]) -> None:
 TASKS.add("classify", Task("classify", backbone_key="model.backbone"))
 TASKS.add("detect", Task("detect", backbone_key="detect.backbone", image_labels=False, fit=_detect_fit,
                          evaluate=_detect_evaluate, predict=_detect_predict, export=_detect_export,
-                         preflight=_detect_preflight))
+                         preflight=_detect_preflight, image_scores=_detect_image_scores, qat=False))

@@ -16,7 +16,7 @@ from typing import Any
 
 from kdefect.config import Config
 from kdefect.core.run import RunDir
-from kdefect.keras import keras
+from kdefect.keras import keras, tf
 from kdefect.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -85,17 +85,23 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
 
     size, d = input_size(cfg), cfg.detect
     arrays = {k: load_arrays(index.subset(v), size) for k, v in split.items() if len(v)}
+    switch = tf.Variable(True, trainable=False) if d.augment_mosaic and d.mosaic_epochs else None
     train = make_dataset(arrays["train"], cfg.data.batch_size, True, max_boxes=d.max_boxes,
                          flip=cfg.data.augment.flip, jitter=d.jitter, mosaic=d.augment_mosaic, seed=cfg.seed,
-                         repeat=cfg.train.steps_per_epoch is not None)
+                         repeat=cfg.train.steps_per_epoch is not None, mosaic_switch=switch)
     val = make_dataset(arrays["val"], cfg.data.batch_size, False, max_boxes=d.max_boxes) if "val" in arrays else None
     keras.utils.set_random_seed(cfg.seed)
     model = build_from_config(cfg, len(index.classes))
+    warm = None
+    if d.backbone_weights not in ("none", ""):  # in-domain warm start (a classifier on the same images)
+        from kdefect.tasks.warm_start import load_backbone_weights
+
+        warm = load_backbone_weights(model.backbone, d.backbone_weights, d.backbone_min_match)
     compile_detector(model, d.architecture, cfg.train.learning_rate)
     t0 = time.perf_counter()
     history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
     best = KeepBest("val_loss" if val is not None else "loss")  # in memory: a detector's .keras is slow to save
-    callbacks = [StopOnNonFiniteLoss(), history, counter, best]
+    callbacks = [StopOnNonFiniteLoss(), history, counter, *_tricks(cfg, len(arrays["train"].images), switch), best]
     budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
     if budget:
         callbacks.append(budget)
@@ -116,6 +122,8 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
              "train_images": counter.images,
              "train_images_per_s": round(counter.images / max(counter.seconds, 1e-9), 2),
              "time_budget_exhausted": bool(budget and budget.exhausted), "params": int(model.count_params())}
+    if warm is not None:
+        stats["warm_start"] = {k: warm[k] for k in ("source", "matched_layers", "layers", "matched_share")}
     metrics = {"training": stats}
     if "test" in arrays:
         metrics.update(evaluate_arrays(model, cfg, index.classes, arrays["test"], out_dir=run.path))
@@ -123,6 +131,21 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     run.write_manifest()
     log.info("detection run %s done: %s", run.path, {k: metrics.get(k) for k in ("map50", "map", "recall")})
     return run
+
+
+def _tricks(cfg: Config, n_train: int, mosaic_switch: Any = None) -> list[keras.callbacks.Callback]:
+    """The ``detect.ema`` / ``warmup_epochs`` / ``mosaic_epochs`` callbacks (before KeepBest: it keeps averages)."""
+    from kdefect.tasks.detect_tricks import LinearWarmup, MosaicOff, WeightEMA, warmup_steps
+
+    d, out = cfg.detect, []
+    if mosaic_switch is not None:
+        out.append(MosaicOff(mosaic_switch, d.mosaic_epochs))
+    steps = warmup_steps(d.warmup_epochs, n_train, cfg.data.batch_size, cfg.train.steps_per_epoch)
+    if steps:
+        out.append(LinearWarmup(steps))
+    if d.ema:
+        out.append(WeightEMA(d.ema_decay, d.ema_tau))
+    return out
 
 
 def __getattr__(name: str) -> Any:  # evaluate / predict / export live in detect_infer (keeps files small)

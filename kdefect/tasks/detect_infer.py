@@ -91,8 +91,8 @@ def evaluate_arrays(model_or_tflite: Any, cfg: Config, classes: list[str], arr: 
     return m
 
 
-def _split_arrays(cfg: Config, run: RunDir | None, data: str | None) -> tuple[Any, list[str]]:
-    """The run's saved test split (or every image of ``data``) loaded at the model's input size."""
+def split_arrays(cfg: Config, run: RunDir | None, data: str | None, split: str = "test") -> tuple[Any, list[str]]:
+    """The run's saved ``split`` (or every image of ``data``) loaded at the model's input size."""
     from kdefect.data.detection_pipeline import load_arrays
     from kdefect.data.sources import index_dataset
     from kdefect.data.split import load_split
@@ -104,10 +104,10 @@ def _split_arrays(cfg: Config, run: RunDir | None, data: str | None) -> tuple[An
     if data is None:
         if run is None:
             raise DataError("no run folder known for this model: pass --data with a VOC folder to evaluate on.")
-        test = {str(Path(p).resolve()) for p in load_split(run.path)["test"][0]}
-        pick = [i for i, p in enumerate(index.paths) if str(Path(p).resolve()) in test]
+        wanted = {str(Path(p).resolve()) for p in load_split(run.path).get(split, ([], []))[0]}
+        pick = [i for i, p in enumerate(index.paths) if str(Path(p).resolve()) in wanted]
         if not pick:
-            raise DataError(f"the test split of '{run.path}' matches no image of '{cfg.data.source}'.")
+            raise DataError(f"the {split} split of '{run.path}' matches no image of '{cfg.data.source}'.")
         index = index.subset(np.asarray(pick))
     return load_arrays(index, input_size(cfg)), index.classes
 
@@ -124,7 +124,7 @@ def evaluate_detector(run_or_model: str | Path, data: str | None = None) -> dict
         if run is None and data is None:
             raise DataError(f"'{target}' names no existing source run; pass --data with a VOC folder.")
         cfg = run.config() if run else Config(task="detect")
-        arr, classes = _split_arrays(cfg, run, data)
+        arr, classes = split_arrays(cfg, run, data)
         if classes != sc.labels:
             raise DataError(f"the data's classes {classes} differ from the model's labels {sc.labels}.")
         m = evaluate_arrays(target, cfg, sc.labels, arr, params=sc.detection)
@@ -135,7 +135,7 @@ def evaluate_detector(run_or_model: str | Path, data: str | None = None) -> dict
         return m
     model, cfg, classes = load_detector(target)
     run = RunDir.open(target)
-    arr, data_classes = _split_arrays(cfg, run, data)
+    arr, data_classes = split_arrays(cfg, run, data)
     if data_classes != classes:
         raise DataError(f"the data's classes {data_classes} differ from the run's classes {classes}.")
     m = evaluate_arrays(model, cfg, classes, arr, out_dir=run.path if data is None else None)
@@ -146,8 +146,13 @@ def evaluate_detector(run_or_model: str | Path, data: str | None = None) -> dict
 
 
 def export_detector(run_dir: str | Path, out_path: str | Path, mode: str = "int8",
-                    representative_count: int = 200) -> Path:
-    """Raw head -> TFLite (fixed size, batch 1; INT8 full-integer PTQ by default) + sidecar with decoding params."""
+                    representative_count: int = 200, readiness: dict[str, Any] | None = None) -> Path:
+    """Raw head -> TFLite (fixed size, batch 1; INT8 full-integer PTQ by default) + sidecar with decoding params.
+
+    The sidecar's ``detection.reject_min_score`` is the run's calibrated operating threshold (the device rejects
+    an image whose best box reaches it); ``readiness`` is the verdict the exporter checked (``export_run``).
+    """
+    from kdefect.core.calibration import load_calibration
     from kdefect.core.sidecar import InputSpec, Sidecar, write_sidecar
     from kdefect.data.detection_pipeline import load_arrays
     from kdefect.data.sources import index_dataset
@@ -179,6 +184,9 @@ def export_detector(run_dir: str | Path, out_path: str | Path, mode: str = "int8
     runner = TFLiteRunner(out)
     got = [o[0] for o in runner(probe.round())]
     params["outputs"] = _match_outputs(ref, got)
+    reject = ((load_calibration(run) or {}).get("decision") or {}).get("reject_min_score")
+    if reject is not None:
+        params["reject_min_score"] = float(reject)
     detail = runner.input_detail
     scale, zp = detail["quantization"] if mode == "int8" else (1.0, 0)
     sc = Sidecar(sha256="", task="detect", labels=list(classes), good_label=None,
@@ -187,7 +195,7 @@ def export_detector(run_dir: str | Path, out_path: str | Path, mode: str = "int8
                  output={"kind": "raw_head", "decoder": "kdefect.core.detect_decode"},
                  thresholds={"review_below": 0.0, "temperature": 1.0,
                              "score_threshold": cfg.detect.score_threshold},
-                 detection=params, quantization=mode, source_run=str(run.path.resolve()))
+                 detection=params, quantization=mode, source_run=str(run.path.resolve()), readiness=readiness)
     write_sidecar(out, sc)
     return out
 

@@ -40,7 +40,14 @@ def _raw_source(model_path: Path) -> tuple[Any, dict[str, Any], list[str]]:
         b, s = raw(im[None].astype(np.float32), training=False)
         return {"boxes": np.asarray(b)[0], "scores": np.asarray(s)[0]}
 
-    return run, decode_params(cfg), classes
+    from kdefect.core.calibration import load_calibration
+    from kdefect.core.run import RunDir
+
+    params = decode_params(cfg)
+    reject = ((load_calibration(RunDir.open(model_path)) or {}).get("decision") or {}).get("reject_min_score")
+    if reject is not None:  # the run's operating threshold, as the export carries it to the device
+        params["reject_min_score"] = float(reject)
+    return run, params, classes
 
 
 def draw(path: Path, dets: list[dict[str, Any]], out: Path) -> None:
@@ -60,7 +67,10 @@ def draw(path: Path, dets: list[dict[str, Any]], out: Path) -> None:
 
 def predict_detector(model_path: str | Path, inputs: list[str | Path] | str | Path,
                      out: str | Path | None = None, annotate: bool = True) -> list[dict[str, Any]]:
-    """Detections per image (boxes xyxy in original pixels); ``out`` .json / .csv, PNGs in ``<out stem>_annotated/``."""
+    """Detections per image (boxes xyxy in original pixels); ``out`` .json / .csv, PNGs in ``<out stem>_annotated/``.
+
+    Each image also gets the line's decision: ``reject`` iff its ``best_score`` reaches the operating threshold.
+    """
     from kdefect.data.images import collect_images
 
     files = collect_images([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
@@ -69,8 +79,11 @@ def predict_detector(model_path: str | Path, inputs: list[str | Path] | str | Pa
     results = []
     for f in files:
         im, (ow, oh) = dd.prepare_image(f, (h, w))
-        det = dd.decode(run(im), params).scaled(ow / w, oh / h)
-        results.append({"path": str(f), "width": ow, "height": oh, "detections": det.to_list(labels)})
+        raw = run(im)
+        det = dd.decode(raw, params).scaled(ow / w, oh / h)
+        score = dd.image_score(raw)
+        results.append({"path": str(f), "width": ow, "height": oh, "reject": dd.rejects(score, params),
+                        "best_score": round(score, 5), "detections": det.to_list(labels)})
     if out is not None:
         out = Path(out)
         if out.suffix.lower() == ".csv":

@@ -20,6 +20,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from kdefect.core.calibration import CALIBRATION_FILE, apply_temperature, load_calibration, thresholds_from
+from kdefect.tasks.base import get_task
 from kdefect.utils.io import atomic_path, sha256_file
 
 __all__ = ["CALIBRATION_FILE", "apply_temperature", "calibrate_run", "expected_calibration_error", "fit_temperature",
@@ -112,7 +113,8 @@ def calibrate_run(
     """Fit temperature, review threshold, OOD threshold and operating point on val; judge them on test.
 
     Writes ``calibration.json`` (with the READY / NOT READY ``verdict``) and
-    ``reliability.png`` into the run folder and returns the dict.
+    ``reliability.png`` into the run folder and returns the dict.  A task with ``image_scores`` (detection)
+    gets its image reject threshold instead (``trust.reject_threshold``).
     ``target_risk`` is the residual error allowed on parts that are not sent to
     review; ``target_escape`` the allowed escape rate; ``targets`` a
     ``kdefect.trust.verdict.Targets``.  Left as None, each comes from the run's
@@ -128,6 +130,11 @@ def calibrate_run(
     target_risk = tcfg.target_risk if target_risk is None else float(target_risk)
     target_escape = tcfg.target_escape if target_escape is None else float(target_escape)
     targets = targets or targets_of(run.config())
+    task = get_task(run.config().task)
+    if task.image_scores is not None:  # boxes: one reject threshold on the best box, no temperature
+        from kdefect.trust.reject_threshold import calibrate_image_run
+
+        return calibrate_image_run(run, task, target_escape, targets)
     classes, good = run.classes()
     val, test = split_outputs(run, "val"), split_outputs(run, "test")
     t = fit_temperature(val["logits"], val["y"])

@@ -62,6 +62,21 @@ def choose_threshold(p_good: np.ndarray, y_true: np.ndarray, good_index: int, ta
     return float(np.nextafter(d[allowed], np.inf))
 
 
+def choose_reject_threshold(scores: np.ndarray, defective: np.ndarray, target_escape: float) -> float | None:
+    """Highest image reject threshold whose validation escape rate is <= target (highest = fewest false rejects).
+
+    For detectors: an image is rejected iff its best box scores >= the threshold, so a defective image escapes
+    iff its score is below it.  None when validation has no defective image (nothing to choose on).
+    """
+    s = np.asarray(scores, np.float64)
+    d = np.sort(s[np.asarray(defective, bool)])  # defective images, least suspicious first
+    if len(d) == 0:
+        return None
+    allowed = math.floor(target_escape * len(d) + 1e-9)
+    # the ``allowed`` lowest-scoring defective images escape; the next one must be rejected
+    return float(d[min(allowed, len(d) - 1)])
+
+
 def evaluate_threshold(probs: np.ndarray, y_true: np.ndarray, good_index: int, threshold: float) -> dict[str, Any]:
     """Escape rate (+95% CP bounds), false-reject rate (+bounds) and accuracy at a threshold."""
     y = np.asarray(y_true, int)

@@ -116,9 +116,65 @@ def assess(probs: np.ndarray, labels: np.ndarray, classes: list[str], good_label
     return out
 
 
+def assess_images(scores: np.ndarray, contains: np.ndarray, classes: list[str], threshold: float | None,
+                  targets: Targets | None = None, split: str = "test") -> dict[str, Any]:
+    """The verdict of an image-level reject rule on boxes (detectors): reject iff the best box >= ``threshold``.
+
+    ``scores`` (N,): each image's best box score (``core.detect_decode.image_score``); ``contains`` (N, K) bool:
+    which classes each image's ground truth holds (an image with none is defect-free).  The dict has the
+    classifier verdict's keys (``format_verdict`` prints both); a class's recall is the share of the images
+    holding it that are rejected, and there is no review queue.
+    """
+    targets = targets or Targets()
+    s = np.asarray(scores, np.float64).reshape(-1)
+    has = np.asarray(contains, bool).reshape(len(s), len(classes))
+    defective = has.any(1)
+    reasons: list[str] = []
+    notes: list[str] = []
+    if threshold is None:
+        reasons.append("not calibrated: no operating threshold (run `kdefect calibrate RUN`)")
+    rejected = s >= (threshold if threshold is not None else np.inf)
+    support = has.sum(0)
+    recall = {c: float(rejected[has[:, i]].mean()) if support[i] else None for i, c in enumerate(classes)}
+    esc, n_def = int((~rejected & defective).sum()), int(defective.sum())
+    fr, n_good = int((rejected & ~defective).sum()), int((~defective).sum())
+    upper = clopper_pearson(esc, n_def)[1]
+    out: dict[str, Any] = {
+        "split": split, "n": len(s), "calibrated": threshold is not None, "targets": asdict(targets),
+        "decision": "image", "reject_min_score": None if threshold is None else float(threshold),
+        "per_class_recall": recall, "per_class_support": dict(zip(classes, support.tolist())),
+        "review_share": 0.0, "review_below": 0.0,
+        "escape_rate": esc / n_def if n_def else 0.0, "escapes": esc, "defective": n_def, "escape_upper95": upper,
+        "model_escape_rate": esc / n_def if n_def else 0.0, "model_escapes": esc,
+        "false_reject_rate": fr / n_good if n_good else 0.0, "false_rejects": fr, "good": n_good,
+    }
+    if threshold is not None:
+        if n_def and esc == n_def:
+            reasons.append(f"degenerate: every defective {split} image ({n_def}) is passed")
+        elif upper > targets.max_escape_upper:
+            need = defectives_needed(targets.max_escape_upper)
+            small = (f"; with only {n_def} defective {split} images even 0 escapes cannot show it "
+                     f"(needs >= {need})" if n_def < need else "")
+            reasons.append(f"image escape rate {esc}/{n_def} = {esc / max(n_def, 1):.1%}, upper bound {upper:.1%} "
+                           f"> {targets.max_escape_upper:.1%}{small}")
+        low = [f"{c} {r:.2f}" for c, r in recall.items() if r is not None and r < targets.min_class_recall]
+        if low and not (n_def and esc == n_def):
+            reasons.append(f"image recall below {targets.min_class_recall:.2f}: {', '.join(low)}")
+        if n_good and fr / n_good > targets.max_false_reject:
+            reasons.append(f"false-reject rate {fr / n_good:.1%} > {targets.max_false_reject:.1%} "
+                           "(defect-free images rejected at the operating threshold)")
+    if not n_good:
+        notes.append(f"no defect-free {split} images: the false-reject rate is not measured")
+    out["notes"] = notes
+    out["reasons"] = reasons
+    out["ready"] = not reasons
+    out["verdict"] = READY if not reasons else NOT_READY
+    return out
+
+
 def format_verdict(v: dict[str, Any]) -> str:
     """The short table printed by fit, evaluate and calibrate, ending with the verdict and its reasons."""
-    rows = [f"fit for use on the {v['split']} split ({v['n']} parts):"]
+    rows = [f"fit for use on the {v['split']} split ({v['n']} {'images' if v.get('decision') == 'image' else 'parts'}):"]
     width = max([len(c) for c in v["per_class_recall"]] + [12])
     for c, r in v["per_class_recall"].items():
         rows.append(f"  recall {c:<{width}} {'n/a' if r is None else f'{r:.3f}'}"
@@ -127,7 +183,12 @@ def format_verdict(v: dict[str, Any]) -> str:
         rows.append(f"  escape rate{'':<{width - 5}} {v['escape_rate']:.3%} ({v['escapes']}/{v['defective']}), "
                     f"95% upper bound {v['escape_upper95']:.3%}; before review {v['model_escapes']}/{v['defective']}")
         rows.append(f"  false rejects{'':<{width - 7}} {v['false_reject_rate']:.3%} ({v['false_rejects']}/{v['good']})")
-    rows.append(f"  review share{'':<{width - 6}} {v['review_share']:.3%}")
+    if v.get("decision") == "image":  # detectors: reject an image on its best box; no review queue
+        thr = v["reject_min_score"]
+        rows.append(f"  reject at box score{' ' * max(width - 13, 0)} {'n/a' if thr is None else f'>= {thr:.4f}'}")
+    else:
+        rows.append(f"  review share{'':<{width - 6}} {v['review_share']:.3%}")
+    rows += [f"  note: {n}" for n in v.get("notes", [])]
     rows.append(f"verdict: {v['verdict']}")
     rows += [f"  - {r}" for r in v["reasons"]]
     return "\n".join(rows)

@@ -31,6 +31,7 @@ def tiny_det_cfg(det_voc_root, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_det_run(tiny_det_cfg):
-    from kdefect.tasks.detect import fit_detector
+    """Trained through the shared lifecycle, so it also has its reject threshold and verdict (calibration.json)."""
+    from kdefect.engine import fit
 
-    return fit_detector(tiny_det_cfg, quiet=True)
+    return fit(tiny_det_cfg, quiet=True)

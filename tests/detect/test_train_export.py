@@ -31,6 +31,12 @@ def test_predictions_structure(tiny_det_run, det_voc_root, tmp_path):
     assert [r["path"] for r in res] == [str(f) for f in files]
     for r in res:
         assert (r["width"], r["height"]) == (64, 64)
+        thr = json.loads((tiny_det_run.path / "calibration.json").read_text())["decision"]["reject_min_score"]
+        assert 0 <= r["best_score"] <= 1
+        if abs(r["best_score"] - thr) > 1e-4:  # (best_score is rounded)
+            assert r["reject"] == (r["best_score"] > thr)
+        if r["detections"]:  # the best box (above score_threshold) is the image's best score
+            assert max(d["score"] for d in r["detections"]) == pytest.approx(r["best_score"], abs=1e-4)
         for d in r["detections"]:
             x0, y0, x1, y1 = d["box"]
             assert 0 <= x0 <= x1 <= 64 and 0 <= y0 <= y1 <= 64
@@ -48,7 +54,8 @@ def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
     from kdefect.models.detectors import raw_head
     from kdefect.tasks.detect import load_detector
 
-    res = export_run(str(tiny_det_run.path), out=tmp_path / "det.tflite")  # `kdefect tflite RUN` dispatches
+    # `kdefect tflite RUN` dispatches; a 20-step detector is not READY, so it is exported as such
+    res = export_run(str(tiny_det_run.path), out=tmp_path / "det.tflite", allow_unready=True)
     out = tmp_path / "det.tflite"
     assert res["task"] == "detect" and res["model"] == str(out)
     sc = read_sidecar(out)
@@ -67,3 +74,37 @@ def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
     m = evaluate(out)  # `kdefect evaluate model.tflite` reads the sidecar's task
     assert {"map50", "map", "recall", "latency_ms_p50"} <= set(m) and m["images"] == len(
         (tiny_det_run.path / "split" / "test.txt").read_text().splitlines())
+
+
+def test_fit_chooses_the_reject_threshold_on_val_and_judges_it_on_test(tiny_det_run):
+    cal = json.loads((tiny_det_run.path / "calibration.json").read_text())
+    thr = cal["decision"]["reject_min_score"]
+    assert 0 <= thr <= 1 and cal["decision"]["chosen_on"] == "val"
+    assert cal["operating_point"]["val"]["split"] == "val" and cal["verdict"]["split"] == "test"
+    assert cal["verdict"]["reject_min_score"] == thr and "escape_upper95" in cal["verdict"]
+    val = cal["operating_point"]["val"]  # the target held where the threshold was chosen
+    assert val["escapes"] <= int(cal["decision"]["target_escape"] * val["defective"] + 1e-9)
+    assert tiny_det_run.verify_manifest() == []
+
+
+def test_not_ready_detector_is_refused_and_the_sidecar_carries_the_threshold(tiny_det_run, tmp_path):
+    from kdefect.config import TargetsConfig
+    from kdefect.core.sidecar import read_sidecar
+    from kdefect.engine import evaluate
+    from kdefect.errors import ExportError
+    from kdefect.export import export_run
+    from kdefect.trust.calibrate import calibrate_run
+
+    cal = calibrate_run(tiny_det_run.path, targets=TargetsConfig(max_escape_upper=0.001))  # needs > 3000 images
+    assert cal["verdict"]["verdict"] == "NOT READY"
+    with pytest.raises(ExportError, match="NOT READY.*--allow-unready"):
+        export_run(str(tiny_det_run.path), out=tmp_path / "refused.tflite")
+    assert not (tmp_path / "refused.tflite").exists()
+    out = tmp_path / "det.tflite"
+    export_run(str(tiny_det_run.path), out=out, mode="float32", allow_unready=True)
+    sc = read_sidecar(out)
+    assert sc.detection["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
+    assert sc.readiness["verdict"] == "NOT READY" and sc.readiness["exported_unready"]
+    m = evaluate(out)  # the device's threshold, on the run's test split
+    assert m["verdict"]["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
+    assert m["verdict"]["n"] == m["images"]

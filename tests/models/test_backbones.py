@@ -16,6 +16,7 @@ FAST = [
     ("mobilenet_v2", 0.35),
     ("mobilenet_v3_small", 0.75),
     ("mobilenet_v3_large", 0.75),
+    ("yolo_v8_tiny", 1.0),
 ]
 SLOW = ["resnet50_v2", "densenet121", "efficientnet_b0"]
 

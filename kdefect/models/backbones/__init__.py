@@ -10,7 +10,7 @@ import logging
 
 from kdefect.errors import ConfigError
 from kdefect.keras import tf
-from kdefect.models.backbones import applications, resnet, tiny  # noqa: F401  (register)
+from kdefect.models.backbones import applications, resnet, tiny, yolo  # noqa: F401  (register)
 from kdefect.models.registry import BACKBONES
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
     if split is not None:
         cfg.split = [float(v) for v in split]
     seed = 0 if seed is None else int(seed)
-    index: DatasetIndex = index_dataset(cfg, "classify")
+    index: DatasetIndex = index_dataset(cfg)
     scan = FileScan()
     index, dropped = dedupe_index(index, cfg.duplicates, scan)
     parts = stratified_split(index.labels, cfg.split, seed)

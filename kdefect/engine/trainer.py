@@ -57,18 +57,18 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
 
     validate_config(cfg)
     scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
-    index, dropped = dedupe_index(index_dataset(cfg.data, task=cfg.task), cfg.data.duplicates, scan)
+    image_labels = get_task(cfg.task).image_labels
+    index, dropped = dedupe_index(index_dataset(cfg.data, image_labels), cfg.data.duplicates, scan)
     if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
         split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
     else:
         check_split_leaks(index, split, scan)
-    image_labels = get_task(cfg.task).image_labels
     if cfg.data.subsample and image_labels:
         train = np.asarray(split["train"])
         keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
         split = dict(split, train=train[keep])
     good = cfg.data.good_label if image_labels else None
-    profile = profile_index(index, split, good, dropped=dropped, scan=scan)
+    profile = {"task": cfg.task, **profile_index(index, split, good, dropped=dropped, scan=scan)}
     profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]

@@ -81,7 +81,7 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
         from kdefect.engine import fit as fit_fn
     from kdefect.data.profile import dedupe_index
 
-    index, _ = dedupe_index(index_dataset(cfg.data, task="classify"), cfg.data.duplicates)  # as fit indexes it
+    index, _ = dedupe_index(index_dataset(cfg.data), cfg.data.duplicates)  # as fit indexes it
     counts = np.bincount(np.asarray(index.labels)[np.asarray(index.labels) >= 0])
     if counts.min() < folds:
         raise ConfigError(f"--folds {folds}: the smallest class has only {counts.min()} images; use fewer folds.")

@@ -21,17 +21,10 @@ import numpy as np
 
 from kdefect.config import Config, validate_config
 from kdefect.core.run import RunDir
-from kdefect.engine.callbacks import (
-    HistoryCSV,
-    ImageCounter,
-    KeepBest,
-    StopOnNonFiniteLoss,
-    TimeBudget,
-    lr_callbacks,
-)
+from kdefect.engine.callbacks import standard_callbacks
 from kdefect.engine.optimizers import build_optimizer
 from kdefect.engine.resume import STATE_DIR, ResumePoint, ResumeState
-from kdefect.engine.selection import direction, resolve_monitor, selection_keys
+from kdefect.engine.selection import resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
@@ -159,29 +152,17 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
         model = build_classifier_from_config(cfg, k)
         loss = build_loss(cfg.loss, weights)
     t0 = time.perf_counter() - (resume.train_seconds if resume else 0.0)  # the budget already spent counts
-    history = HistoryCSV(run.path / "history.csv", rows=list(resume.history) if resume else None)
-    counter = ImageCounter(cfg.data.batch_size)
     has_val = "val" in data
     good_index = index.classes.index(cfg.data.good_label) if cfg.data.good_label in index.classes else None
     monitor = resolve_monitor(cfg.train.monitor, good_index, has_val)
-    ckpt = KeepBest(monitor, keys=selection_keys(monitor), path=run.checkpoint_path, restore=False)
-    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), history, counter, ckpt,
-                                                 keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
-    budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
-    if budget:
-        callbacks.append(budget)
-    if cfg.train.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor),
-                                                       patience=cfg.train.patience))
-    loss_key = "val_loss" if has_val else "loss"  # the LR schedule follows the optimisation, not the selection
-    callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, cfg.train.time_budget_s, t0)
-    stateful = {"best_checkpoint": ckpt, "image_counter": counter, **({"time_budget": budget} if budget else {})}
-    for cb in callbacks:
-        if isinstance(cb, keras.callbacks.EarlyStopping):
-            stateful["early_stopping"] = cb
-        elif isinstance(cb, keras.callbacks.ReduceLROnPlateau):
-            stateful["plateau"] = cb
-    saver = ResumeState(run.path, t0, stateful, resume)
+    cbs = standard_callbacks(cfg.train, cfg.data.batch_size, run.path / "history.csv", monitor,
+                             loss_key="val_loss" if has_val else "loss",  # the LR follows the loss, not the selection
+                             keys=selection_keys(monitor), checkpoint=run.checkpoint_path, start=t0,
+                             history_rows=list(resume.history) if resume else None,
+                             tensorboard=run.path / "tensorboard")
+    history, counter, ckpt, budget = cbs.history, cbs.counter, cbs.best, cbs.budget
+    callbacks = list(cbs.callbacks)
+    saver = ResumeState(run.path, t0, cbs.roles(), resume)
     saver.restore_persistent()
     callbacks.append(saver)  # last: its snapshot sees the epoch's update of every other callback
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
@@ -263,9 +244,10 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
             raise ConfigError("fit needs a config (or resume=RUN to continue a run).")
         cfg = copy.deepcopy(cfg)
         task = get_task(cfg.task)
-        if task.fit is not None:
-            return task.fit(cfg, quiet=quiet)
         run, index, split = prepare_run(cfg, split)
+        if task.train is not None:  # a task with its own training loop, on this run folder and these callbacks
+            with run.failure_recorded():  # an error leaves a run marked failed, never one that looks complete
+                return task.train(cfg, run, index, split, standard_callbacks, quiet=quiet)
     with run.failure_recorded():
         model, stats = train_model(cfg, run, index, split, quiet=quiet, resume=point)
         save_model(model, run)

@@ -31,6 +31,6 @@ def tiny_det_cfg(det_voc_root, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_det_run(tiny_det_cfg):
-    from kdefect.tasks.detect import fit_detector
+    from kdefect import fit
 
-    return fit_detector(tiny_det_cfg, quiet=True)
+    return fit(tiny_det_cfg, quiet=True)  # kdefect.fit runs the detect task's train hook

@@ -38,34 +38,34 @@ def test_every_subcommand_accepts_quiet_and_verbose():
         assert {"-q", "--quiet", "-v", "--verbose"} <= opts, name
 
 
-def test_quiet_after_the_subcommand_and_where_evaluate_wrote(tiny_run, tmp_path):
-    r = CliRunner().invoke(main, ["evaluate", str(tiny_run.path), "-q", "--out", str(tmp_path / "ev")])
+def test_quiet_after_the_subcommand_and_where_evaluate_wrote(fitted_run, tmp_path):
+    r = CliRunner().invoke(main, ["evaluate", str(fitted_run.path), "-q", "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     assert f"Metrics written to {tmp_path / 'ev' / 'metrics.json'}" in r.stderr
     assert (tmp_path / "ev" / "metrics.json").is_file()
 
 
-def test_predict_writes_into_the_run_folder_by_default(tiny_run, tmp_path, monkeypatch):
+def test_predict_writes_into_the_run_folder_by_default(fitted_run, tmp_path, monkeypatch):
     from kdefect.data.split import load_split
 
     monkeypatch.chdir(tmp_path)
-    first = load_split(tiny_run.path)["test"][0][0]
-    r = CliRunner().invoke(main, ["predict", str(tiny_run.path), first, "-q"])
+    first = load_split(fitted_run.path)["test"][0][0]
+    r = CliRunner().invoke(main, ["predict", str(fitted_run.path), first, "-q"])
     assert r.exit_code == 0, r.output
-    csv = tiny_run.path / "predictions.csv"
+    csv = fitted_run.path / "predictions.csv"
     assert f"1 predictions -> {csv.resolve()}" in r.stdout
     assert csv.read_text().startswith("path,class,score")
     assert not (tmp_path / "predictions.csv").exists()
 
 
-def test_fit_closing_block_has_accuracy_verdict_saved_to_and_next(tiny_run, capsys):
+def test_fit_closing_block_has_accuracy_verdict_saved_to_and_next(fitted_run, capsys):
     from kdefect.cli.train import _echo_verdict
 
-    _echo_verdict(tiny_run.path)
+    _echo_verdict(fitted_run.path)
     err = capsys.readouterr().err
     assert re.search(r"test split: accuracy \d\.\d{4}, macro recall \d\.\d{4}", err)
     assert "recall " in err and "verdict: " in err
-    assert f"Results saved to {tiny_run.path}" in err and "Next: " in err
+    assert f"Results saved to {fitted_run.path}" in err and "Next: " in err
 
 
 def test_tflite_on_a_folder_that_is_not_a_run(tmp_path):

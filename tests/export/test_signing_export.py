@@ -20,13 +20,13 @@ def _invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def signed_knn(tiny_run, tmp_path_factory) -> dict[str, Path]:
-    """tiny_run exported INT8 with the kNN gate and signed through the CLI."""
+def signed_knn(handmade_run, tmp_path_factory) -> dict[str, Path]:
+    """handmade_run exported INT8 with the kNN gate and signed through the CLI."""
     d = tmp_path_factory.mktemp("signed")
     res = _invoke("keys", "new", d / "line")
     assert res.exit_code == 0, res.output
     out = d / "export" / "model.tflite"
-    res = _invoke("tflite", tiny_run, "--ood-gate", "knn", "--calib-size", "30", "--out", out, "--sign", d / "line.key")
+    res = _invoke("tflite", handmade_run, "--ood-gate", "knn", "--calib-size", "30", "--out", out, "--sign", d / "line.key")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["signature"] == str(out.with_suffix(".sig"))
     return {"model": out, "pub": d / "line.pub", "bank": out.with_suffix(".knn.npy")}
@@ -67,11 +67,11 @@ def test_replaced_bank_is_refused(device, tamper):
         EdgeClassifier(device["model"])
 
 
-def test_a_swapped_model_keras_is_not_exported(tiny_run, tmp_path):
+def test_a_swapped_model_keras_is_not_exported(handmade_run, tmp_path):
     from kdefect.core.run import RunDir
     from kdefect.keras import keras
 
-    run = RunDir(Path(shutil.copytree(tiny_run, tmp_path / "run")))
+    run = RunDir(Path(shutil.copytree(handmade_run, tmp_path / "run")))
     run.write_manifest()
     other = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(3, activation="softmax")])

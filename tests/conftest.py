@@ -239,7 +239,7 @@ def trust_run(tmp_path_factory, trust_data) -> Path:
 @pytest.fixture(scope="session")
 def easy():
     """The helpers above for test modules (``--import-mode=importlib`` cannot import conftest)."""
-    return SimpleNamespace(TRUST_CLASSES=TRUST_CLASSES, sample=easy_sample)
+    return SimpleNamespace(CLASSES=TRUST_CLASSES, sample=easy_sample)
 
 
 @pytest.fixture(scope="session")

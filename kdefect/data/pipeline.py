@@ -43,7 +43,7 @@ TIFF_PATTERN = r"(?i).*\.tiff?$"
 
 
 def _pil_decode(path: bytes) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     with Image.open(path.decode()) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # scale high-bit-depth to 8 bit

@@ -60,7 +60,7 @@ def _bits(mode: str, data: bytes, im) -> int:
 
 
 def _scan_one(path: str) -> FileInfo:
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     with open(path, "rb") as fh:
         data = fh.read()
@@ -211,7 +211,7 @@ def _stats(values) -> dict[str, float] | None:
 
 
 def _is_grey(path: str) -> bool | None:
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     try:
         with Image.open(path) as im:

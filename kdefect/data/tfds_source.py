@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kdefect.errors import DataError
+from kdefect.utils.io import atomic_dir
 
 from .synthetic import cache_root
 from .voc import voc_xml
@@ -28,10 +29,9 @@ def materialize_tfds(name: str, image_labels: bool = True, cache_dir: str | Path
 
     ``image_labels``: class folders (one label per image), else VOC (images/ + annotations/ with boxes).
     """
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     import kdefect.keras  # noqa: F401  (sets the Keras switch before TFDS imports TensorFlow)
-    from kdefect.utils.io import atomic_dir
 
     from . import tfds_neu  # noqa: F401  (registers neu_det)
 

@@ -50,7 +50,7 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     The rule and the kNN gate come from the run's calibration when ``target`` is
     the calibrated ``model.keras`` (a different .keras gets raw probabilities).
     """
-    from scipy.special import softmax
+    from scipy.special import softmax  # lazy: scipy loads only when used
 
     from kdefect.data.pipeline import load_images, resize_mode
     from kdefect.tasks.heads import load_model, predict_heads

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.run import RunDir
 from kdefect.utils.io import sha256_file, write_text
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ def _gallery(model: Any, images: np.ndarray, paths: list[str], y: np.ndarray, pr
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max: int = 24) -> Path:
     """Write ``<run>/report.html`` (or ``out``) and ``<run>/model_card.md``; return the HTML path."""
-    from kdefect.core.run import RunDir
     from kdefect.engine.metrics import plot_confusion_matrix
     from kdefect.trust import figures, model_card, operating_point, uncertainty
     from kdefect.trust.calibrate import CALIBRATION_FILE, apply_temperature, calibrate_run

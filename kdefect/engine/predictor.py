@@ -37,7 +37,7 @@ def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
 
 def _knn_flags(run: RunDir, gate: dict[str, Any], features: np.ndarray) -> list[bool]:
     """Host-only unknown-defect flag: kNN distance to the training features (``feature_ood`` of calibration.json)."""
-    from kdefect.trust.calibrate import host_knn
+    from kdefect.trust.calibrate import host_knn  # lazy: trust.calibrate loads scipy
 
     knn = host_knn(run, int(gate["k"]))
     return [bool(v) for v in knn.score(features) > float(gate["threshold"])]
@@ -52,7 +52,7 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     """
     from scipy.special import softmax  # lazy: scipy loads only when used
 
-    from kdefect.data.pipeline import load_images, resize_mode
+    from kdefect.data.pipeline import load_images, resize_mode  # lazy: data.pipeline loads TensorFlow
     from kdefect.tasks.heads import load_model, predict_heads
 
     run = RunDir.open(target)
@@ -77,7 +77,7 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
     A model exported with the kNN gate also gives its feature output: the rule scores it as the device does.
     """
-    from kdefect.data.pipeline import load_images
+    from kdefect.data.pipeline import load_images  # lazy: data.pipeline loads TensorFlow
     from kdefect.edge.interpreter import TFLiteRunner, roles_of
 
     sc = read_sidecar(target)

@@ -96,7 +96,7 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
         run = fit_fn(fcfg, split=split, quiet=quiet)
         metrics = dict(run.read_json("metrics.json"))
         if calibrate:
-            from kdefect.trust.calibrate import calibrate_run
+            from kdefect.trust.calibrate import calibrate_run  # lazy: trust.calibrate loads scipy
 
             cal = calibrate_run(run.path)
             metrics["calibration"] = {k: cal[k] for k in ("temperature", "ece_before", "ece_after",

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def last_conv_layer(model: Any) -> str:
     """Name of the last layer with a 4-D (B,H,W,C) output: Grad-CAM's default target."""
     try:
-        from kdefect.tasks.classify import last_conv_layer_name
+        from kdefect.tasks.classify import last_conv_layer_name  # lazy: tasks.classify loads TensorFlow
 
         return last_conv_layer_name(model)
     except (ImportError, ValueError, AttributeError):
@@ -108,7 +108,7 @@ def spatial_attention(model: Any, images: np.ndarray) -> list[np.ndarray]:
     from kdefect.keras import tf  # lazy: TensorFlow loads only when used
 
     try:
-        from kdefect.models.attention import spatial_attention_model
+        from kdefect.models.attention import spatial_attention_model  # lazy: models.attention loads TensorFlow
     except ImportError:
         return []
     sm = spatial_attention_model(model)
@@ -176,7 +176,7 @@ def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str
                   class_name: str | None = None, layer: str | None = None) -> list[Path]:
     """``kdefect explain``: a run folder or .keras model + image files / folders -> overlay PNGs."""
     from kdefect.data.images import collect_images
-    from kdefect.data.pipeline import load_images, resize_mode
+    from kdefect.data.pipeline import load_images, resize_mode  # lazy: data.pipeline loads TensorFlow
     from kdefect.trust.outputs import load_model
 
     p = Path(model_path)

@@ -27,7 +27,7 @@ __all__ = ["feature_output", "head_model", "load_model", "predict_heads", "split
 
 def split_images(run: Any, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(paths, class indices, uint8 images) of a run's saved split."""
-    from kdefect.data.pipeline import load_images, resize_mode
+    from kdefect.data.pipeline import load_images, resize_mode  # lazy: data.pipeline loads TensorFlow
     from kdefect.data.split import label_indices, load_split
 
     classes, _ = run.classes()

@@ -67,7 +67,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _ci(k: int, n: int) -> str:
-    from kdefect.trust.operating_point import clopper_pearson, wilson
+    from kdefect.trust.operating_point import clopper_pearson, wilson  # lazy: trust.operating_point loads scipy
 
     if n == 0:
         return "n/a"
@@ -126,7 +126,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max
     from kdefect.engine.metrics import plot_confusion_matrix
     from kdefect.trust import figures, model_card, operating_point, uncertainty
     from kdefect.trust.calibrate import CALIBRATION_FILE, apply_temperature, calibrate_run
-    from kdefect.trust.ood import energy_score
+    from kdefect.trust.ood import energy_score  # lazy: trust.ood loads scipy
     from kdefect.trust.outputs import load_model, split_images, split_outputs
 
     run = RunDir.open(run_dir)

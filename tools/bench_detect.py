@@ -31,15 +31,16 @@ ARCHS = {
 
 
 def run_one(arch: str, args: argparse.Namespace) -> dict:
+    from kdefect import fit
     from kdefect.config import load_config
-    from kdefect.tasks.detect import evaluate_detector, export_detector, fit_detector
+    from kdefect.tasks.detect import evaluate_detector, export_detector
 
     cfg = load_config(overrides=[
         "task=detect", f"name=bench_{arch}", f"runs_dir={args.runs_dir}", "data.source=neu", "seed=0",
         f"data.image_size=[{args.image_size},{args.image_size}]", f"data.batch_size={args.batch_size}",
         "train.epochs=1000", f"train.time_budget_s={args.budget_min * 60}", *ARCHS[arch], *args.set])
     t0 = time.perf_counter()
-    run = fit_detector(cfg, quiet=True)
+    run = fit(cfg, quiet=True)
     metrics = run.read_json("metrics.json")
     tfl = export_detector(run.path, run.path / "model_int8.tflite", mode="int8")
     q = evaluate_detector(tfl)

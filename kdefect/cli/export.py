@@ -54,7 +54,7 @@ def tflite(source: str | None, model_file: str | None, mode: str, qat: bool, pru
            ood_gate: str, allow_unready: bool, sign_key: str | None, trust_model: bool) -> None:
     """Export RUN (or --model FILE) to TFLite with its sidecar model.json."""
     from kdefect.errors import ExportError
-    from kdefect.export import ExportSpec, export_run
+    from kdefect.export import ExportSpec, export_run  # lazy: export loads TensorFlow
 
     target = model_file or source
     if target is None:

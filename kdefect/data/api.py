@@ -44,7 +44,7 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
     if split is not None:
         cfg.split = [float(v) for v in split]
     seed = 0 if seed is None else int(seed)
-    index: DatasetIndex = index_dataset(cfg, "classify")
+    index: DatasetIndex = index_dataset(cfg)
     if index.packed is not None:  # tfrecord:DIR: the packed split and profile, streamed from the shards
         parts, profile, _ = index.packed.plan(None, cfg)
     else:

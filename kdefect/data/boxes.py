@@ -38,7 +38,7 @@ def clip_boxes(boxes: np.ndarray, wh: tuple[float, float]) -> np.ndarray:
 
 def ragged_targets(boxes: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, Any]:
     """Per-image box lists -> keras-cv ragged ``{"boxes": (N, None, 4), "classes": (N, None)}``."""
-    from kdefect.keras import tf
+    from kdefect.keras import tf  # lazy: TensorFlow loads only when used
 
     return {
         "boxes": tf.ragged.constant([np.asarray(b, np.float32).reshape(-1, 4).tolist() for b in boxes],
@@ -50,6 +50,6 @@ def ragged_targets(boxes: list[np.ndarray], labels: list[np.ndarray]) -> dict[st
 
 def to_dense(bounding_boxes: dict[str, Any], max_boxes: int) -> dict[str, Any]:
     """Ragged keras-cv boxes -> dense, padded with -1 (what the detectors' losses expect)."""
-    from kdefect.keras import keras_cv
+    from kdefect.keras import keras_cv  # lazy: keras-cv loads only for detection
 
     return keras_cv().bounding_box.to_dense(bounding_boxes, max_boxes=max_boxes)

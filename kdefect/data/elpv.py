@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from kdefect.errors import ConfigError, DataError
+from kdefect.utils.io import atomic_dir
 
 from .synthetic import cache_root
 
@@ -78,7 +79,7 @@ def elpv_class(prob: float, mode: str) -> str:
 
 def _package():
     try:
-        import elpv_dataset
+        import elpv_dataset  # lazy: the elpv package loads only for source elpv
     except ImportError as exc:
         raise DataError(f"data.source elpv needs the ELPV images: pip install elpv-dataset (the data is {LICENCE}; "
                         "for commercial use contact its authors).") from exc
@@ -126,8 +127,6 @@ def materialize_elpv(mode: str = "levels", cell_type: str | None = None,
 
     An existing, complete copy made from the same package version is reused.
     """
-    from kdefect.utils.io import atomic_dir
-
     if mode not in MODES or cell_type not in (None, *CELL_TYPES):
         raise ConfigError(f"ELPV mode must be one of {MODES} and type one of {CELL_TYPES} or none; "
                           f"got {mode!r}, {cell_type!r}.")

@@ -42,7 +42,7 @@ def is_image_name(path: str | Path) -> bool:
 
 def check_image(path: str | Path) -> str | None:
     """None when the file decodes completely, else a short human reason."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: Pillow loads only when images are read
 
     path = Path(path)
     if not is_image_name(path):

@@ -15,9 +15,11 @@ import numpy as np
 
 @dataclass
 class DatasetIndex:
-    """Files of one dataset.  ``labels`` are class indices; for ``task='detect'`` an image
-    without objects has label -1 (used only to stratify the split) and ``classes`` are the
-    object classes.  ``skipped`` holds (path, reason) for every bad file left out."""
+    """Files of one dataset.  ``labels`` are class indices.  ``image_labels``: one class per image
+    (classification); when False (detection) an image without objects has label -1 (used only to
+    stratify the split), ``classes`` are the object classes and ``boxes`` / ``box_labels`` are set.
+    ``skipped`` holds (path, reason) for every bad file left out.  The data layer knows no task names:
+    the caller passes its task's ``image_labels``."""
 
     root: Path
     classes: list[str]
@@ -26,7 +28,7 @@ class DatasetIndex:
     boxes: list[np.ndarray] | None = None
     box_labels: list[np.ndarray] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    task: str = "classify"
+    image_labels: bool = True
     packed: Any = None  # a packed data set (``tfrecord:``): fixed split, profile and shards (kdefect.data.packed)
 
     def __len__(self) -> int:
@@ -43,4 +45,4 @@ class DatasetIndex:
         return DatasetIndex(self.root, list(self.classes), pick(self.paths), self.labels[idx],
                             pick(self.boxes) if self.boxes is not None else None,
                             pick(self.box_labels) if self.box_labels is not None else None,
-                            list(self.skipped), self.task)
+                            list(self.skipped), self.image_labels)

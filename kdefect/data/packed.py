@@ -88,12 +88,12 @@ def read_pack(location: str | Path, verify: bool = True) -> tuple[dict[str, Any]
     return manifest, root
 
 
-def index_pack(location: str, data_cfg, task: str = "classify"):
+def index_pack(location: str, data_cfg, image_labels: bool = True):
     """A ``DatasetIndex`` over a pack: every image once, in split order, with ``packed`` set (no file is read)."""
     from .index import DatasetIndex
     from .split import SPLITS, load_split
 
-    if task != "classify":
+    if not image_labels:
         raise DataError("packed data sets hold classification labels; detection trains from the VOC folder.")
     manifest, root = read_pack(location)
     classes = list(manifest["classes"])
@@ -111,6 +111,6 @@ def index_pack(location: str, data_cfg, task: str = "classify"):
         labels += [classes.index(n) for n in names]
     skipped = [tuple(x) for x in manifest.get("skipped", [])]
     index = DatasetIndex(Path(manifest["root"]), classes, paths, np.asarray(labels, np.int64), skipped=skipped,
-                         task=task)
+                         image_labels=image_labels)
     index.packed = PackedData(root, manifest, split)
     return index

@@ -46,7 +46,7 @@ def _pil_decode(data: bytes) -> np.ndarray:
     """An encoded image (the file's bytes) -> uint8 (H, W, 3) via Pillow (TIFF)."""
     import io
 
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     with Image.open(io.BytesIO(data)) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # scale high-bit-depth to 8 bit

@@ -60,7 +60,7 @@ def _bits(mode: str, data: bytes, im) -> int:
 
 
 def _scan_one(path: str) -> FileInfo:
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     with open(path, "rb") as fh:
         data = fh.read()
@@ -168,7 +168,7 @@ def dedupe_index(index: DatasetIndex, policy: str, scan: FileScan | None = None
                 gone.add(i)
     keep = np.asarray([i for i in range(len(index)) if i not in gone], np.int64)
     new = index.subset(keep)
-    if index.task == "classify":
+    if index.image_labels:
         before = np.bincount(index.labels, minlength=index.num_classes)
         after = np.bincount(new.labels, minlength=index.num_classes)
         if empty := [c for c, b, a in zip(index.classes, before, after) if b and not a]:
@@ -211,7 +211,7 @@ def _stats(values) -> dict[str, float] | None:
 
 
 def _is_grey(path: str) -> bool | None:
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     try:
         with Image.open(path) as im:
@@ -240,7 +240,7 @@ def profile_index(index: DatasetIndex, split: dict[str, np.ndarray] | None = Non
     scan = scan or FileScan()
     infos = scan.infos(index.paths)
     counts = _counts(index.labels, index.classes)
-    prof: dict = {"n_images": len(index), "n_skipped": len(index.skipped), "task": index.task,
+    prof: dict = {"n_images": len(index), "n_skipped": len(index.skipped), "image_labels": index.image_labels,
                   "classes": list(index.classes), "class_counts": counts}
     if split is not None:
         prof["split_counts"] = {s: _counts(index.labels[np.asarray(ix, np.int64)], index.classes)

@@ -51,23 +51,28 @@ def _floor32(v: float, hi: int) -> int:
 
 
 def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> list[Choice]:
-    """Replace every ``auto`` in ``cfg`` (in place) with a concrete value; return the choices made."""
+    """Replace every ``auto`` in ``cfg`` (in place) with a concrete value; return the choices made.
+
+    The label kind comes from ``profile['image_labels']`` (``profile_index`` records the index's), so the
+    rules never ask for the task by name.
+    """
     d, out = cfg.data, []
+    image_labels = bool(profile.get("image_labels", True))  # the task's label kind; False: boxes (detection)
     if d.sampling == "auto":
         ratio = float(profile.get("imbalance_ratio") or 1.0)
-        balanced = cfg.task == "classify" and ratio >= IMBALANCE_BALANCE
+        balanced = image_labels and ratio >= IMBALANCE_BALANCE
         d.sampling = "balanced" if balanced else "shuffle"
         out.append(Choice("data.sampling", d.sampling, f"imbalance {ratio:.1f}:1 "
                           + (f">= {IMBALANCE_BALANCE:g}:1 -> each class equally often per batch" if balanced
-                             else "-> plain shuffling" if cfg.task == "classify" else "(detection)")))
+                             else "-> plain shuffling" if image_labels else "(detection)")))
     p10, p90 = _stat(profile, "aspect", "p10", 1.0), _stat(profile, "aspect", "p90", 1.0)
     if d.resize == "auto":
-        varied = cfg.task == "classify" and p90 / max(p10, 1e-9) > ASPECT_SPREAD and p90 >= ELONGATED
+        varied = image_labels and p90 / max(p10, 1e-9) > ASPECT_SPREAD and p90 >= ELONGATED
         d.resize = "letterbox" if varied else "squash"
         out.append(Choice("data.resize", d.resize,
                           f"aspect ratios p10 {p10:.2f} .. p90 {p90:.2f}: "
                           + ("varied and elongated -> keep each part's shape" if varied
-                             else "similar -> use every pixel" if cfg.task == "classify" else "detection")))
+                             else "similar -> use every pixel" if image_labels else "detection")))
     if d.image_size == "auto":
         name = "long_side" if d.resize == "letterbox" else "short_side"
         med = _stat(profile, name, "median", 64.0)
@@ -77,7 +82,7 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
                           f"capped at data.max_auto_size {d.max_auto_size}"))
     if cfg.train.monitor == "auto":
         good = d.good_label is not None and d.good_label in profile.get("classes", [])
-        if cfg.task != "classify":
+        if not image_labels:
             cfg.train.monitor, why = "val_loss", "detection keeps the epoch with the lowest validation loss"
         else:
             cfg.train.monitor = "val_frr_at_escape" if good else "val_macro_recall"

@@ -23,12 +23,12 @@ from .voc import image_label, parse_voc
 
 log = logging.getLogger(__name__)
 
-SourceFn = Callable[[str, object, str], "DatasetIndex"]
+SourceFn = Callable[[str, object, bool], "DatasetIndex"]
 SOURCES = Registry("data source")  # name -> indexer
 
 
 def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
-    """Decorator: ``@register_source('folder')`` on ``fn(location, data_cfg, task) -> DatasetIndex``."""
+    """Decorator: ``@register_source('folder')`` on ``fn(location, data_cfg, image_labels) -> DatasetIndex``."""
     return SOURCES.register(name)
 
 
@@ -60,9 +60,9 @@ def _check_classes(classes: list[str], counts: np.ndarray, root: Path, what: str
 
 
 @register_source("folder")
-def index_folder(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """Class-per-folder images: ``<root>/<class>/**/<image>``; class order is alphabetical."""
-    if task != "classify":
+    if not image_labels:
         raise DataError(f"'{location}' is a class-per-folder dataset, which has no boxes; detection needs VOC "
                         "folders (images/ + annotations/).")
     root = Path(location).expanduser().resolve()
@@ -89,14 +89,14 @@ def index_folder(location: str, data_cfg, task: str = "classify") -> DatasetInde
     skipped = _apply_policy(bad, data_cfg, root)
     labels_arr = np.asarray(labels, np.int64)
     _check_classes(classes, np.bincount(labels_arr, minlength=len(classes)), root)
-    return DatasetIndex(root, classes, paths, labels_arr, skipped=skipped, task=task)
+    return DatasetIndex(root, classes, paths, labels_arr, skipped=skipped)
 
 
-def index_voc_root(root: Path, data_cfg, task: str, classes: list[str] | None = None) -> DatasetIndex:
+def index_voc_root(root: Path, data_cfg, image_labels: bool, classes: list[str] | None = None) -> DatasetIndex:
     """Index ``<root>/images`` + ``<root>/annotations/*.xml``.
 
-    classify: one label per image by ``data.label_rule`` (images without objects
-    are ``data.good_label``).  detect: per-image boxes and box label indices.
+    ``image_labels``: one label per image by ``data.label_rule`` (images without objects
+    are ``data.good_label``); else per-image boxes and box label indices.
     ``classes`` fixes the class order (else: sorted object names).
     """
     ann = root / "annotations"
@@ -125,14 +125,14 @@ def index_voc_root(root: Path, data_cfg, task: str, classes: list[str] | None = 
     names = sorted({n for r in good_recs for n in r.labels})
     good = data_cfg.good_label
     if classes is None:
-        classes = names + ([good] if task == "classify" and good and good not in names
+        classes = names + ([good] if image_labels and good and good not in names
                            and any(not r.labels for r in good_recs) else [])
     elif unknown := sorted(set(names) - set(classes)):
         raise DataError(f"VOC data in '{root}' has unknown classes {unknown}; expected {classes}.")
     kept, labels = [], []
     for r in good_recs:
         try:
-            name = image_label(r, data_cfg.label_rule, classes if task == "classify" else None, good)
+            name = image_label(r, data_cfg.label_rule, classes if image_labels else None, good)
             labels.append(classes.index(name) if name in classes else -1)
             kept.append(r)
         except DataError as exc:
@@ -141,72 +141,72 @@ def index_voc_root(root: Path, data_cfg, task: str, classes: list[str] | None = 
     if not kept:
         raise DataError(f"no usable annotated images in '{root}'.")
     labels_arr = np.asarray(labels, np.int64)
-    if task == "classify":
+    if image_labels:
         _check_classes(classes, np.bincount(labels_arr, minlength=len(classes)), root, "class")
-        return DatasetIndex(root, classes, [str(r.image_path) for r in kept], labels_arr, skipped=skipped, task=task)
+        return DatasetIndex(root, classes, [str(r.image_path) for r in kept], labels_arr, skipped=skipped)
     if not classes:
         raise DataError(f"VOC data in '{root}' has no objects at all; detection needs annotated boxes.")
     return DatasetIndex(
         root, classes, [str(r.image_path) for r in kept], labels_arr,
         boxes=[r.boxes for r in kept],
         box_labels=[np.asarray([classes.index(n) for n in r.labels], np.int64) for r in kept],
-        skipped=skipped, task=task,
+        skipped=skipped, image_labels=False,
     )
 
 
 @register_source("voc")
-def index_voc(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+def index_voc(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     root = Path(location).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"VOC folder '{location}' does not exist. It needs images/ and annotations/ subfolders.")
-    return index_voc_root(root, data_cfg, task)
+    return index_voc_root(root, data_cfg, image_labels)
 
 
 @register_source("synthetic")
-def index_synthetic(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+def index_synthetic(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """The embedded procedural data: folder layout to classify, VOC layout to detect."""
     from .synthetic import materialize_synthetic
 
     cfg = data_cfg.synthetic
-    if task == "classify":
+    if image_labels:
         root = materialize_synthetic(cfg, "folder")
-        idx = index_folder(str(root), data_cfg, task)
+        idx = index_folder(str(root), data_cfg)
         order = [c for c in cfg.classes if c in idx.classes]  # keep the configured class order
         remap = np.asarray([order.index(c) for c in idx.classes])
         idx.labels, idx.classes = remap[idx.labels], order
         return idx
     root = materialize_synthetic(cfg, "voc")
-    return index_voc_root(root, data_cfg, task, [c for c in cfg.classes if c != "good"])
+    return index_voc_root(root, data_cfg, False, [c for c in cfg.classes if c != "good"])
 
 
 @register_source("tfds")
-def index_tfds(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+def index_tfds(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     from .tfds_source import materialize_tfds
 
-    root = materialize_tfds(location, task)
-    return index_voc_root(root, data_cfg, task) if task == "detect" else index_folder(str(root), data_cfg, task)
+    root = materialize_tfds(location, image_labels)
+    return index_folder(str(root), data_cfg) if image_labels else index_voc_root(root, data_cfg, False)
 
 
 @register_source("neu")
-def index_neu(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+def index_neu(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """``source: neu``: NEU-DET from $KDEFECT_NEU_DIR or ../shared/datasets/neu-det (VOC layout)."""
     from .neu import neu_dir
 
     root = neu_dir()
     if root is None:
         raise DataError("NEU-DET not found: set $KDEFECT_NEU_DIR to the folder holding images/ and annotations/.")
-    return index_voc_root(root, data_cfg, task)
+    return index_voc_root(root, data_cfg, image_labels)
 
 
 @register_source("elpv")
-def index_elpv(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+def index_elpv(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """``source: elpv[:levels|binary][:mono|poly]``: ELPV solar cells from the elpv-dataset package, as folders."""
     from .elpv import elpv_classes, materialize_elpv, parse_elpv
 
-    if task != "classify":
+    if not image_labels:
         raise DataError("ELPV has one defect probability per cell image and no boxes; use it with task classify.")
     mode, cell_type = parse_elpv(location)
-    idx = index_folder(str(materialize_elpv(mode, cell_type)), data_cfg, task)
+    idx = index_folder(str(materialize_elpv(mode, cell_type)), data_cfg)
     order = [c for c in elpv_classes(mode) if c in idx.classes]  # good first, then by severity
     remap = np.asarray([order.index(c) for c in idx.classes])
     idx.labels, idx.classes = remap[idx.labels], order
@@ -214,11 +214,11 @@ def index_elpv(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
 
 
 @register_source("tfrecord")
-def index_tfrecord(location: str, data_cfg, task: str = "classify") -> DatasetIndex:
+def index_tfrecord(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """``source: tfrecord:DIR``: a data set packed by ``kdefect data pack`` (checked, split and profiled once)."""
     from .packed import index_pack
 
-    return index_pack(location, data_cfg, task)
+    return index_pack(location, data_cfg, image_labels)
 
 
 def resolve_source(data_cfg) -> tuple[str, str]:
@@ -237,14 +237,15 @@ def resolve_source(data_cfg) -> tuple[str, str]:
     return fmt, src
 
 
-def index_dataset(data_cfg, task: str = "classify") -> DatasetIndex:
-    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]] | tfrecord:DIR)."""
-    if task not in ("classify", "detect"):
-        raise ConfigError(f"task '{task}' is unknown; use classify or detect.")
+def index_dataset(data_cfg, image_labels: bool = True) -> DatasetIndex:
+    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]] | tfrecord:DIR).
+
+    ``image_labels``: the task's label kind (``tasks.Task.image_labels``): one class per image, or boxes.
+    """
     kind, location = resolve_source(data_cfg)
     if kind not in SOURCES:
         raise ConfigError(f"data.source kind '{kind}' is unknown; registered: {', '.join(sorted(SOURCES))}.")
-    idx = SOURCES.get(kind)(location, data_cfg, task)
+    idx = SOURCES.get(kind)(location, data_cfg, image_labels)
     log.info("indexed %d images in %d classes from %s (%d skipped)", len(idx), idx.num_classes, idx.root,
              len(idx.skipped))
     return idx

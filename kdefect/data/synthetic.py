@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kdefect.errors import ConfigError
+from kdefect.utils.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,7 @@ def materialize_synthetic(cfg, layout: str = "folder", cache_dir: str | Path | N
     ``<root>/images/*.png`` + ``<root>/annotations/*.xml``.  The folder name
     hashes the config and layout, so a changed config never reuses stale files.
     """
-    from PIL import Image
-
-    from kdefect.utils.io import atomic_dir
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     from .voc import voc_xml
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kdefect.errors import DataError
+from kdefect.utils.io import atomic_dir
 
 from .synthetic import cache_root
 from .voc import voc_xml
@@ -22,13 +23,15 @@ from .voc import voc_xml
 log = logging.getLogger(__name__)
 
 
-def materialize_tfds(name: str, task: str = "classify", cache_dir: str | Path | None = None,
+def materialize_tfds(name: str, image_labels: bool = True, cache_dir: str | Path | None = None,
                      data_dir: str | None = None) -> Path:
-    """Prepare TFDS dataset ``name`` offline and write it as PNG files; returns the root."""
-    from PIL import Image
+    """Prepare TFDS dataset ``name`` offline and write it as PNG files; returns the root.
+
+    ``image_labels``: class folders (one label per image), else VOC (images/ + annotations/ with boxes).
+    """
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     import kdefect.keras  # noqa: F401  (sets the Keras switch before TFDS imports TensorFlow)
-    from kdefect.utils.io import atomic_dir
 
     from . import tfds_neu  # noqa: F401  (registers neu_det)
 
@@ -44,11 +47,12 @@ def materialize_tfds(name: str, task: str = "classify", cache_dir: str | Path | 
         ) from exc
     feats = builder.info.features
     img_key, lab_key = builder.info.supervised_keys or ("image", "label")
-    if task == "detect" and "objects" not in feats:
+    if not image_labels and "objects" not in feats:
         raise DataError(f"TFDS dataset '{name}' has no 'objects' feature, so it cannot train a detector.")
-    if task == "classify" and lab_key not in feats:
+    if image_labels and lab_key not in feats:
         raise DataError(f"TFDS dataset '{name}' has no '{lab_key}' feature to classify by.")
-    root = cache_root(cache_dir) / f"tfds-{name.replace('/', '_')}-{builder.info.version}-{task}"
+    layout = "classify" if image_labels else "detect"  # the cache folder's suffix, kept so existing caches stay valid
+    root = cache_root(cache_dir) / f"tfds-{name.replace('/', '_')}-{builder.info.version}-{layout}"
     if (root / ".complete").is_file():
         return root
     splits = "+".join(builder.info.splits.keys())
@@ -58,7 +62,7 @@ def materialize_tfds(name: str, task: str = "classify", cache_dir: str | Path | 
             img = np.asarray(ex[img_key])
             img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
             stem = Path(ex["image/filename"].decode()).stem if "image/filename" in ex else f"{i:06d}"
-            if task == "classify":
+            if image_labels:
                 out = tmp / feats[lab_key].int2str(int(ex[lab_key])) / f"{stem}.png"
             else:
                 out = tmp / "images" / f"{stem}.png"

@@ -82,7 +82,7 @@ def pack_dataset(data_cfg, out: str | Path, seed: int = 0, shard_mb: float = 100
     if out.exists() and any(out.iterdir()) and not (out / PACK_MANIFEST).is_file():
         raise DataError(f"'{out}' exists and is not a pack: choose an empty or new folder for the TFRecord shards.")
     scan = FileScan()
-    index = index_dataset(data_cfg, "classify")
+    index = index_dataset(data_cfg)
     if index.packed is not None:
         raise DataError(f"'{data_cfg.source}' is already packed; pack the original folder.")
     index, dropped = dedupe_index(index, data_cfg.duplicates, scan)

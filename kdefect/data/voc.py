@@ -80,7 +80,7 @@ def _image_size(root, image_path: Path, where: str) -> tuple[int, int]:
 
     Why: a ``<size>`` of 1000x1000 on a 64x64 image would otherwise let boxes far outside the pixels through.
     """
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     try:
         with Image.open(image_path) as im:  # reads the header only

@@ -264,7 +264,7 @@ def _jpeg_sampling(im: Image.Image) -> int | None:
     if im.format != "JPEG" or im.mode not in ("L", "RGB") or getattr(im, "decoderconfig", None):
         return None
     try:
-        from PIL import JpegImagePlugin
+        from PIL import JpegImagePlugin  # lazy: Pillow loads only when images are read
 
         return int(JpegImagePlugin.get_sampling(im))
     except (AttributeError, ImportError, TypeError, ValueError):  # another Pillow: keep its default decoder

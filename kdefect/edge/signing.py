@@ -35,7 +35,7 @@ ROLES = ("model", "sidecar", "bank")
 
 def _crypto() -> Any:
     try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
+        from cryptography.hazmat.primitives.asymmetric import ed25519  # lazy: cryptography loads only to sign or verify
     except ImportError as exc:  # pragma: no cover - an install without the edge/train extra
         raise ModelIntegrityError("signing needs the 'cryptography' package: `pip install 'kdefect[edge]'`.") from exc
     return ed25519
@@ -60,14 +60,14 @@ def _write(path: Path, data: bytes, mode: int) -> Path:
 # ---- keys ------------------------------------------------------------------
 def key_id(public_key: Any) -> str:
     """First 16 hex digits of the sha256 of the raw public key: names a key in messages and manifests."""
-    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives import serialization as ser  # lazy: cryptography loads only to sign or verify
 
     return _sha(public_key.public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw))[:16]
 
 
 def new_key_pair(out: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``OUT.key`` (private, mode 0600) and ``OUT.pub`` (public, 0644); refuse to replace existing keys."""
-    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives import serialization as ser  # lazy: cryptography loads only to sign or verify
 
     out = Path(out)
     priv_path, pub_path = out.with_name(out.name + ".key"), out.with_name(out.name + ".pub")
@@ -86,7 +86,7 @@ def new_key_pair(out: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
 
 
 def load_private_key(path: str | Path) -> Any:
-    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives import serialization as ser  # lazy: cryptography loads only to sign or verify
 
     try:
         key = ser.load_pem_private_key(Path(path).read_bytes(), password=None)
@@ -99,7 +99,7 @@ def load_private_key(path: str | Path) -> Any:
 
 
 def load_public_key(path: str | Path) -> Any:
-    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives import serialization as ser  # lazy: cryptography loads only to sign or verify
 
     try:
         key = ser.load_pem_public_key(Path(path).read_bytes())
@@ -168,7 +168,7 @@ class Artefacts:
 
 def _verified_payload(model_path: Path, public_key: Any) -> tuple[dict[str, Any], str]:
     """The manifest's signed payload (and the manifest file's sha256), or a one-line refusal."""
-    from cryptography.exceptions import InvalidSignature
+    from cryptography.exceptions import InvalidSignature  # lazy: cryptography loads only to sign or verify
 
     mp = manifest_path(model_path)
     if not mp.is_file():

@@ -106,7 +106,7 @@ def watch_folder(folder: str | Path, stop: threading.Event, poll_s: float = 0.5,
 def camera(index: int | str, stop: threading.Event, max_failures: int = 50) -> Iterator[Item]:
     """Frames from an OpenCV camera (``pip install opencv-python-headless``), as RGB uint8."""
     try:
-        import cv2
+        import cv2  # lazy: OpenCV loads only for a camera source
     except ImportError as exc:
         raise EdgeError("the camera source needs OpenCV: `pip install opencv-python-headless`.") from exc
     cap = cv2.VideoCapture(index)

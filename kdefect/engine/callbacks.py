@@ -8,10 +8,11 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdefect.engine.selection import score
+from kdefect.engine.selection import direction, score
 from kdefect.errors import ModelError
 from kdefect.keras import keras
 from kdefect.utils.io import atomic_path, write_text
@@ -219,3 +220,60 @@ def lr_callbacks(schedule: str, monitor: str, epochs: int, budget_s: float | Non
     if schedule == "cosine":
         return [CosineDecay(epochs, budget_s, start=start)]
     return []
+
+
+@dataclass
+class StandardCallbacks:
+    """The callback set of every training loop, with its stateful members by name (what they report)."""
+
+    history: HistoryCSV
+    counter: ImageCounter
+    best: KeepBest
+    budget: TimeBudget | None
+    callbacks: list[keras.callbacks.Callback]
+
+    def roles(self) -> dict[str, keras.callbacks.Callback]:
+        """The stateful callbacks by role, as ``engine.resume.ResumeState`` snapshots and restores them."""
+        out: dict[str, keras.callbacks.Callback] = {"best_checkpoint": self.best, "image_counter": self.counter}
+        if self.budget is not None:
+            out["time_budget"] = self.budget
+        for cb in self.callbacks:
+            if isinstance(cb, keras.callbacks.EarlyStopping):
+                out["early_stopping"] = cb
+            elif isinstance(cb, keras.callbacks.ReduceLROnPlateau):
+                out["plateau"] = cb
+        return out
+
+
+def standard_callbacks(train: Any, batch_size: int, history_path: str | Path, monitor: str, *,
+                       loss_key: str | None = None, keys: list[tuple[str, float]] | None = None,
+                       checkpoint: str | Path | None = None, start: float | None = None,
+                       history_rows: list[dict[str, Any]] | None = None,
+                       tensorboard: str | Path | None = None,
+                       make_budget: Callable[..., TimeBudget] | None = None,
+                       before_best: list[Any] | None = None) -> StandardCallbacks:
+    """The one callback set-up (classifier and detector training): why one is that a rule added here
+    (a divergence check, a budget, a schedule) reaches every task.
+
+    ``train``: the config's ``train`` section (time budget, patience, LR schedule, epochs). ``monitor`` picks the
+    best epoch (by ``keys``, default the monitor alone) and drives early stopping; ``loss_key`` drives the
+    LR schedule (default: ``monitor``). ``checkpoint``: save the best model there (the caller reloads it);
+    without one the best weights are restored in memory. ``start``: the clock the budget and cosine decay count
+    from (a resumed run passes the time already spent). Order matters: the divergence check runs first, so no
+    history row or checkpoint is written for a diverged epoch.
+    """
+    start = time.perf_counter() if start is None else start
+    history, counter = HistoryCSV(history_path, rows=history_rows), ImageCounter(batch_size)
+    best = KeepBest(monitor, keys=keys, path=checkpoint, restore=checkpoint is None)
+    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), history, counter, *(before_best or []), best]
+    if tensorboard is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(tensorboard)))
+    budget = (make_budget or TimeBudget)(train.time_budget_s, start=start) if train.time_budget_s else None
+    if budget:
+        callbacks.append(budget)
+    if train.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor),
+                                                       patience=train.patience))
+    lr_budget = None if make_budget is not None else train.time_budget_s
+    callbacks += lr_callbacks(train.lr_schedule, loss_key or monitor, train.epochs, lr_budget, start)
+    return StandardCallbacks(history, counter, best, budget, callbacks)

@@ -98,7 +98,7 @@ def labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str]
 
     dcfg = copy.deepcopy(cfg.data)
     dcfg.source, dcfg.format = str(data), "auto"
-    index = index_dataset(dcfg, task="classify")
+    index = index_dataset(dcfg)
     unknown = sorted(set(index.classes) - set(classes))
     if unknown:
         raise DataError(f"'{data}' has classes the model was not trained on: {', '.join(unknown)}. "

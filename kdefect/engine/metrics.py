@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.utils.io import atomic_path
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows = true class, columns = predicted class."""
@@ -78,12 +80,10 @@ def classification_metrics(
 
 def plot_confusion_matrix(cm: np.ndarray, classes: list[str], path: str, title: str = "Confusion matrix") -> None:
     """Write a labelled confusion-matrix PNG atomically (matplotlib, Agg backend)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kdefect.utils.io import atomic_path
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a plot is drawn
 
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 2.5, 1.0 * len(classes) + 2))

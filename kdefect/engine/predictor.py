@@ -19,10 +19,12 @@ import numpy as np
 
 from kdefect.core.calibration import load_calibration, thresholds_from
 from kdefect.core.decisions import rule_from_sidecar, rule_from_thresholds
+from kdefect.core.knn import KNN
 from kdefect.core.run import RunDir
 from kdefect.core.sidecar import read_sidecar
 from kdefect.data.images import check_images, collect_images
 from kdefect.tasks.base import get_task
+from kdefect.tasks.outputs import split_outputs
 from kdefect.utils.io import write_text
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,7 @@ def _readable(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
 
 def _knn_flags(run: RunDir, gate: dict[str, Any], features: np.ndarray) -> list[bool]:
     """Host-only unknown-defect flag: kNN distance to the training features (``feature_ood`` of calibration.json)."""
-    from kdefect.trust.calibrate import host_knn
-
-    knn = host_knn(run, int(gate["k"]))
+    knn = KNN.fit(split_outputs(run, "train")["features"], k=int(gate["k"]))  # as trust.calibrate.host_knn
     return [bool(v) for v in knn.score(features) > float(gate["threshold"])]
 
 
@@ -50,9 +50,9 @@ def _keras_outputs(target: Path, files: list[Path], chunk: int = 256) -> tuple[n
     The rule and the kNN gate come from the run's calibration when ``target`` is
     the calibrated ``model.keras`` (a different .keras gets raw probabilities).
     """
-    from scipy.special import softmax
+    from scipy.special import softmax  # lazy: scipy loads only when used
 
-    from kdefect.data.pipeline import load_images, resize_mode
+    from kdefect.data.pipeline import load_images, resize_mode  # lazy: data.pipeline loads TensorFlow
     from kdefect.tasks.heads import load_model, predict_heads
 
     run = RunDir.open(target)
@@ -77,7 +77,7 @@ def _tflite_outputs(target: Path, files: list[Path]) -> tuple[np.ndarray, np.nda
 
     A model exported with the kNN gate also gives its feature output: the rule scores it as the device does.
     """
-    from kdefect.data.pipeline import load_images
+    from kdefect.data.pipeline import load_images  # lazy: data.pipeline loads TensorFlow
     from kdefect.edge.interpreter import TFLiteRunner, roles_of
 
     sc = read_sidecar(target)

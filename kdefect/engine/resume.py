@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.run import FAILED, MANIFEST, RunDir
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
+from kdefect.tasks.base import get_task
 from kdefect.utils.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -97,14 +99,12 @@ def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
 
 def open_for_resume(run_path: str | Path, cfg: Any | None = None) -> tuple[Any, Any, ResumePoint]:
     """(RunDir, the run's config, where to continue); refuses a complete run or a different config."""
-    from kdefect.core.run import FAILED, MANIFEST, RunDir
-
     run = RunDir.open(run_path, allow_failed=True)  # a run stopped by an error is what resume is for
     saved = run.config()
     if (run.path / MANIFEST).is_file():
         raise DataError(f"run '{run.path}' is complete (it has {MANIFEST}); there is nothing to resume. "
                         "Start a new run with `kdefect fit`.")
-    if saved.task != "classify":
+    if get_task(saved.task).train is not None:  # its own training loop keeps no snapshot of the engine's
         raise ConfigError(f"run '{run.path}' is a {saved.task!r} run; --resume supports classification runs only.")
     if cfg is not None:
         diff = config_differences(saved.to_dict(), cfg.to_dict())

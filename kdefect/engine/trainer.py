@@ -21,17 +21,10 @@ import numpy as np
 
 from kdefect.config import Config, validate_config
 from kdefect.core.run import RunDir
-from kdefect.engine.callbacks import (
-    HistoryCSV,
-    ImageCounter,
-    KeepBest,
-    StopOnNonFiniteLoss,
-    TimeBudget,
-    lr_callbacks,
-)
+from kdefect.engine.callbacks import standard_callbacks
 from kdefect.engine.optimizers import build_optimizer
 from kdefect.engine.resume import STATE_DIR, ResumePoint, ResumeState
-from kdefect.engine.selection import direction, resolve_monitor, selection_keys
+from kdefect.engine.selection import resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
@@ -57,11 +50,12 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
 
     validate_config(cfg)
     scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
-    index = index_dataset(cfg.data, task=cfg.task)
     image_labels = get_task(cfg.task).image_labels
+    index = index_dataset(cfg.data, image_labels)
     good = cfg.data.good_label if image_labels else None
     if index.packed is not None:  # `kdefect data pack` checked, de-duplicated, split and profiled it once
         split, profile, dropped = index.packed.plan(split, cfg.data)
+        profile = {"task": cfg.task, **profile}
     else:
         index, dropped = dedupe_index(index, cfg.data.duplicates, scan)
         if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
@@ -72,7 +66,7 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
             train = np.asarray(split["train"])
             keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
             split = dict(split, train=train[keep])
-        profile = profile_index(index, split, good, dropped=dropped, scan=scan)
+        profile = {"task": cfg.task, **profile_index(index, split, good, dropped=dropped, scan=scan)}
         profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
@@ -173,31 +167,18 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
         model = build_classifier_from_config(cfg, k)
         loss = build_loss(cfg.loss, weights)
     t0 = time.perf_counter() - (resume.train_seconds if resume else 0.0)  # the budget already spent counts
-    history = HistoryCSV(run.path / "history.csv", rows=list(resume.history) if resume else None)
-    counter = ImageCounter(cfg.data.batch_size)
     has_val = "val" in data
     good_index = index.classes.index(cfg.data.good_label) if cfg.data.good_label in index.classes else None
     monitor = resolve_monitor(cfg.train.monitor, good_index, has_val)
-    ckpt = KeepBest(monitor, keys=selection_keys(monitor), path=run.checkpoint_path, restore=False)
-    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), history, counter, ckpt,
-                                                 keras.callbacks.TensorBoard(str(run.path / "tensorboard"))]
-    budget_cls = (lambda s, start: AgreedTimeBudget(s, strategy, start)) if multi else TimeBudget
-    budget = budget_cls(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
-    if budget:
-        callbacks.append(budget)
-    if cfg.train.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=direction(monitor),
-                                                       patience=cfg.train.patience))
-    loss_key = "val_loss" if has_val else "loss"  # the LR schedule follows the optimisation, not the selection
-    lr_budget = None if multi else cfg.train.time_budget_s  # a per-worker clock would set different LRs
-    callbacks += lr_callbacks(cfg.train.lr_schedule, loss_key, cfg.train.epochs, lr_budget, t0)
-    stateful = {"best_checkpoint": ckpt, "image_counter": counter, **({"time_budget": budget} if budget else {})}
-    for cb in callbacks:
-        if isinstance(cb, keras.callbacks.EarlyStopping):
-            stateful["early_stopping"] = cb
-        elif isinstance(cb, keras.callbacks.ReduceLROnPlateau):
-            stateful["plateau"] = cb
-    saver = ResumeState(run.path, t0, stateful, resume)
+    cbs = standard_callbacks(cfg.train, cfg.data.batch_size, run.path / "history.csv", monitor,
+                             loss_key="val_loss" if has_val else "loss",  # the LR follows the loss, not the selection
+                             keys=selection_keys(monitor), checkpoint=run.checkpoint_path, start=t0,
+                             history_rows=list(resume.history) if resume else None,
+                             tensorboard=run.path / "tensorboard",
+                             make_budget=(lambda s, start: AgreedTimeBudget(s, strategy, start)) if multi else None)
+    history, counter, ckpt, budget = cbs.history, cbs.counter, cbs.best, cbs.budget
+    callbacks = list(cbs.callbacks)
+    saver = ResumeState(run.path, t0, cbs.roles(), resume)
     saver.restore_persistent()
     callbacks.append(saver)  # last: its snapshot sees the epoch's update of every other callback
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,
@@ -284,12 +265,7 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
             raise ConfigError("fit needs a config (or resume=RUN to continue a run).")
         cfg = copy.deepcopy(cfg)
         task = get_task(cfg.task)
-        if task.fit is not None:
-            run = task.fit(cfg, quiet=quiet)
-            if task.image_scores is not None:  # an image-level reject rule: its threshold and verdict
-                _judge_images(cfg, run)
-            return run
-        if cfg.train.strategy == "multi_worker":  # the strategy first: collectives are configured at startup
+        if cfg.train.strategy == "multi_worker" and task.train is None:  # the strategy first: collectives start up
             from kdefect.engine.multiworker import worker_role, worker_scratch
 
             role, strategy = worker_role(), make_strategy(cfg.train.strategy)
@@ -297,6 +273,12 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
                 scratch = worker_scratch(role)
                 cfg.runs_dir = str(scratch)
         run, index, split = prepare_run(cfg, split)
+        if task.train is not None:  # a task with its own training loop, on this run folder and these callbacks
+            with run.failure_recorded():  # an error leaves a run marked failed, never one that looks complete
+                run = task.train(cfg, run, index, split, standard_callbacks, quiet=quiet)
+                if task.image_scores is not None:  # an image-level reject rule: its threshold and verdict
+                    _judge_images(cfg, run)
+            return run
     with run.failure_recorded():
         model, stats = train_model(cfg, run, index, split, quiet=quiet, resume=point, strategy=strategy)
         if scratch is not None:

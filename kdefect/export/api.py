@@ -120,7 +120,7 @@ def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int, re
     cfg = Config()
     cfg.data.source, cfg.data.image_size, cfg.data.channels = str(data), list(size), channels
     cfg.data.resize = resize
-    index = index_dataset(cfg.data, task="classify")
+    index = index_dataset(cfg.data)
     good = "good" if "good" in index.classes else None
     return _Data(list(index.paths), np.asarray(index.labels, int), list(index.classes), good, cfg.data)
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.config import Config
 from kdefect.core.decisions import rule_from_sidecar
+from kdefect.core.run import RunDir
 from kdefect.core.sidecar import read_sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
 from kdefect.engine.metrics import classification_metrics
@@ -92,7 +94,6 @@ def _load_data(data: Any, run: Any, classes: list[str], size: list[int], channel
         labels = label_indices(classes, names)
         desc = f"{run.path}/split/test.txt"
     else:
-        from kdefect.config import Config
         from kdefect.engine.evaluator import labelled_data
 
         cfg = run.config() if run is not None else Config()
@@ -126,8 +127,6 @@ def evaluate_tflite(
     ``run_dir`` defaults to the sidecar's ``source_run``; ``data``: None (the run's test split), a
     folder of class sub-folders, or ``(uint8 images, label indices)``. ``out``: folder for metrics.json.
     """
-    from kdefect.core.run import RunDir
-
     model_path = Path(model_path)
     sc = read_sidecar(model_path)
     src = run_dir or sc.source_run

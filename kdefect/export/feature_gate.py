@@ -18,7 +18,7 @@ import numpy as np
 
 from kdefect.core.knn import KNN, save_bank
 from kdefect.edge.interpreter import TFLiteRunner
-from kdefect.errors import ExportError
+from kdefect.errors import ExportError, ModelError
 from kdefect.keras import keras
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ GATES = ("msp", "knn", "none")
 
 def with_features(model: Any) -> Any:
     """``model`` with a second output: the penultimate feature vector (class output stays first in Keras)."""
-    from kdefect.errors import ModelError
     from kdefect.trust.outputs import feature_output
 
     try:

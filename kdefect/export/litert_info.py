@@ -14,7 +14,7 @@ WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANS
 
 def open_model(path: str | Path) -> Any:
     """An allocated interpreter without the default delegates (so constant buffers stay readable)."""
-    from ai_edge_litert import interpreter as litert
+    from ai_edge_litert import interpreter as litert  # lazy: LiteRT loads only to read a .tflite
 
     if not Path(path).is_file():
         raise ExportError(f"TFLite model '{path}' does not exist.")

@@ -32,14 +32,14 @@ _DATA = {"TensorShape", "TypeSpec", "TensorSpec", "RaggedTensorSpec", "SparseTen
 def known_class_names() -> set[str]:
     """Classes tf_keras (and kdefect) deserialise from config alone, without code from the file."""
     import kdefect.models  # noqa: F401  (registers kdefect's layers)
-    from kdefect.keras import keras
+    from kdefect.keras import keras  # lazy: TensorFlow loads only when used
 
     names = {"Functional", "Sequential", "Model"}
     for mod in (keras.layers, keras.initializers, keras.regularizers, keras.constraints, keras.activations,
                 keras.losses, keras.metrics, keras.optimizers):
         names |= {n for n, obj in vars(mod).items() if isinstance(obj, type)}
     try:  # the layer registry also holds the TF-op layers of functional models (x * 2, tf.nn.relu(x))
-        from tf_keras.src.layers import serialization
+        from tf_keras.src.layers import serialization  # lazy: TensorFlow loads only to inspect a model
 
         serialization.populate_deserializable_objects()
         names |= set(serialization.LOCAL.ALL_OBJECTS)
@@ -72,7 +72,7 @@ def _walk(obj: Any, known: set[str], found: list[str]) -> None:
 
 
 def _h5_config(path: Path) -> Any:
-    import h5py
+    import h5py  # lazy: h5py loads only to read a .h5 file
 
     try:
         with h5py.File(path, "r") as fh:
@@ -89,13 +89,13 @@ def _saved_model_configs(path: Path) -> list[Any]:
     meta = path / "keras_metadata.pb"
     texts: list[str] = []
     if meta.is_file():
-        from tf_keras.protobuf import saved_metadata_pb2
+        from tf_keras.protobuf import saved_metadata_pb2  # lazy: TensorFlow loads only to inspect a model
 
         sm = saved_metadata_pb2.SavedMetadata()
         sm.ParseFromString(meta.read_bytes())
         texts = [n.metadata for n in sm.nodes]
     else:
-        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow.core.protobuf import saved_model_pb2  # lazy: TensorFlow loads only to inspect a model
 
         sm = saved_model_pb2.SavedModel()
         sm.ParseFromString((path / "saved_model.pb").read_bytes())

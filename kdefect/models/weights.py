@@ -55,7 +55,7 @@ def _weight_map(model: keras.Model) -> dict[str, list[Any]]:
 
 def _is_positional_h5(path: Path) -> bool:
     """tf_keras 2.21 writes ``*.weights.h5`` in the Keras-3 layout: weights by position, not layer name."""
-    import h5py
+    import h5py  # lazy: h5py loads only to read a .h5 file
 
     with h5py.File(path, "r") as f:
         return "layer_names" not in f.attrs and "model_weights" not in f and "layers" in f
@@ -117,7 +117,7 @@ def _load_positional(model: keras.Model, path: Path) -> int:
 
 def _read_h5(path: Path) -> dict[str, list[Any]]:
     """Layer name -> weight arrays from a Keras 2 HDF5 weights or model file."""
-    import h5py
+    import h5py  # lazy: h5py loads only to read a .h5 file
 
     out: dict[str, list[Any]] = {}
     with h5py.File(path, "r") as f:

@@ -4,9 +4,10 @@
 (``engine.fit/evaluate/predict``, ``export.export_run``, ``kdefect fit --backbone``) looks it up instead.
 
 The engine's lifecycle (``engine.trainer``, ``evaluator``, ``predictor``, ``export.api``) is the classification
-one. A task that still brings a lifecycle of its own sets the matching hooks (``fit``, ``evaluate``, ``predict``,
-``export``); detection does, until its training loop runs on the engine's (issue 13). The hooks load their module
-on first call, so looking a task up stays TF-free and cheap.
+one. A task that still brings steps of its own sets the matching hooks (``train``, ``evaluate``, ``predict``,
+``export``); detection does. Its training loop runs on the engine's run folder (``prepare_run``) and callback set
+(``standard_callbacks``, passed in, so tasks never import the engine). The hooks load their module on first call,
+so looking a task up stays TF-free and cheap.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ class Task:
     """One problem type: its config keys, its label kind and the lifecycle steps it supplies itself.
 
     ``backbone_key``: the config key ``kdefect fit --backbone`` sets. ``image_labels``: one class per image
-    (class weights, subsampling, a good label and the calibrated verdict apply). ``fit(cfg, quiet)``,
-    ``evaluate(target, data)``, ``predict(target, inputs, out)`` and ``export(run, out, mode, readiness)``:
-    ``None`` means the engine's lifecycle runs it.
+    (class weights, subsampling, a good label and the calibrated verdict apply; the data layer keys on it).
+    ``train(cfg, run, index, split, make_callbacks, quiet)`` (the engine has made the run folder and passes
+    ``engine.callbacks.standard_callbacks``), ``evaluate(target, data)``, ``predict(target, inputs, out)`` and
+    ``export(run, out, mode, readiness)``: ``None`` means the engine's lifecycle runs it.
     """
 
     name: str
     backbone_key: str
     image_labels: bool = True
-    fit: Callable[..., Any] | None = None
+    train: Callable[..., Any] | None = None
     evaluate: Callable[..., dict[str, Any]] | None = None
     predict: Callable[..., list[dict[str, Any]]] | None = None
     export: Callable[..., Path] | None = None
@@ -51,10 +53,11 @@ def get_task(name: str) -> Task:
     return TASKS.get(name)
 
 
-def _detect_fit(cfg: Any, quiet: bool = False) -> Any:
-    from kdefect.tasks.detect import fit_detector  # lazy: keras-cv loads only for detection
+def _detect_train(cfg: Any, run: Any, index: Any, split: dict[str, Any], make_callbacks: Callable[..., Any],
+                  quiet: bool = False) -> Any:
+    from kdefect.tasks.detect import train_detector  # lazy: keras-cv loads only for detection
 
-    return fit_detector(cfg, quiet=quiet)
+    return train_detector(cfg, run, index, split, make_callbacks, quiet=quiet)
 
 
 def _detect_evaluate(target: str | Path, data: str | None = None) -> dict[str, Any]:
@@ -92,6 +95,6 @@ def _detect_preflight(cfg: Any, split: dict[str, Any]) -> None:
 
 
 TASKS.add("classify", Task("classify", backbone_key="model.backbone"))
-TASKS.add("detect", Task("detect", backbone_key="detect.backbone", image_labels=False, fit=_detect_fit,
+TASKS.add("detect", Task("detect", backbone_key="detect.backbone", image_labels=False, train=_detect_train,
                          evaluate=_detect_evaluate, predict=_detect_predict, export=_detect_export,
                          preflight=_detect_preflight, image_scores=_detect_image_scores, qat=False))

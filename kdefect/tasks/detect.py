@@ -1,6 +1,6 @@
 """Object detection task: train keras-cv YOLOv8 / RetinaNet into a kdefect run folder.
 
-``kdefect fit`` calls :func:`fit_detector` for ``task: detect``; the run folder
+``kdefect fit`` calls :func:`train_detector` for ``task: detect``; the run folder
 has the same layout as a classifier's (config, classes, split lists, history,
 model, metrics, manifest) plus ``detector.weights.h5`` (weights of the model the
 config rebuilds: robust across keras-cv versions) and PR-curve plots.
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kdefect.config import Config
 from kdefect.core.run import RunDir
+from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
 from kdefect.utils.io import atomic_path
 
@@ -26,8 +28,6 @@ WEIGHTS = "detector.weights.h5"
 
 def input_size(cfg: Config) -> tuple[int, int]:
     """The detector's (h, w); refuses ``data.resize`` letterbox / crop (boxes are only scaled, as in squash)."""
-    from kdefect.errors import ConfigError
-
     resize = getattr(cfg.data, "resize", "auto")
     if resize not in ("auto", "squash"):  # detection: auto means squash
         raise ConfigError(f"data.resize {resize!r}: detection supports squash only (boxes are scaled with the "
@@ -47,8 +47,6 @@ def build_from_config(cfg: Config, num_classes: int) -> keras.Model:
 
 def load_detector(run: str | Path | RunDir) -> tuple[keras.Model, Config, list[str]]:
     """Rebuild a run's detector from its config and load its trained weights."""
-    from kdefect.errors import DataError
-
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     cfg = run.config()
     classes, _ = run.classes()
@@ -60,26 +58,15 @@ def load_detector(run: str | Path | RunDir) -> tuple[keras.Model, Config, list[s
     return model, cfg, classes
 
 
-def fit_detector(cfg: Config, quiet: bool = False) -> RunDir:
-    """Train, evaluate on the test split and write a complete detection run folder."""
-    from kdefect.engine.trainer import prepare_run
+def train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
+                   make_callbacks: Callable[..., Any], quiet: bool = False) -> RunDir:
+    """Train, evaluate on the test split and write the artefacts of a detection run the engine prepared.
 
-    run, index, split = prepare_run(cfg)
-    with run.failure_recorded():  # an error leaves a run marked failed, never one that looks complete
-        return _train_detector(cfg, run, index, split, quiet)
-
-
-def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any], quiet: bool) -> RunDir:
-    """Train, evaluate and write the artefacts of a prepared detection run."""
+    ``kdefect.fit`` calls it (the ``train`` hook of the ``detect`` task) with the run folder from
+    ``engine.trainer.prepare_run`` and ``make_callbacks`` = ``engine.callbacks.standard_callbacks``, passed in
+    so that this task layer never imports the engine above it.
+    """
     from kdefect.data.detection_pipeline import load_arrays, make_dataset
-    from kdefect.engine.callbacks import (
-        HistoryCSV,
-        ImageCounter,
-        KeepBest,
-        StopOnNonFiniteLoss,
-        TimeBudget,
-        lr_callbacks,
-    )
     from kdefect.models.detectors import compile_detector
     from kdefect.tasks.detect_infer import evaluate_arrays
 
@@ -99,17 +86,13 @@ def _train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
         warm = load_backbone_weights(model.backbone, d.backbone_weights, d.backbone_min_match)
     compile_detector(model, d.architecture, cfg.train.learning_rate)
     t0 = time.perf_counter()
-    history, counter = HistoryCSV(run.path / "history.csv"), ImageCounter(cfg.data.batch_size)
-    best = KeepBest("val_loss" if val is not None else "loss")  # in memory: a detector's .keras is slow to save
-    callbacks = [StopOnNonFiniteLoss(), history, counter, *_tricks(cfg, len(arrays["train"].images), switch), best]
-    budget = TimeBudget(cfg.train.time_budget_s, start=t0) if cfg.train.time_budget_s else None
-    if budget:
-        callbacks.append(budget)
-    if cfg.train.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=best.monitor, patience=cfg.train.patience))
-    callbacks += lr_callbacks(cfg.train.lr_schedule, best.monitor, cfg.train.epochs, cfg.train.time_budget_s, t0)
+    # no checkpoint: the best weights are kept in memory (a detector's .keras is slow to save)
+    cbs = make_callbacks(cfg.train, cfg.data.batch_size, run.path / "history.csv",
+                         "val_loss" if val is not None else "loss", start=t0,
+                         before_best=_tricks(cfg, len(arrays["train"].images), switch))
+    history, counter, best, budget = cbs.history, cbs.counter, cbs.best, cbs.budget
     model.fit(train, validation_data=val, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
-              callbacks=callbacks, verbose=0 if quiet else 2)
+              callbacks=cbs.callbacks, verbose=0 if quiet else 2)
     train_s = time.perf_counter() - t0
     with atomic_path(run.path / WEIGHTS, suffix=".weights.h5") as tmp:
         model.save_weights(str(tmp))

@@ -100,7 +100,7 @@ def split_arrays(cfg: Config, run: RunDir | None, data: str | None, split: str =
 
     if data is not None:
         cfg.data.source = str(data)
-    index = index_dataset(cfg.data, task="detect")
+    index = index_dataset(cfg.data, image_labels=False)
     if data is None:
         if run is None:
             raise DataError("no run folder known for this model: pass --data with a VOC folder to evaluate on.")
@@ -173,7 +173,7 @@ def export_detector(run_dir: str | Path, out_path: str | Path, mode: str = "int8
         paths = load_split(run.path)["train"][0]  # sorted by class: take an even spread, not the first N
         step = max(1, len(paths) // max(1, representative_count))
         train = set(paths[::step][:representative_count])
-        index = index_dataset(cfg.data, task="detect")
+        index = index_dataset(cfg.data, image_labels=False)
         pick = np.asarray([i for i, p in enumerate(index.paths) if p in train] or [0])
         rep = load_arrays(index.subset(pick), size).images.astype(np.float32)
     io = "uint8" if mode == "int8" else "float32"

@@ -19,13 +19,14 @@ import numpy as np
 
 from kdefect.core.detect_decode import Detections, iou_matrix
 from kdefect.data.boxes import xyxy_to_xywh
+from kdefect.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 def _coco(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], sizes: list[tuple[int, int]],
           classes: list[str]) -> Any:
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO  # lazy: pycocotools loads only to score boxes
 
     images, anns = [], []
     for i, (b, c, (w, h)) in enumerate(zip(gt_boxes, gt_labels, sizes)):
@@ -44,7 +45,7 @@ def _coco(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], sizes: list[t
 def coco_eval(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], dets: list[Detections],
               sizes: list[tuple[int, int]], classes: list[str]) -> Any:
     """Run COCOeval (bbox); returns the evaluated object (``.eval['precision']`` etc.) or None without GT."""
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.cocoeval import COCOeval  # lazy: pycocotools loads only to score boxes
 
     gt = _coco(gt_boxes, gt_labels, sizes, classes)
     res = [{"image_id": i, "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
@@ -139,12 +140,10 @@ def detection_metrics(gt_boxes: list[np.ndarray], gt_labels: list[np.ndarray], d
 
 def plot_pr_curves(precision: np.ndarray, classes: list[str], out_dir: Path) -> list[str]:
     """One PNG per class: precision vs recall at IoU 0.5 (COCO's 101-point interpolation)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kdefect.utils.io import atomic_path
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a plot is drawn
 
     recall = np.linspace(0, 1, precision.shape[1])
     written = []

@@ -27,7 +27,7 @@ def _register_custom_objects() -> None:
 
 def load_model(path: str | Path) -> Any:
     """Load a ``.keras`` model without compiling (kdefect's custom layers registered first)."""
-    from kdefect.keras import keras
+    from kdefect.keras import keras  # lazy: TensorFlow loads only when used
 
     _register_custom_objects()
     p = Path(path)
@@ -49,7 +49,7 @@ def _find(model: Any, name: str) -> Any | None:
 def feature_output(model: Any) -> Any:
     """The penultimate feature tensor: ``head_features`` (also when TF-MOT wrapped it as ``quant_head_features``),
     else the input of the last Dense layer (a user's model)."""
-    from kdefect.keras import keras
+    from kdefect.keras import keras  # lazy: TensorFlow loads only when used
 
     feats = _find(model, FEATURES_LAYER)
     if feats is None:
@@ -70,7 +70,7 @@ def head_model(model: Any) -> tuple[Any, bool]:
     Uses the classifier's ``head_features`` / ``head_logits`` layers; other
     models fall back to the input of the last Dense layer and log(probs).
     """
-    from kdefect.keras import keras
+    from kdefect.keras import keras  # lazy: TensorFlow loads only when used
 
     logits = _find(model, LOGITS_LAYER)
     out2 = logits.output if logits is not None else model.outputs[0]

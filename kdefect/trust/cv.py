@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.run import RunDir
 from kdefect.errors import ConfigError
+from kdefect.tasks.base import get_task
 from kdefect.utils.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,10 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
     and ``.md``) sits in that parent folder.  ``calibrate`` also fits temperature
     scaling per fold so ECE gets a mean and std too.
     """
-    from kdefect.core.run import RunDir
     from kdefect.data.sources import index_dataset
     from kdefect.data.split import kfold_splits
 
-    if cfg.task != "classify":
+    if not get_task(cfg.task).image_labels:  # folds are stratified by, and judged on, one class per image
         raise ConfigError(f"task: cross-validation supports 'classify' only, got '{cfg.task}'.")
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}.")
@@ -81,7 +82,7 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
         from kdefect.engine import fit as fit_fn
     from kdefect.data.profile import dedupe_index
 
-    index, _ = dedupe_index(index_dataset(cfg.data, task="classify"), cfg.data.duplicates)  # as fit indexes it
+    index, _ = dedupe_index(index_dataset(cfg.data), cfg.data.duplicates)  # as fit indexes it
     counts = np.bincount(np.asarray(index.labels)[np.asarray(index.labels) >= 0])
     if counts.min() < folds:
         raise ConfigError(f"--folds {folds}: the smallest class has only {counts.min()} images; use fewer folds.")
@@ -95,7 +96,7 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
         run = fit_fn(fcfg, split=split, quiet=quiet)
         metrics = dict(run.read_json("metrics.json"))
         if calibrate:
-            from kdefect.trust.calibrate import calibrate_run
+            from kdefect.trust.calibrate import calibrate_run  # lazy: trust.calibrate loads scipy
 
             cal = calibrate_run(run.path)
             metrics["calibration"] = {k: cal[k] for k in ("temperature", "ece_before", "ece_after",

@@ -11,6 +11,7 @@ saturated softmax.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from kdefect.core.heads import LOGITS_LAYER
+from kdefect.core.run import RunDir
 from kdefect.errors import ModelError
-from kdefect.utils.io import write_bytes
+from kdefect.utils.io import read_json, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 def last_conv_layer(model: Any) -> str:
     """Name of the last layer with a 4-D (B,H,W,C) output: Grad-CAM's default target."""
     try:
-        from kdefect.tasks.classify import last_conv_layer_name
+        from kdefect.tasks.classify import last_conv_layer_name  # lazy: tasks.classify loads TensorFlow
 
         return last_conv_layer_name(model)
     except (ImportError, ValueError, AttributeError):
@@ -53,7 +55,7 @@ def _normalize(cam: np.ndarray) -> np.ndarray:
 
 
 def _native(model: Any, x: np.ndarray, classes: np.ndarray, layer: str) -> np.ndarray:
-    from kdefect.keras import keras, tf
+    from kdefect.keras import keras, tf  # lazy: TensorFlow loads only when used
 
     m = keras.Model(model.inputs, [model.get_layer(layer).output, _logits_output(model)])
     with tf.GradientTape() as tape:
@@ -67,10 +69,10 @@ def _native(model: Any, x: np.ndarray, classes: np.ndarray, layer: str) -> np.nd
 
 
 def _tf_keras_vis(model: Any, x: np.ndarray, classes: np.ndarray, layer: str) -> np.ndarray:
-    from tf_keras_vis.gradcam import Gradcam
-    from tf_keras_vis.utils.scores import CategoricalScore
+    from tf_keras_vis.gradcam import Gradcam  # lazy: tf-keras-vis loads only to explain
+    from tf_keras_vis.utils.scores import CategoricalScore  # lazy: tf-keras-vis loads only to explain
 
-    from kdefect.keras import keras
+    from kdefect.keras import keras  # lazy: TensorFlow loads only when used
 
     m = keras.Model(model.inputs, _logits_output(model))
     cam = Gradcam(m, clone=False)(CategoricalScore(list(map(int, classes))), x, penultimate_layer=layer,
@@ -103,10 +105,10 @@ def gradcam(model: Any, images: np.ndarray, class_index: int | np.ndarray | None
 
 def spatial_attention(model: Any, images: np.ndarray) -> list[np.ndarray]:
     """CBAM spatial maps (each (N, H, W), resized to the input) or [] when the model has no CBAM."""
-    from kdefect.keras import tf
+    from kdefect.keras import tf  # lazy: TensorFlow loads only when used
 
     try:
-        from kdefect.models.attention import spatial_attention_model
+        from kdefect.models.attention import spatial_attention_model  # lazy: models.attention loads TensorFlow
     except ImportError:
         return []
     sm = spatial_attention_model(model)
@@ -137,7 +139,7 @@ def heat_in_boxes(cam: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
     """uint8 RGB image with the heat map blended on top."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads only when a plot is drawn
 
     img = np.asarray(image)
     if img.ndim == 2 or img.shape[-1] == 1:
@@ -148,9 +150,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45, cmap: str =
 
 def png_bytes(image: np.ndarray) -> bytes:
     """PNG-encode a uint8 array (for files and for base64 embedding)."""
-    import io
-
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads only when images are read
 
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
@@ -175,9 +175,8 @@ def explain_images(model: Any, images: np.ndarray, names: list[str], out_dir: st
 def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str | Path,
                   class_name: str | None = None, layer: str | None = None) -> list[Path]:
     """``kdefect explain``: a run folder or .keras model + image files / folders -> overlay PNGs."""
-    from kdefect.core.run import RunDir
     from kdefect.data.images import collect_images
-    from kdefect.data.pipeline import load_images, resize_mode
+    from kdefect.data.pipeline import load_images, resize_mode  # lazy: data.pipeline loads TensorFlow
     from kdefect.trust.outputs import load_model
 
     p = Path(model_path)
@@ -189,8 +188,6 @@ def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str
     if p.is_dir():
         p, classes = run.model_path, run.classes()[0]
     elif (p.parent / "classes.json").is_file():
-        from kdefect.utils.io import read_json
-
         classes = read_json(p.parent / "classes.json")["classes"]
     model = load_model(p)
     class_index = None

@@ -15,10 +15,10 @@ from kdefect.utils.io import atomic_path
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a plot is drawn
 
     return plt
 

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kdefect.utils.io import sha256_file
+from kdefect.utils.io import read_json, sha256_file
 
 LIBRARIES = ("kdefect", "tensorflow", "tf-keras", "keras-cv", "tensorflow-model-optimization", "numpy", "scipy",
              "ai-edge-litert", "tf-keras-vis", "matplotlib", "pillow")
@@ -67,8 +67,6 @@ def _pct(v: Any) -> str:
 
 def _verdict_lines(v: dict[str, Any] | None, run_path: Path) -> list[str]:
     """READY / NOT READY with its reasons, and any export made despite a NOT READY verdict."""
-    from kdefect.utils.io import read_json
-
     if not v:
         lines = ["**NOT READY**: never calibrated, so no verdict (run `kdefect calibrate`)."]
     else:

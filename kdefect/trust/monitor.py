@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import ks_2samp
 
+from kdefect.core.decision_log import scan_log
 from kdefect.errors import DataError
-from kdefect.utils.io import read_json, write_json, write_text
+from kdefect.utils.io import atomic_path, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ def read_decisions(path: str | Path, last: int | None = None) -> tuple[list[dict
 
     Why de-duplicate: a part decided twice (a device restarted before it kept a ledger) would count twice.
     """
-    from kdefect.core.decision_log import scan_log
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"decision log '{p}' does not exist. Point to the JSONL file kdefect-edge writes.")
@@ -143,12 +142,10 @@ def compare(baseline: dict[str, Any], records: list[dict[str, Any]], th: DriftTh
 
 
 def _plot(baseline: dict[str, Any], records: list[dict[str, Any]], result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kdefect.utils.io import atomic_path
+    import matplotlib.pyplot as plt  # lazy: matplotlib loads only when a plot is drawn
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     edges = np.linspace(0, 1, 21)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.run import RunDir
 from kdefect.trust.html_parts import img, table
 from kdefect.utils.io import sha256_file, write_text
 
@@ -52,7 +53,7 @@ def verdict_html(v: dict[str, Any] | None) -> str:
 
 
 def _ci(k: int, n: int) -> str:
-    from kdefect.trust.operating_point import clopper_pearson, wilson
+    from kdefect.trust.operating_point import clopper_pearson, wilson  # lazy: trust.operating_point loads scipy
 
     if n == 0:
         return "n/a"
@@ -108,11 +109,10 @@ def _gallery(model: Any, images: np.ndarray, paths: list[str], y: np.ndarray, pr
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, gallery_max: int = 24) -> Path:
     """Write ``<run>/report.html`` (or ``out``) and ``<run>/model_card.md``; return the HTML path."""
-    from kdefect.core.run import RunDir
     from kdefect.engine.metrics import plot_confusion_matrix
     from kdefect.trust import figures, model_card, operating_point, uncertainty
     from kdefect.trust.calibrate import CALIBRATION_FILE, apply_temperature, calibrate_run
-    from kdefect.trust.ood import energy_score
+    from kdefect.trust.ood import energy_score  # lazy: trust.ood loads scipy
     from kdefect.trust.outputs import load_model, split_images, split_outputs
 
     run = RunDir.open(run_dir)

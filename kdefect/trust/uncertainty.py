@@ -113,7 +113,7 @@ def mc_dropout_probs(model: Any, images: np.ndarray, n: int = 20, batch_size: in
     BatchNorm layers are frozen (``trainable=False`` makes tf_keras BN run in
     inference mode) so only dropout is random and no moving statistic moves.
     """
-    from kdefect.keras import keras
+    from kdefect.keras import keras  # lazy: TensorFlow loads only when used
 
     bns = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
     saved = [b.trainable for b in bns]

@@ -19,7 +19,7 @@ def test_neu_index_classify_and_detect():
     assert len(idx) == 1800 and idx.classes == list(NEU_CLASSES) and not idx.skipped
     agree = np.mean([neu_class_of(p) == idx.classes[lab] for p, lab in zip(idx.paths, idx.labels)])
     assert agree > 0.99  # largest-area label == file-name class for all but a few images
-    det = index_dataset(DataConfig(source="neu"), task="detect")
+    det = index_dataset(DataConfig(source="neu"), image_labels=False)
     assert sum(len(b) for b in det.boxes) == 4189
     assert all((b[:, 2:] <= 200).all() for b in det.boxes)
 
@@ -51,7 +51,7 @@ def test_tfds_source_materializes_files(tmp_path):
     from kdefect.data.tfds_source import materialize_tfds
 
     cfg = DataConfig()
-    root = materialize_tfds("neu_det", "classify", cache_dir=tmp_path / "cache", data_dir=str(tmp_path / "tfds"))
+    root = materialize_tfds("neu_det", True, cache_dir=tmp_path / "cache", data_dir=str(tmp_path / "tfds"))
     idx = index_folder(str(root), cfg)
     assert len(idx) == 1800 and idx.classes == list(NEU_CLASSES)
     assert np.bincount(idx.labels).tolist() == [300] * 6  # the file-name label

@@ -38,7 +38,7 @@ def root(tmp_path):
 
 
 def _index(root):
-    return index_dataset(DataConfig(source=str(root)), "classify")
+    return index_dataset(DataConfig(source=str(root)))
 
 
 def test_profile_counts_geometry_colour(root):
@@ -156,7 +156,7 @@ def test_detection_index_duplicates(root):
     paths = [str(root / "good" / n) for n in ("g0.png", "g0_copy.png", "g1.png")]
     box = np.array([[1, 2, 10, 12]], np.float32)
     idx = DatasetIndex(root, ["scratch"], paths, np.array([0, 0, -1]), boxes=[box, box.copy(), np.zeros((0, 4))],
-                       box_labels=[np.array([0]), np.array([0]), np.zeros(0, np.int64)], task="detect")
+                       box_labels=[np.array([0]), np.array([0]), np.zeros(0, np.int64)], image_labels=False)
     new, dropped = dedupe_index(idx, "drop")
     assert new.paths == [paths[0], paths[2]] and dropped[0]["reason"] == "duplicate"
     assert len(new.boxes) == 2 and new.labels.tolist() == [0, -1]

@@ -44,3 +44,13 @@ def test_image_size_rounds_down_to_32_and_respects_the_cap():
     cfg = load_config()
     resolve_auto(cfg, _profile(short=20, long_=20))
     assert cfg.data.image_size == [32, 32]
+
+
+def test_detection_profile_keeps_every_image_and_monitors_the_loss():
+    """The rules read the label kind from the profile (``image_labels``), never the task's name."""
+    cfg = load_config()
+    profile = {**_profile(ratio=30, short=150, long_=600, p10=1.1, p90=4.0), "image_labels": False}
+    choices = {c.key: c for c in resolve_auto(cfg, profile)}
+    assert cfg.data.sampling == "shuffle" and "(detection)" in choices["data.sampling"].reason
+    assert cfg.data.resize == "squash" and choices["data.resize"].reason.endswith("detection")
+    assert cfg.train.monitor == "val_loss"

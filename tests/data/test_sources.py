@@ -101,7 +101,7 @@ def test_synthetic_source(monkeypatch, tmp_path):
     idx = index_dataset(DataConfig(synthetic=syn))
     assert idx.classes == ["good", "spot", "crack"]  # configured order kept
     assert all(f"/{idx.classes[lab]}_" in p for p, lab in zip(idx.paths, idx.labels))
-    det = index_dataset(DataConfig(synthetic=syn), task="detect")
+    det = index_dataset(DataConfig(synthetic=syn), image_labels=False)
     assert det.classes == ["spot", "crack"]
     assert len(det) == 12 and len(det.boxes) == 12
     for p, b, bl, lab in zip(det.paths, det.boxes, det.box_labels, det.labels):
@@ -115,7 +115,7 @@ def test_voc_source_classify_and_detect(synthetic_voc_root):
     idx = index_dataset(DataConfig(source=str(synthetic_voc_root)))  # format auto -> VOC
     assert idx.classes == ["crack", "patch", "scratch", "spot", "good"]
     assert all(f"/{idx.classes[lab]}_" in p for p, lab in zip(idx.paths, idx.labels))
-    det = index_dataset(DataConfig(source=f"voc:{synthetic_voc_root}"), task="detect")
+    det = index_dataset(DataConfig(source=f"voc:{synthetic_voc_root}"), image_labels=False)
     assert det.classes == ["crack", "patch", "scratch", "spot"]
     assert sum(len(b) for b in det.boxes) >= 48
 
@@ -138,7 +138,7 @@ def test_voc_bad_entries(tmp_path, synthetic_voc_root):
 
 def test_folder_source_cannot_detect(synthetic_root):
     with pytest.raises(DataError, match="no boxes"):
-        index_dataset(DataConfig(source=str(synthetic_root)), task="detect")
+        index_dataset(DataConfig(source=str(synthetic_root)), image_labels=False)
 
 
 def test_subsample_indices():

@@ -31,7 +31,8 @@ def tiny_det_cfg(det_voc_root, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_det_run(tiny_det_cfg):
-    """Trained through the shared lifecycle, so it also has its reject threshold and verdict (calibration.json)."""
-    from kdefect.engine import fit
+    """Trained through the shared lifecycle (the detect task's train hook), so it also has its reject threshold and
+    verdict (calibration.json)."""
+    from kdefect import fit
 
     return fit(tiny_det_cfg, quiet=True)

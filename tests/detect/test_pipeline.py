@@ -42,7 +42,7 @@ def test_load_arrays_scales_boxes(det_voc_root):
     from kdefect.config import DataConfig
     from kdefect.data.sources import index_dataset
 
-    index = index_dataset(DataConfig(source=f"voc:{det_voc_root}"), task="detect")
+    index = index_dataset(DataConfig(source=f"voc:{det_voc_root}"), image_labels=False)
     arr = load_arrays(index.subset(np.arange(4)), (32, 32))
     assert arr.images.shape == (4, 32, 32, 3) and arr.sizes[0] == (64, 64)
     np.testing.assert_allclose(arr.boxes[0], scale_boxes(index.boxes[0], (64, 64), (32, 32)))

@@ -11,8 +11,8 @@ from kdefect.tasks.base import get_task
 
 def test_detection_brings_its_lifecycle_and_classification_uses_the_engines():
     det, cls = get_task("detect"), get_task("classify")
-    assert all(callable(h) for h in (det.fit, det.evaluate, det.predict, det.export))
-    assert (cls.fit, cls.evaluate, cls.predict, cls.export) == (None, None, None, None)
+    assert all(callable(h) for h in (det.train, det.evaluate, det.predict, det.export))
+    assert (cls.train, cls.evaluate, cls.predict, cls.export) == (None, None, None, None)
     assert (cls.backbone_key, det.backbone_key) == ("model.backbone", "detect.backbone")
     assert cls.image_labels and not det.image_labels
 

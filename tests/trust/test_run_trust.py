@@ -11,13 +11,6 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="module")
-def calibrated(trust_run):
-    from kdefect.trust.calibrate import calibrate_run
-
-    return trust_run, calibrate_run(trust_run, target_risk=0.02)
-
-
 def test_calibrate_run_writes_thresholds_and_baseline(calibrated):
     run, cal = calibrated
     saved = json.loads((run / "calibration.json").read_text())
@@ -138,25 +131,6 @@ def test_monitor_flags_shifted_stream_and_not_unshifted(calibrated, tmp_path, ea
     assert res["recommendation"] == "retrain" and res["alerts"]
     assert (tmp_path / "m2" / "monitor.png").read_bytes()[:4] == b"\x89PNG"
     assert monitor(run, shifted, tmp_path / "m3", last=10)["recommendation"] == "insufficient data"
-
-
-def test_monitor_and_explain_cli(calibrated, tmp_path, trust_data):
-    from click.testing import CliRunner
-
-    from kdefect.cli import main
-
-    run, _ = calibrated
-    imgs = sorted((trust_data / "spot").glob("*.png"))[:3]
-    res = CliRunner().invoke(main, ["explain", str(run), *map(str, imgs), "--out", str(tmp_path / "ex")])
-    assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "ex").iterdir()) == sorted(f"{p.stem}_gradcam.png" for p in imgs)
-    res = CliRunner().invoke(main, ["explain", str(run), str(imgs[0]), "--class", "nope"])
-    assert res.exit_code == 2 and "not one of the model's classes" in res.output
-    log = tmp_path / "d.jsonl"
-    log.write_text("".join(json.dumps({"label": "good", "score": 0.2, "review": True, "ood": {"method": "msp", "score": 0.8, "threshold": 0.5, "flag": True}}) + "\n"
-                           for _ in range(60)))
-    res = CliRunner().invoke(main, ["monitor", str(run), str(log), "--out", str(tmp_path / "m")])
-    assert res.exit_code == 3 and "Retrain recommended" in res.output
 
 
 def test_gradcam_heat_falls_on_planted_defect(trust_run, easy):

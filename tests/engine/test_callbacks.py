@@ -1,0 +1,27 @@
+"""``standard_callbacks``: the one callback set of classifier and detector training, and its roles for resume."""
+
+from __future__ import annotations
+
+from kdefect.config import TrainConfig
+from kdefect.engine.callbacks import KeepBest, StopOnNonFiniteLoss, standard_callbacks
+from kdefect.keras import keras
+
+
+def test_every_rule_is_in_the_set_and_named_by_role(tmp_path):
+    train = TrainConfig(patience=3, lr_schedule="plateau", time_budget_s=60.0)
+    cbs = standard_callbacks(train, 8, tmp_path / "history.csv", "val_macro_recall", loss_key="val_loss",
+                             checkpoint=tmp_path / "best.keras", start=0.0, tensorboard=tmp_path / "tb")
+    assert isinstance(cbs.callbacks[0], StopOnNonFiniteLoss)  # first: nothing is written for a diverged epoch
+    assert cbs.callbacks[1:4] == [cbs.history, cbs.counter, cbs.best]
+    assert set(cbs.roles()) == {"best_checkpoint", "image_counter", "time_budget", "early_stopping", "plateau"}
+    stop, plateau = cbs.roles()["early_stopping"], cbs.roles()["plateau"]
+    assert stop.monitor == "val_macro_recall" and stop.monitor_op(1.0, 0.0)  # selection drives it; higher is better
+    assert plateau.monitor == "val_loss"  # the loss drives the learning rate
+    assert cbs.budget.start == 0.0 and not cbs.best.restore  # the caller reloads the checkpoint
+
+
+def test_without_checkpoint_the_best_weights_come_back_in_memory(tmp_path):
+    cbs = standard_callbacks(TrainConfig(patience=0, lr_schedule="constant"), 8, tmp_path / "h.csv", "loss")
+    assert isinstance(cbs.best, KeepBest) and cbs.best.restore and cbs.best.path is None
+    assert set(cbs.roles()) == {"best_checkpoint", "image_counter"}
+    assert not any(isinstance(c, (keras.callbacks.EarlyStopping, keras.callbacks.TensorBoard)) for c in cbs.callbacks)

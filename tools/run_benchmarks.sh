@@ -57,3 +57,6 @@ python tools/bench_recipe.py
 # ELPV targets from scratch on the CPU budget (25 % test split, operating point for a 5 % escape target)
 python tools/bench_recipe.py --config configs/elpv_cls_resnet_small.yaml --datasets elpv_binary elpv_levels \
   --arms auto --section elpv_target
+
+# Issue 10: the quick start repeated over 5 seeds in fresh processes (READY count and wall time)
+python tools/bench_quickstart.py --seeds 0 1 2 3 4

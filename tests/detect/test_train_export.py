@@ -71,9 +71,15 @@ def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
         assert np.abs(got[k] - ref[k]).mean() < 0.03 * span, k
         assert np.corrcoef(got[k].ravel(), ref[k].ravel())[0, 1] > 0.98, k
     np.testing.assert_allclose(dd.sigmoid(got["scores"]), dd.sigmoid(ref["scores"]), atol=0.08)
-    m = evaluate(out)  # `kdefect evaluate model.tflite` reads the sidecar's task
+    cal = tiny_det_run.read_json("calibration.json")  # the reject threshold chosen on validation travels along
+    assert sc.detection["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
+    assert sc.readiness["verdict"] == cal["verdict"]["verdict"]
+    assert sc.readiness["exported_unready"] == (cal["verdict"]["verdict"] != "READY")
+    m = evaluate(out)  # `kdefect evaluate model.tflite` reads the sidecar's task, and judges with its threshold
     assert {"map50", "map", "recall", "latency_ms_p50"} <= set(m) and m["images"] == len(
         (tiny_det_run.path / "split" / "test.txt").read_text().splitlines())
+    assert m["verdict"]["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
+    assert m["verdict"]["n"] == m["images"]
 
 
 def test_fit_chooses_the_reject_threshold_on_val_and_judges_it_on_test(tiny_det_run):
@@ -87,24 +93,19 @@ def test_fit_chooses_the_reject_threshold_on_val_and_judges_it_on_test(tiny_det_
     assert tiny_det_run.verify_manifest() == []
 
 
-def test_not_ready_detector_is_refused_and_the_sidecar_carries_the_threshold(tiny_det_run, tmp_path):
+def test_not_ready_detector_is_refused(tiny_det_run, tmp_path):
+    """A copy of the run re-judged against an unreachable escape target: export stops before any conversion."""
+    import shutil
+
     from kdefect.config import TargetsConfig
-    from kdefect.core.sidecar import read_sidecar
-    from kdefect.engine import evaluate
     from kdefect.errors import ExportError
     from kdefect.export import export_run
     from kdefect.trust.calibrate import calibrate_run
 
-    cal = calibrate_run(tiny_det_run.path, targets=TargetsConfig(max_escape_upper=0.001))  # needs > 3000 images
+    run = tmp_path / "run"
+    shutil.copytree(tiny_det_run.path, run)  # the shared fixture keeps its own verdict
+    cal = calibrate_run(run, targets=TargetsConfig(max_escape_upper=0.001))  # needs > 3000 images
     assert cal["verdict"]["verdict"] == "NOT READY"
     with pytest.raises(ExportError, match="NOT READY.*--allow-unready"):
-        export_run(str(tiny_det_run.path), out=tmp_path / "refused.tflite")
+        export_run(str(run), out=tmp_path / "refused.tflite")
     assert not (tmp_path / "refused.tflite").exists()
-    out = tmp_path / "det.tflite"
-    export_run(str(tiny_det_run.path), out=out, mode="float32", allow_unready=True)
-    sc = read_sidecar(out)
-    assert sc.detection["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
-    assert sc.readiness["verdict"] == "NOT READY" and sc.readiness["exported_unready"]
-    m = evaluate(out)  # the device's threshold, on the run's test split
-    assert m["verdict"]["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
-    assert m["verdict"]["n"] == m["images"]

@@ -96,14 +96,8 @@ def assess(probs: np.ndarray, labels: np.ndarray, classes: list[str], good_label
                     "escape_upper95": upper, "model_escape_rate": model_esc / n_def if n_def else 0.0,
                     "model_escapes": model_esc, "false_reject_rate": fr / n_good if n_good else 0.0,
                     "false_rejects": fr, "good": n_good})
-        if n_def and model_esc == n_def:
-            reasons.append(f"degenerate: every defective {split} part ({n_def}) is passed as good")
-        elif upper > targets.max_escape_upper:
-            need = defectives_needed(targets.max_escape_upper)
-            small = (f"; with only {n_def} defective {split} parts even 0 escapes cannot show it "
-                     f"(needs >= {need})" if n_def < need else "")
-            reasons.append(f"escape rate {esc}/{n_def} = {esc / max(n_def, 1):.1%}, upper bound {upper:.1%} "
-                           f"> {targets.max_escape_upper:.1%}{small}")
+        reasons += _escape_reasons(esc, model_esc, n_def, upper, targets, f"{split} part", "escape rate",
+                                   "passed as good")
         if n_good and fr / n_good > targets.max_false_reject:
             reasons.append(f"false-reject rate {fr / n_good:.1%} > {targets.max_false_reject:.1%} "
                            "(good parts rejected at the operating point)")
@@ -149,14 +143,7 @@ def assess_images(scores: np.ndarray, contains: np.ndarray, classes: list[str], 
         "false_reject_rate": fr / n_good if n_good else 0.0, "false_rejects": fr, "good": n_good,
     }
     if threshold is not None:
-        if n_def and esc == n_def:
-            reasons.append(f"degenerate: every defective {split} image ({n_def}) is passed")
-        elif upper > targets.max_escape_upper:
-            need = defectives_needed(targets.max_escape_upper)
-            small = (f"; with only {n_def} defective {split} images even 0 escapes cannot show it "
-                     f"(needs >= {need})" if n_def < need else "")
-            reasons.append(f"image escape rate {esc}/{n_def} = {esc / max(n_def, 1):.1%}, upper bound {upper:.1%} "
-                           f"> {targets.max_escape_upper:.1%}{small}")
+        reasons += _escape_reasons(esc, esc, n_def, upper, targets, f"{split} image", "image escape rate", "passed")
         low = [f"{c} {r:.2f}" for c, r in recall.items() if r is not None and r < targets.min_class_recall]
         if low and not (n_def and esc == n_def):
             reasons.append(f"image recall below {targets.min_class_recall:.2f}: {', '.join(low)}")
@@ -171,6 +158,23 @@ def assess_images(scores: np.ndarray, contains: np.ndarray, classes: list[str], 
     out["verdict"] = READY if not reasons else NOT_READY
     return out
 
+
+
+def _escape_reasons(esc: int, model_esc: int, n_def: int, upper: float, targets: Targets, what: str, name: str,
+                    passed: str) -> list[str]:
+    """Why the escape target fails (a model that passes every defect, or a bound above the target), if it does.
+
+    ``what``: one defective item ("test part", "test image"); ``model_esc``: escapes before review.
+    """
+    if n_def and model_esc == n_def:
+        return [f"degenerate: every defective {what} ({n_def}) is {passed}"]
+    if upper <= targets.max_escape_upper:
+        return []
+    need = defectives_needed(targets.max_escape_upper)
+    small = (f"; with only {n_def} defective {what}s even 0 escapes cannot show it (needs >= {need})"
+             if n_def < need else "")
+    return [f"{name} {esc}/{n_def} = {esc / max(n_def, 1):.1%}, upper bound {upper:.1%} "
+            f"> {targets.max_escape_upper:.1%}{small}"]
 
 def format_verdict(v: dict[str, Any]) -> str:
     """The short table printed by fit, evaluate and calibrate, ending with the verdict and its reasons."""

@@ -150,7 +150,13 @@ def assess_images(scores: np.ndarray, contains: np.ndarray, classes: list[str], 
         if n_good and fr / n_good > targets.max_false_reject:
             reasons.append(f"false-reject rate {fr / n_good:.1%} > {targets.max_false_reject:.1%} "
                            "(defect-free images rejected at the operating threshold)")
-    if not n_good:
+    if not n_good and threshold is not None and targets.max_false_reject < 1.0:
+        # Without defect-free images a detector that rejects every part would look perfect: the escape rate is 0
+        # and nothing measures the scrap.  A safety verdict cannot rest on that (NEU-DET is such a set).
+        reasons.append(f"false-reject rate not measured: the {split} split has no defect-free image, so a model "
+                       "that rejects every part would pass; add defect-free images (an image with no boxes), "
+                       "or accept any scrap with trust.targets.max_false_reject=1.0")
+    elif not n_good:
         notes.append(f"no defect-free {split} images: the false-reject rate is not measured")
     out["notes"] = notes
     out["reasons"] = reasons

@@ -84,7 +84,7 @@ def test_uncalibrated_and_degenerate_detectors_are_not_ready():
     assert not v["ready"] and "not calibrated" in v["reasons"][0]
     v = assess_images(np.full(120, 0.1), contains, CLASSES, 0.5, Targets())
     assert not v["ready"] and "every defective test image (120) is passed" in v["reasons"][0]
-    assert v["notes"] and "false-reject rate is not measured" in v["notes"][0]
+    assert any("false-reject rate not measured" in r for r in v["reasons"][1:])
 
 
 def test_device_rule_uses_the_best_box_and_the_sidecar_threshold():
@@ -116,3 +116,14 @@ def test_an_escape_bound_of_zero_is_refused_in_the_config():
 
     with pytest.raises(ConfigError, match="max_escape_upper"):
         load_config(overrides=["trust.targets.max_escape_upper=0"])
+
+
+def test_no_defect_free_test_image_is_not_ready_because_scrap_is_unmeasured():
+    # NEU-DET holds only defective images: a detector that rejects everything has 0 escapes there
+    contains = _contains(60, 60, 0)
+    v = assess_images(np.full(120, 0.9), contains, CLASSES, 0.5, Targets())
+    assert v["escapes"] == 0 and v["good"] == 0
+    assert not v["ready"] and "false-reject rate not measured" in " ".join(v["reasons"])
+    # a user who accepts any scrap opts out explicitly, and the gap stays a note
+    v = assess_images(np.full(120, 0.9), contains, CLASSES, 0.5, Targets(max_false_reject=1.0))
+    assert v["ready"] and any("not measured" in n for n in v["notes"])

@@ -68,8 +68,8 @@ def evaluate(fn, keras_model, images, classes, boxes, settings, methods, with_bo
 
     if len(images) == 0:
         return {}
-    per: dict[str, dict[str, list]] = {m: {"del": [], "ins": [], "hit": [], "share": [], "area": [], "s": [],
-                                           "calls": []} for m in (*methods, "random")}
+    per: dict[str, dict[str, list]] = {m: {"del": [], "ins": [], "hit": [], "hit1": [], "share": [],
+                                           "area": [], "s": [], "calls": []} for m in (*methods, "random")}
     for i, (img, cls) in enumerate(zip(images, classes, strict=True)):
         for m in (*methods, "random"):
             if m == "random":
@@ -86,6 +86,7 @@ def evaluate(fn, keras_model, images, classes, boxes, settings, methods, with_bo
             if with_boxes:
                 loc = F.localisation(heat, boxes[i])
                 r["hit"].append(loc["pointing_hit"])
+                r["hit1"].append(loc["pointing_hit_first"])
                 r["share"].append(loc["heat_share_inside"])
                 r["area"].append(loc["area_share"])
         log.info("image %d/%d done", i + 1, len(images))
@@ -96,6 +97,7 @@ def evaluate(fn, keras_model, images, classes, boxes, settings, methods, with_bo
                   "deletion_better_than_random_share": None}
         if with_boxes:
             out[m].update(pointing_hit_rate=round(float(np.mean(r["hit"])), 4),
+                          pointing_hit_rate_first_pixel=round(float(np.mean(r["hit1"])), 4),
                           heat_share_inside=F.summarize(r["share"]), box_area_share=round(float(np.mean(r["area"])), 4))
     for m in methods:  # paired per image: the method's deletion AUC below the random order's
         out[m]["deletion_better_than_random_share"] = round(float(np.mean(np.less(per[m]["del"], per["random"]["del"]))), 4)
@@ -197,8 +199,8 @@ def markdown(res: dict) -> str:
     s = res["synthetic"]
     lines = [f"# Explanation faithfulness ({res['date']})", "", f"Command: `{res['command']}`",
              f"Machine: {res['machine']['machine']}, {res['machine']['cpu_count']} cores ({res['machine']['cpu']}); "
-             "measured **under contention** (the 2 cores were shared with other jobs; run with nice -n 10), so the "
-             "seconds are upper bounds.", "",
+             + (f"measured **under contention** ({res['contention']}), so the seconds are upper bounds."
+                if res.get("contention") else "measured on the otherwise idle machine."), "",
              f"Settings: `{res['settings']}`", "",
              f"## Synthetic defects with known boxes ({s['size']} px)", "",
              f"Tiny CNN ({s['train_images']} training images, {s['epochs']} epochs, contrast {s['contrast']}); "
@@ -206,7 +208,7 @@ def markdown(res: dict) -> str:
              f"on {s['eval_defect_images']} images; the {s['explained_correct']} INT8-correct ones are explained "
              "(their true class). Grad-CAM runs on the float Keras model (it needs gradients); every causal metric "
              "is computed on the INT8 model.", ""]
-    lines.append(md_table(_rows(s["methods"], True), ["method", "pointing", "heat in box", "box area", "deletion AUC",
+    lines.append(md_table(_rows(s["methods"], True), ["method", "pointing", "pointing (raster argmax)", "heat in box", "box area", "deletion AUC",
                                                       "del < random", "insertion AUC", "s/image", "calls/image"]))
     b, t = s["batching"], s["timing"]
     lines += ["", "Deletion AUC: lower is better; insertion AUC: higher is better (mean ± std over images; "
@@ -221,7 +223,7 @@ def markdown(res: dict) -> str:
         n = res["neu"]
         lines += [f"## NEU ({n['explained_correct']} correctly classified of {n['test_images']} test images, INT8 "
                   f"accuracy {100 * n['int8_accuracy']:.1f}%; NEU-DET boxes, which often cover most of the image)", "",
-                  md_table(_rows(n["methods"], True), ["method", "pointing", "heat in box", "box area", "deletion AUC",
+                  md_table(_rows(n["methods"], True), ["method", "pointing", "pointing (raster argmax)", "heat in box", "box area", "deletion AUC",
                                                        "del < random", "insertion AUC", "s/image", "calls/image"]), ""]
     elif res.get("neu_skipped"):
         lines += ["## NEU", "", f"Not run: {res['neu_skipped']}", ""]
@@ -240,6 +242,7 @@ def _rows(methods: dict, boxes: bool) -> list[dict]:
                "s/image": r["s_per_image"], "calls/image": round(r["model_calls_per_image"])}
         if boxes:
             row.update({"pointing": f"{100 * r['pointing_hit_rate']:.1f}%",
+                        "pointing (raster argmax)": f"{100 * r.get('pointing_hit_rate_first_pixel', float('nan')):.1f}%",
                         "heat in box": f"{100 * r['heat_share_inside']['mean']:.1f}%",
                         "box area": f"{100 * r['box_area_share']:.1f}%"})
         rows.append(row)
@@ -265,13 +268,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--evals", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--contention", default="", help="say in the results what else shared the CPU (seconds are then upper bounds)")
     ap.add_argument("--neu-n", type=int, default=0, help="NEU test images (0 = skip)")
     ap.add_argument("--neu-train-per-class", type=int, default=60)
     ap.add_argument("--neu-dir", default=str(neu_dir() or ""), help="NEU-DET root (default $KDEFECT_NEU_DIR)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     settings = ExplainSettings(seed=a.seed, lime_samples=a.samples, shap_evals=a.evals)
-    res = {**header(), "settings": settings.to_dict(), "contention": "shared 2-core CPU, nice -n 10"}
+    res = {**header(), "settings": settings.to_dict(), "contention": a.contention}
     res["synthetic"] = synthetic(a, Path(a.work), settings)
     if a.neu_n > 0:
         if a.neu_dir and Path(a.neu_dir).is_dir():

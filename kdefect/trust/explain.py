@@ -127,14 +127,30 @@ def heat_in_boxes(cam: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
     for x0, y0, x1, y1 in np.asarray(boxes, float).reshape(-1, 4):
         inside[int(max(y0, 0)):int(np.ceil(min(y1, h))), int(max(x0, 0)):int(np.ceil(min(x1, w)))] = True
     total = float(cam.sum())
-    peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    first = np.unravel_index(int(np.argmax(cam)), cam.shape)
     return {
         "heat_share_inside": float(cam[inside].sum()) / total if total > 0 else 0.0,
         "area_share": float(inside.mean()),
         "mean_inside": float(cam[inside].mean()) if inside.any() else 0.0,
         "mean_outside": float(cam[~inside].mean()) if (~inside).any() else 0.0,
-        "pointing_hit": bool(inside[peak]),
+        "pointing_hit": bool(inside[peak_pixel(cam)]),
+        "pointing_hit_first": bool(inside[first]),
     }
+
+
+def peak_pixel(cam: np.ndarray) -> tuple[int, int]:
+    """The pixel the pointing game tests: of the pixels tied at the maximum, the one nearest their centroid.
+
+    Why not ``argmax``: LIME, SHAP and occlusion give piecewise-constant maps (one value per superpixel or
+    patch), and ``argmax`` then returns the plateau's first pixel in raster order, its top-left corner, which
+    lies outside the box whenever the top segment straddles the box's top or left edge.  The pixel nearest the
+    plateau's centroid is inside the plateau, independent of scan order, and equals ``argmax`` for a map with a
+    single maximum (Grad-CAM).
+    """
+    cam = np.asarray(cam)
+    ys, xs = np.nonzero(cam >= cam.max())
+    i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return int(ys[i]), int(xs[i])
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:

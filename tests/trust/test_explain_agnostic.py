@@ -285,3 +285,16 @@ def test_explaining_a_tflite_imports_no_tensorflow(tflite_patch, samples, tmp_pa
                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("NO-TF")
+
+
+def test_pointing_game_tests_the_centre_of_a_tied_plateau_not_its_top_left_pixel():
+    # a superpixel map: one top segment (rows 8..23, cols 8..23) straddling a box that covers rows/cols 12..32
+    heat = np.zeros((32, 32), np.float32)
+    heat[8:24, 8:24] = 1.0
+    loc = F.localisation(heat, np.array([[12, 12, 32, 32]]))
+    assert loc["pointing_hit"] and not loc["pointing_hit_first"]  # raster argmax is (8, 8), outside the box
+    # a single maximum (Grad-CAM-like) is its own peak under both rules
+    heat = np.zeros((32, 32), np.float32)
+    heat[3, 4] = 1.0
+    loc = F.localisation(heat, np.array([[12, 12, 32, 32]]))
+    assert not loc["pointing_hit"] and not loc["pointing_hit_first"]

@@ -41,7 +41,13 @@ def _concrete_from_keras(model: Any, batch_size: int) -> tuple[Any, Any]:
     def serve(x: Any) -> Any:
         return model(x, training=False)
 
-    return serve.get_concrete_function(), model
+    cf = serve.get_concrete_function()
+    # The converter saves this trackable as a SavedModel to read the variables.  Handing it the Keras model makes
+    # TF serialise every layer's call graphs as well (46.7 s vs 10.6 s for a 64 px YOLOv8, same .tflite bytes):
+    # a bare module that holds only the variables is all the conversion needs.
+    holder = tf.Module()
+    holder.variables_for_export = list(model.variables)
+    return cf, holder
 
 
 def _concrete_from_saved_model(path: Path, batch_size: int) -> tuple[Any, Any]:

@@ -52,9 +52,10 @@ def calibrate(run: str, target_risk: float | None, target_escape: float | None) 
 @main.command()
 @click.argument("model", required=False, type=click.Path(exists=True))
 @click.argument("images", nargs=-1, type=click.Path(exists=True))
-@click.option("--method", "methods", multiple=True, type=click.Choice(["gradcam", "lime", "shap", "occlusion"]),
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["gradcam", "lime", "shap", "occlusion", "drise"]),
               help="Repeatable. Default: gradcam for a run / .keras, lime for a .tflite (and lime, shap, occlusion "
-              "for --decision).")
+              "for --decision); drise, the only one for a detector, explains one of its boxes.")
 @click.option("--out", type=click.Path(file_okay=False), default="explanations", show_default=True)
 @click.option("--class", "class_name", help="Explain this class instead of the predicted one.")
 @click.option("--layer", help="Feature-map layer for Grad-CAM (default: the layer feeding the head).")
@@ -66,6 +67,11 @@ def calibrate(run: str, target_risk: float | None, target_escape: float | None) 
 @click.option("--evals", type=int, default=500, show_default=True, help="SHAP: model evaluations per explanation.")
 @click.option("--masker", type=click.Choice(["blur", "mean", "zero"]), default="blur", show_default=True,
               help="What hides a region (SHAP, occlusion).")
+@click.option("--box", type=int, default=0, show_default=True,
+              help="D-RISE: the detected box to explain (0 = the highest score on the unmasked image).")
+@click.option("--masks", type=int, default=1000, show_default=True, help="D-RISE: random masks per explanation.")
+@click.option("--cells", type=int, default=16, show_default=True, help="D-RISE: mask grid cells per side.")
+@click.option("--keep", type=float, default=0.5, show_default=True, help="D-RISE: probability a grid cell is kept.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", type=int, default=1, show_default=True, help="Perturbed images per interpreter invoke "
               "(1 = the device's loop; a resized batch input may help larger models).")
@@ -73,17 +79,19 @@ def calibrate(run: str, target_risk: float | None, target_escape: float | None) 
 @click.pass_context
 def explain(ctx: click.Context, model: str | None, images: tuple[str, ...], methods: tuple[str, ...], out: str,
             class_name: str | None, layer: str | None, decision_log: str | None, index: int, samples: int,
-            segments: int, evals: int, masker: str, seed: int, batch: int, threads: int) -> None:
+            segments: int, evals: int, masker: str, box: int, masks: int, cells: int, keep: float, seed: int,
+            batch: int, threads: int) -> None:
     """Saliency overlays for images, or a one-page explanation of one logged edge decision.
 
     MODEL is a run folder, a .keras file or an exported .tflite. LIME, SHAP and occlusion run on the .tflite
-    through the device's preprocessing and decision rule; Grad-CAM needs the Keras model.
+    through the device's preprocessing and decision rule; Grad-CAM needs the Keras model. A detector is explained
+    with D-RISE, one box at a time, on its .tflite through the device's runner and decoder.
     """
     from kdefect.errors import ConfigError
     from kdefect.trust.saliency import ExplainSettings
 
     settings = ExplainSettings(seed=seed, segments=segments, lime_samples=samples, shap_evals=evals, masker=masker,
-                               batch=batch)
+                               batch=batch, drise_masks=masks, drise_cells=cells, drise_keep=keep)
     if decision_log is not None:
         from kdefect.trust.explain_decision import explain_decision
 
@@ -92,7 +100,10 @@ def explain(ctx: click.Context, model: str | None, images: tuple[str, ...], meth
         return
     if model is None or not images:
         raise ConfigError("give MODEL and IMAGES (kdefect explain MODEL IMAGES...), or --decision LOG --index N.")
-    chosen = list(methods) or (["lime"] if model.endswith(".tflite") else ["gradcam"])
+    from kdefect.trust.explain_detect import check_methods, default_methods
+
+    chosen = list(methods) or default_methods(model)
+    check_methods(model, chosen, class_name)
     if chosen == ["gradcam"] and not model.endswith(".tflite"):
         from kdefect.trust.explain import explain_files as gradcam_files
 
@@ -104,10 +115,11 @@ def explain(ctx: click.Context, model: str | None, images: tuple[str, ...], meth
 
     n = len(collect_images(list(images)))
     if ctx.obj["quiet"]:
-        summary = explain_files(model, list(images), out, chosen, settings, class_name, threads)
+        summary = explain_files(model, list(images), out, chosen, settings, class_name, threads, box=box)
     else:
         with click.progressbar(length=n, label="explaining", file=sys.stderr) as bar:
-            summary = explain_files(model, list(images), out, chosen, settings, class_name, threads, bar.update)
+            summary = explain_files(model, list(images), out, chosen, settings, class_name, threads, bar.update,
+                                    box)
     for m, c in summary["cost"].items():
         click.echo(f"{m}: {c['s_per_image']} s/image, {c['model_images_per_image']:.0f} model calls/image "
                    f"({summary['model_kind']}, batch {summary['batch']})", err=True)

@@ -38,15 +38,21 @@ RETINA_VARIANCE = (0.1, 0.1, 0.2, 0.2)
 
 @dataclass
 class Detections:
-    """Boxes of one image: ``boxes`` (N, 4) xyxy pixels, ``classes`` (N,) int, ``scores`` (N,) float."""
+    """Boxes of one image: ``boxes`` (N, 4) xyxy pixels, ``classes`` (N,) int, ``scores`` (N,) float.
+
+    ``anchors`` (N,): the row of the raw head each box came from (``decode`` sets it), so a caller can read a
+    box's whole class-score vector (D-RISE compares those, ``kdefect.trust.explain_drise``).
+    """
 
     boxes: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
+    anchors: np.ndarray | None = None
 
     def scaled(self, sx: float, sy: float) -> Detections:
         """The same detections in another pixel grid (model input -> original image)."""
-        return Detections(self.boxes * np.array([sx, sy, sx, sy], np.float32), self.classes, self.scores)
+        return Detections(self.boxes * np.array([sx, sy, sx, sy], np.float32), self.classes, self.scores,
+                          self.anchors)
 
     def to_list(self, labels: list[str] | None = None) -> list[dict[str, Any]]:
         out = []
@@ -152,7 +158,7 @@ def select(boxes: np.ndarray, class_scores: np.ndarray, score_threshold: float, 
         cand, cand_cls = np.nonzero(class_scores > score_threshold)
     cand_boxes, cand_sc = boxes[cand], class_scores[cand, cand_cls]
     top = np.argsort(-cand_sc, kind="stable")[:pre_nms]
-    cand_boxes, cand_cls, cand_sc = cand_boxes[top], cand_cls[top], cand_sc[top]
+    cand, cand_boxes, cand_cls, cand_sc = cand[top], cand_boxes[top], cand_cls[top], cand_sc[top]
     if class_agnostic:
         keep = nms(cand_boxes, cand_sc, iou_threshold)
     else:  # offset trick: boxes of different classes never overlap
@@ -160,7 +166,7 @@ def select(boxes: np.ndarray, class_scores: np.ndarray, score_threshold: float, 
         keep = nms(cand_boxes + off, cand_sc, iou_threshold)
     keep = keep[:max_detections]
     return Detections(cand_boxes[keep].astype(np.float32), cand_cls[keep].astype(np.int64),
-                      cand_sc[keep].astype(np.float32))
+                      cand_sc[keep].astype(np.float32), cand[keep].astype(np.int64))
 
 
 @dataclass(frozen=True)

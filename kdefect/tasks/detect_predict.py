@@ -50,17 +50,26 @@ def _raw_source(model_path: Path) -> tuple[Any, dict[str, Any], list[str]]:
     return run, params, classes
 
 
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
+
+
+def annotate(im: Any, dets: list[dict[str, Any]], width: int = 2) -> Any:
+    """Draw one rectangle + label + score per detection (``to_list`` rows) on a Pillow image, in place."""
+    from PIL import ImageDraw
+
+    pen = ImageDraw.Draw(im)
+    for d in dets:
+        color = PALETTE[d["class_id"] % len(PALETTE)]
+        pen.rectangle(d["box"], outline=color, width=width)
+        pen.text((d["box"][0] + 2, d["box"][1] + 1), f"{d['label']} {d['score']:.2f}", fill=color)
+    return im
+
+
 def draw(path: Path, dets: list[dict[str, Any]], out: Path) -> None:
     """Annotated copy of the image: one rectangle + label + score per detection (Pillow)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    im = Image.open(path).convert("RGB")
-    pen = ImageDraw.Draw(im)
-    palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180)]
-    for d in dets:
-        color = palette[d["class_id"] % len(palette)]
-        pen.rectangle(d["box"], outline=color, width=2)
-        pen.text((d["box"][0] + 2, d["box"][1] + 1), f"{d['label']} {d['score']:.2f}", fill=color)
+    im = annotate(Image.open(path).convert("RGB"), dets)
     with atomic_path(out, suffix=".png") as tmp:
         im.save(tmp, format="PNG")
 

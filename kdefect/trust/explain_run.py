@@ -87,15 +87,22 @@ def open_model(model_path: str | Path, methods: list[str], threads: int = 1, bat
 
 def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str | Path, methods: list[str],
                   settings: ExplainSettings | None = None, class_name: str | None = None, threads: int = 1,
-                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Overlay PNGs ``<stem>_<method>.png`` per image and ``explanations.json`` (classes, cost); returns the summary."""
+                  progress: Callable[[int], None] | None = None, box: int = 0) -> dict[str, Any]:
+    """Overlay PNGs ``<stem>_<method>.png`` per image and ``explanations.json`` (classes, cost); returns the summary.
+
+    A detector (its sidecar or run config says ``task: detect``) is explained with D-RISE on box ``box``
+    (``explain_detect``); the classifier methods refuse it, and D-RISE refuses a classifier.
+    """
     from kdefect.engine.predictor import collect_images
     from kdefect.trust.explain import overlay, png_bytes
+    from kdefect.trust.explain_detect import check_methods, explain_detector_files
 
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in (*METHODS, "drise")]
     if bad or not methods:
-        raise ModelError(f"explanation method(s) {bad or methods} unknown; use {', '.join(METHODS)}.")
+        raise ModelError(f"explanation method(s) {bad or methods} unknown; use {', '.join(METHODS)} or drise.")
     settings = settings or ExplainSettings()
+    if check_methods(model_path, methods, class_name):
+        return explain_detector_files(model_path, inputs, out_dir, settings, box, threads, progress)
     ex = open_model(model_path, methods, threads, settings.batch)
     if class_name is not None and class_name not in ex.labels:
         raise ModelError(f"--class '{class_name}' is not one of the model's classes {list(ex.labels)}.")

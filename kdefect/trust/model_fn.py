@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kdefect.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +153,63 @@ class KerasProbs(ProbsFn):
         if self.temperature == 1.0:
             return p
         return np.stack([softmax(np.log(np.maximum(r, 1e-12)) / self.temperature) for r in p])
+
+
+@dataclass
+class BoxVectors:
+    """The boxes a detector kept for one image, each with its whole class-score vector (what D-RISE compares).
+
+    ``boxes`` (M, 4) xyxy model-input pixels, ``classes`` (M,), ``scores`` (M,) best first, ``vectors`` (M, K).
+    """
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    vectors: np.ndarray
+
+
+class TFLiteDetector:
+    """A detector ``.tflite`` + sidecar as the device runs it: images -> the decoded boxes per image.
+
+    Why not a ``ProbsFn``: a detector's answer is a set of boxes, not one probability vector.  Each image goes
+    through the sidecar-checked bytes, ``TFLiteRunner`` (one batch-1 invoke, as on the device) and
+    ``detect_decode.decode`` with the sidecar's thresholds and NMS, i.e. exactly what ``kdefect predict
+    model.tflite`` reports; the sigmoid class scores of each kept box's anchor come along.
+    """
+
+    kind = "tflite"
+
+    def __init__(self, model_path: str | Path, threads: int = 1) -> None:
+        from kdefect.core import detect_decode as dd
+        from kdefect.edge.interpreter import TFLiteRunner, roles_of
+        from kdefect.edge.signing import read_artefacts
+
+        self.path = Path(model_path)
+        art = read_artefacts(self.path)
+        if art.sidecar.task != "detect" or not art.sidecar.detection:
+            raise ModelError(f"'{self.path}' is a {art.sidecar.task!r} model, not a detector.")
+        self._dd, self.params = dd, dict(art.sidecar.detection)
+        self.labels = tuple(art.sidecar.labels)
+        self.size = tuple(int(v) for v in self.params["input_size"])
+        self.runner = TFLiteRunner(self.path, num_threads=threads, roles=roles_of(art.sidecar.output),
+                                   model_content=art.model)
+        self.batch, self.images, self.invokes, self.seconds = 1, 0, 0, 0.0
+
+    def __call__(self, images: np.ndarray) -> list[BoxVectors]:
+        """(N, H, W, C) float pixels 0..255 -> the kept boxes of each image, as ``decode`` keeps them."""
+        dd, out = self._dd, []
+        t0 = time.perf_counter()
+        for im in np.asarray(images, np.float32):
+            raw = dd.split_outputs(self.runner(im), self.params)
+            det = dd.decode(raw, self.params)
+            anchors = int(np.prod(np.shape(raw["boxes"])[:-1]))
+            vec = dd.sigmoid(np.asarray(raw["scores"]).reshape(anchors, -1))
+            out.append(BoxVectors(det.boxes, det.classes, det.scores, vec[det.anchors]))
+        self.images += len(out)
+        self.invokes += len(out)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """An image file stretched to the input size with Pillow bilinear, as ``kdefect predict`` prepares it."""
+        return self._dd.prepare_image(path, self.size)[0].astype(np.float32)

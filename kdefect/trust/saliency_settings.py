@@ -28,7 +28,8 @@ class ExplainSettings:
     a quarter of that: a window smaller than the defect shows nothing when the
     rest of the defect still decides the class).  ``batch``: images per interpreter invoke; 1 is the device's
     exact batch-1 invoke (32 saved ~17% on a 128 px tiny INT8 CNN,
-    tools/results/explain.md).
+    tools/results/explain.md).  ``drise_masks``/``drise_cells``/``drise_keep``: D-RISE on a detector
+    (``explain_drise``): random masks, grid cells per side, and the chance a cell is kept.
     """
 
     seed: int = 0
@@ -41,12 +42,17 @@ class ExplainSettings:
     patch: int = 0
     stride: int = 0
     batch: int = 1
+    drise_masks: int = 1000
+    drise_cells: int = 16
+    drise_keep: float = 0.5
 
     def __post_init__(self) -> None:
         if self.masker not in ("blur", "mean", "zero"):
             raise ModelError(f"masker '{self.masker}' is unknown; use blur, mean or zero.")
         if self.lime_samples < 10 or self.shap_evals < 10 or self.segments < 2:
             raise ModelError("explain settings: lime_samples and shap_evals must be >= 10 and segments >= 2.")
+        if self.drise_masks < 1 or self.drise_cells < 1 or not 0 < self.drise_keep < 1:
+            raise ModelError("explain settings: D-RISE needs masks >= 1, cells >= 1 and 0 < keep < 1.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_predictions_structure(tiny_det_run, det_voc_root, tmp_path):
     assert len(list((tmp_path / "p_annotated").glob("*.png"))) == 3
 
 
-def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
+def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, det_voc_root, tmp_path):
     from kdefect.core import detect_decode as dd
     from kdefect.core.sidecar import read_sidecar
     from kdefect.edge.interpreter import TFLiteRunner
@@ -80,6 +81,40 @@ def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, tmp_path):
         (tiny_det_run.path / "split" / "test.txt").read_text().splitlines())
     assert m["verdict"]["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
     assert m["verdict"]["n"] == m["images"]
+    _drise_on_the_exported_detector(out, det_voc_root, tmp_path)
+
+
+def _drise_on_the_exported_detector(model, det_voc_root, tmp_path):
+    """`kdefect explain det.tflite --method drise` (64 masks) on the export above, so no second export is paid."""
+    from click.testing import CliRunner
+
+    from kdefect.cli import main
+
+    imgs = [p for p in sorted((det_voc_root / "images").glob("*.png")) if "good" not in p.name][:3]
+    out = tmp_path / "drise"
+    r = CliRunner().invoke(main, ["-q", "explain", str(model), *map(str, imgs), "--method", "drise", "--masks", "64",
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "explanations.json").read_text())
+    assert summary["task"] == "detect" and summary["settings"]["drise_masks"] == 64
+    done = [row for row in summary["images"] if "explained" in row]
+    assert done and summary["cost"]["drise"]["n"] == len(done)
+    assert summary["cost"]["drise"]["model_images_per_image"] == 65 and summary["cost"]["drise"]["s_per_image"] > 0
+    for row in done:
+        best = row["detections"][0]
+        assert row["explained"]["index"] == 0 and row["explained"]["box"] == best["box"]
+        assert best["score"] == max(d["score"] for d in row["detections"])
+        assert (out / f"{Path(row['image']).stem}_drise.png").is_file()
+    from kdefect.trust.explain_drise import drise_map
+    from kdefect.trust.model_fn import TFLiteDetector
+    from kdefect.trust.saliency_settings import ExplainSettings
+
+    fn = TFLiteDetector(model)
+    s = drise_map(fn, fn.load(done[0]["image"]), ExplainSettings(drise_masks=64))
+    assert s.heat.shape == (64, 64) and np.isfinite(s.heat).all() and s.heat.max() > 0
+    np.testing.assert_allclose(s.box, done[0]["explained"]["box"], atol=0.01)
+    r = CliRunner().invoke(main, ["explain", str(model), str(imgs[0]), "--method", "lime"])
+    assert r.exit_code == 2 and "is a detector" in r.output
 
 
 def test_fit_chooses_the_reject_threshold_on_val_and_judges_it_on_test(tiny_det_run):

@@ -43,7 +43,7 @@ def is_detector(model_path: str | Path) -> bool:
 
 def detector_tflite(model_path: str | Path) -> Path:
     """The ``.tflite`` to explain: the file itself, or a detector run's newest export."""
-    from kdefect.trust.explain_run import exported_tflite
+    from kdefect.trust.model_fn import exported_tflite
 
     p = Path(model_path)
     if p.suffix == ".tflite":
@@ -90,9 +90,8 @@ def explain_detector_files(model_path: str | Path, inputs: list[str | Path], out
     from kdefect.tasks.detect_predict import annotate
     from kdefect.trust.explain import overlay, png_bytes
     from kdefect.trust.explain_drise import drise_map
-    from kdefect.trust.explain_run import cost_of
     from kdefect.trust.model_fn import TFLiteDetector
-    from kdefect.trust.saliency import display
+    from kdefect.trust.saliency import cost_of, display
 
     settings = settings or ExplainSettings()
     fn = TFLiteDetector(detector_tflite(model_path), threads=threads)

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from kdefect.errors import ModelError
-from kdefect.trust.model_fn import KerasProbs, ProbsFn, TFLiteProbs
-from kdefect.trust.saliency import AGNOSTIC, METHODS, ExplainSettings, Saliency, display, explain_one
+from kdefect.trust.model_fn import KerasProbs, ProbsFn, TFLiteProbs, exported_tflite
+from kdefect.trust.saliency import AGNOSTIC, METHODS, ExplainSettings, Saliency, cost_of, display, explain_one
 from kdefect.utils.io import write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ class Explainable:
     labels: tuple[str, ...]
     load: Callable[[list[Path]], np.ndarray]
     source: str
-
-
-def exported_tflite(run_path: Path) -> Path | None:
-    """The run's exported ``model.tflite`` (with its sidecar), newest first, or None."""
-    found = [p for p in (run_path / "export").rglob("*.tflite") if p.with_suffix(".json").is_file()] \
-        if (run_path / "export").is_dir() else []
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def open_model(model_path: str | Path, methods: list[str], threads: int = 1, batch: int = 1) -> Explainable:
@@ -128,11 +121,3 @@ def explain_files(model_path: str | Path, inputs: list[str | Path], out_dir: str
     write_json(out / "explanations.json", summary)
     log.info("explained %d image(s) with %s -> %s", len(files), ", ".join(methods), out)
     return summary
-
-
-def cost_of(items: list[Saliency]) -> dict[str, float]:
-    """Mean seconds and model images per explained image (what an explanation costs)."""
-    if not items:
-        return {"n": 0}
-    return {"n": len(items), "s_per_image": round(float(np.mean([s.seconds for s in items])), 3),
-            "model_images_per_image": round(float(np.mean([s.model_images for s in items])), 1)}

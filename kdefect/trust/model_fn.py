@@ -26,6 +26,13 @@ from kdefect.errors import ModelError
 log = logging.getLogger(__name__)
 
 
+def exported_tflite(run_path: Path) -> Path | None:
+    """The run's exported ``model.tflite`` (with its sidecar), newest first, or None."""
+    found = [p for p in (run_path / "export").rglob("*.tflite") if p.with_suffix(".json").is_file()] \
+        if (run_path / "export").is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 class ProbsFn:
     """Counts what an explanation costs: images evaluated, invokes and seconds in the model."""
 

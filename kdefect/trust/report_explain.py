@@ -39,10 +39,9 @@ def explanations_section(run: Any, images: np.ndarray, y: np.ndarray, classes: l
                          method: str = "lime", settings: ExplainSettings | None = None) -> str:
     """HTML for the section (explanations of the chosen parts + the faithfulness table of this run)."""
     from kdefect.trust.explain import overlay, png_bytes
-    from kdefect.trust.explain_run import exported_tflite
     from kdefect.trust.html_parts import img as _img
     from kdefect.trust.html_parts import table as _table
-    from kdefect.trust.model_fn import KerasProbs, TFLiteProbs
+    from kdefect.trust.model_fn import KerasProbs, TFLiteProbs, exported_tflite
 
     settings = settings or ExplainSettings()
     tfl = exported_tflite(run.path)

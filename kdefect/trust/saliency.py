@@ -102,3 +102,11 @@ def display(heat: np.ndarray) -> np.ndarray:
     pos = np.maximum(np.asarray(heat, np.float32), 0)
     mx = float(pos.max())
     return pos / mx if mx > 0 else pos
+
+
+def cost_of(items: list[Saliency]) -> dict[str, float]:
+    """Mean seconds and model images per explained image (what an explanation costs)."""
+    if not items:
+        return {"n": 0}
+    return {"n": len(items), "s_per_image": round(float(np.mean([s.seconds for s in items])), 3),
+            "model_images_per_image": round(float(np.mean([s.model_images for s in items])), 1)}

@@ -197,6 +197,8 @@ def test_cli_explains_a_tflite_with_cost(tflite_patch, line, tmp_path):
 
 def test_cli_exit_codes(tflite_patch, line):
     assert _kdefect("explain", tflite_patch, line["imgs"], "--method", "gradcam").exit_code == 2
+    r = _kdefect("explain", tflite_patch, line["imgs"], "--method", "drise")  # D-RISE explains a detector's box
+    assert r.exit_code == 2 and "is a classifier" in r.output
     assert _kdefect("explain").exit_code == 2
     assert _kdefect("explain", tflite_patch, "--decision", line["log"], "--index", 9).exit_code == 2
 

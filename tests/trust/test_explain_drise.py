@@ -11,8 +11,8 @@ import pytest
 
 from kdefect.errors import ModelError
 from kdefect.trust.explain_drise import MaskDraws, drise_map, similarity
-from kdefect.trust.model_fn import BoxVectors
 from kdefect.trust.faithfulness import localisation
+from kdefect.trust.model_fn import BoxVectors
 from kdefect.trust.saliency_settings import ExplainSettings
 
 SIZE = 48
@@ -99,3 +99,46 @@ def test_a_box_the_detector_did_not_find_is_refused():
 def test_settings_are_checked():
     with pytest.raises(ModelError, match="D-RISE"):
         ExplainSettings(drise_keep=1.0)
+
+
+# --- which method for which model --------------------------------------------------------------------------------
+def _fake_model(tmp_path, task: str) -> str:
+    """A .tflite path whose sidecar names ``task`` (the checks read only the sidecar)."""
+    import json
+
+    (tmp_path / "m.tflite").write_bytes(b"not a model")
+    (tmp_path / "m.json").write_text(json.dumps({"sha256": "0" * 64, "task": task, "labels": ["a", "b"],
+                                                 "input": {"size": [32, 32]}}))
+    return str(tmp_path / "m.tflite")
+
+
+def test_detectors_get_drise_and_classifiers_the_others(tmp_path):
+    from kdefect.trust.explain_detect import check_methods, default_methods
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "c").mkdir()
+    det, clf = _fake_model(tmp_path / "d", "detect"), _fake_model(tmp_path / "c", "classify")
+    assert default_methods(det) == ["drise"] and default_methods(clf) == ["lime"]
+    assert check_methods(det, ["drise"], None) and not check_methods(clf, ["lime", "shap"], None)
+    for methods in (["lime"], ["drise", "shap"], ["gradcam"]):
+        with pytest.raises(ModelError, match="is a detector: explain its boxes with --method drise"):
+            check_methods(det, methods, None)
+    with pytest.raises(ModelError, match="drise explains a detector's box.*is a classifier"):
+        check_methods(clf, ["drise"], None)
+    with pytest.raises(ModelError, match="--class does not apply to a detector"):
+        check_methods(det, ["drise"], "scratch")
+
+
+def test_cli_refuses_the_wrong_method_in_one_line(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from kdefect.cli import main
+
+    (tmp_path / "d").mkdir()
+    det = _fake_model(tmp_path / "d", "detect")
+    img = tmp_path / "x.png"
+    Image.fromarray(patch_image().astype(np.uint8)).save(img)
+    for method in ("lime", "occlusion"):
+        r = CliRunner().invoke(main, ["explain", det, str(img), "--method", method])
+        assert r.exit_code == 2 and "is a detector" in r.output and "Traceback" not in r.output

@@ -24,6 +24,11 @@ from _bench import header, md_table
 
 from kdefect.utils.io import write_json, write_text
 
+NOTE = ("\nThe detectors are trained for 3 steps only: the cost of an invoke does not depend on the weights, but an "
+        "untrained head keeps many weak boxes (`boxes_kept_unmasked`), so decoding and NMS cost more than for a "
+        "trained model. `interpreter_share`: bare invokes / D-RISE seconds; the rest is the device's numpy decoder "
+        "(anchors, NMS) run once per masked image, masking and the similarity.\n")
+
 
 def exported_detector(size: int, work: Path) -> tuple[Path, Path]:
     """A few-step yolo_v8_tiny run at ``size`` px, exported INT8 (with its sidecar), and its data root."""
@@ -88,7 +93,7 @@ def main() -> None:
     write_text(Path(args.out).with_suffix(".md"),
                f"# D-RISE cost (INT8 yolo_v8_tiny .tflite)\n\nCommand: `{result['command']}`  \nDate: {result['date']}  \n"
                f"Machine: {result['machine']['machine']}, {result['machine']['cpu_count']} cores "
-               f"({result['machine']['cpu']}), shared with other jobs\n\n" + md_table(rows, cols))
+               f"({result['machine']['cpu']}), shared with other jobs\n\n" + md_table(rows, cols) + NOTE)
 
 
 if __name__ == "__main__":

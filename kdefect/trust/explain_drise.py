@@ -31,6 +31,7 @@ before any model call.  TF-free (numpy; scipy for the blur).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -43,6 +44,8 @@ from kdefect.errors import ModelError
 from kdefect.trust.model_fn import BoxVectors
 from kdefect.trust.saliency import Saliency
 from kdefect.trust.saliency_settings import CHUNK, ExplainSettings, hidden
+
+log = logging.getLogger(__name__)
 
 DetectFn = Callable[[np.ndarray], list[BoxVectors]]
 
@@ -126,6 +129,12 @@ def drise_map(fn: DetectFn, image: np.ndarray, settings: ExplainSettings, box: i
         cover += m.sum(0)
         weights.append(w)
         used += len(m)
-    heat = acc / np.maximum(cover, 1e-9) - float(np.concatenate(weights).mean())
+    w_all = np.concatenate(weights)
+    if np.ptp(w_all) < 1e-9:  # no mask changed the match: the map would be rounding noise, scaled up by ``display``
+        log.warning("D-RISE: box %d matched equally (%.3f) under all %d masks; the map is empty (try more masks, "
+                    "smaller --keep or another --masker).", box, float(w_all[0]), len(w_all))
+        heat = np.zeros(x.shape[:2])
+    else:
+        heat = acc / np.maximum(cover, 1e-9) - float(w_all.mean())
     return BoxSaliency("drise", heat.astype(np.float32), int(base.classes[box]), time.perf_counter() - t0, used,
                        int(box), target, float(base.scores[box]), base)

@@ -13,6 +13,7 @@ from kdefect.errors import ModelError
 from kdefect.trust.explain_drise import MaskDraws, drise_map, similarity
 from kdefect.trust.faithfulness import localisation
 from kdefect.trust.model_fn import BoxVectors
+from kdefect.trust.saliency import display
 from kdefect.trust.saliency_settings import ExplainSettings
 
 SIZE = 48
@@ -89,6 +90,16 @@ def test_similarity_is_iou_times_cosine():
         max(0.5 * 1.0, 1.0 / np.sqrt(2)), abs=1e-6)
     empty = BoxVectors(np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros((0, 2)))
     assert similarity(np.array([0, 0, 10, 10], np.float32), np.array([1.0, 0.0]), empty) == 0.0
+
+
+def test_a_box_no_mask_changes_gives_an_empty_map_not_amplified_noise():
+    class Always(FakeDetector):
+        def __call__(self, images):
+            return [BoxVectors(np.array([PATCH], np.float32), np.array([1]), np.array([0.9]), np.array([[0.1, 0.9]]))
+                    for _ in images]
+
+    s = drise_map(Always(), patch_image(), FAST)
+    assert not s.heat.any() and display(s.heat).max() == 0
 
 
 def test_a_box_the_detector_did_not_find_is_refused():

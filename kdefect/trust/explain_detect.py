@@ -112,7 +112,8 @@ def explain_detector_files(model_path: str | Path, inputs: list[str | Path], out
             done.append(s)
             shown = Image.fromarray(overlay(np.clip(img, 0, 255).astype(np.uint8), display(s.heat)))
             png = png_bytes(np.asarray(annotate(shown, [boxes[box]], width=1)))
-            row.update(explained={"index": box, **boxes[box]}, drise=str(write_bytes(out / f"{f.stem}_drise.png", png)))
+            row.update(explained={"index": box, **boxes[box], "weight_spread": round(s.spread, 6)},
+                       drise=str(write_bytes(out / f"{f.stem}_drise.png", png)))
         rows.append(row)
         if progress is not None:
             progress(1)

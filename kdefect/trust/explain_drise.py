@@ -47,6 +47,9 @@ from kdefect.trust.saliency_settings import CHUNK, ExplainSettings, hidden
 
 log = logging.getLogger(__name__)
 
+# Weights are IoU x cosine in 0..1; a spread below this is the INT8 outputs' rounding, not evidence.
+MIN_SPREAD = 1e-4
+
 DetectFn = Callable[[np.ndarray], list[BoxVectors]]
 
 
@@ -58,6 +61,7 @@ class BoxSaliency(Saliency):
     box: np.ndarray
     score: float
     detections: BoxVectors
+    spread: float  # max - min of the mask weights: how much masking changed the match at all
 
 
 def _bilinear(out_len: int, cells: int) -> np.ndarray:
@@ -130,11 +134,13 @@ def drise_map(fn: DetectFn, image: np.ndarray, settings: ExplainSettings, box: i
         weights.append(w)
         used += len(m)
     w_all = np.concatenate(weights)
-    if np.ptp(w_all) < 1e-9:  # no mask changed the match: the map would be rounding noise, scaled up by ``display``
-        log.warning("D-RISE: box %d matched equally (%.3f) under all %d masks; the map is empty (try more masks, "
-                    "smaller --keep or another --masker).", box, float(w_all[0]), len(w_all))
+    spread = float(np.ptp(w_all))
+    if spread < MIN_SPREAD:  # no mask changed the match: the map would be noise, scaled up to 1 by ``display``
+        log.warning("D-RISE: box %d matched alike (%.3f, spread %.1e) under all %d masks, so the map is empty: the "
+                    "box does not depend on what the masks hide (try a smaller --keep, another --masker or --box).",
+                    box, float(w_all[0]), spread, len(w_all))
         heat = np.zeros(x.shape[:2])
     else:
         heat = acc / np.maximum(cover, 1e-9) - float(w_all.mean())
     return BoxSaliency("drise", heat.astype(np.float32), int(base.classes[box]), time.perf_counter() - t0, used,
-                       int(box), target, float(base.scores[box]), base)
+                       int(box), target, float(base.scores[box]), base, spread)

@@ -17,6 +17,7 @@ Supported heads (the sidecar's ``detection`` dict names everything needed):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +70,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def yolo_anchor_points(size: tuple[int, int], strides=YOLO_STRIDES) -> tuple[np.ndarray, np.ndarray]:
-    """Anchor centres (A, 2) as (x, y) in stride units and each anchor's stride (A,), keras-cv's order."""
+    """Anchor centres (A, 2) as (x, y) in stride units and each anchor's stride (A,), keras-cv's order.
+
+    Cached per (size, strides), read-only: the device and D-RISE decode thousands of images of one size.
+    """
+    return _yolo_anchor_points(tuple(int(v) for v in size), tuple(int(v) for v in strides))
+
+
+@functools.lru_cache(maxsize=16)
+def _yolo_anchor_points(size: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     points, all_strides = [], []
     for s in strides:
         ys, xs = np.arange(0, size[0], s, dtype=np.float32), np.arange(0, size[1], s, dtype=np.float32)
@@ -77,23 +86,38 @@ def yolo_anchor_points(size: tuple[int, int], strides=YOLO_STRIDES) -> tuple[np.
         pts = np.stack([gx.ravel(), gy.ravel()], 1) + 0.5 * s
         points.append(pts / s)
         all_strides.append(np.full(len(pts), s, np.float32))
-    return np.concatenate(points).astype(np.float32), np.concatenate(all_strides)
+    return _frozen(np.concatenate(points).astype(np.float32)), _frozen(np.concatenate(all_strides))
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # cached arrays are shared between calls
+    return a
 
 
 def yolo_boxes(box_logits: np.ndarray, size: tuple[int, int], reg_max: int = 16,
-               strides=YOLO_STRIDES) -> np.ndarray:
-    """(A, 4*reg_max) DFL logits -> (A, 4) xyxy boxes in input pixels."""
+               strides=YOLO_STRIDES, rows: np.ndarray | None = None) -> np.ndarray:
+    """(A, 4*reg_max) DFL logits -> (A, 4) xyxy boxes in input pixels (only ``rows`` of them, when given)."""
     x = np.asarray(box_logits, np.float32).reshape(-1, 4, reg_max)
+    points, stride = yolo_anchor_points(size, strides)
+    if rows is not None:
+        x, points, stride = x[rows], points[rows], stride[rows]
     x = np.exp(x - x.max(-1, keepdims=True))
     dist = (x / x.sum(-1, keepdims=True)) @ np.arange(reg_max, dtype=np.float32)  # (A, 4): l, t, r, b
-    points, stride = yolo_anchor_points(size, strides)
     boxes = np.concatenate([points - dist[:, :2], points + dist[:, 2:]], 1)
     return boxes * stride[:, None]
 
 
 def retina_anchors(size: tuple[int, int], strides=RETINA_STRIDES, sizes=RETINA_SIZES, scales=RETINA_SCALES,
                    ratios=RETINA_RATIOS) -> np.ndarray:
-    """(A, 4) xyxy anchors, identical to keras-cv's ``AnchorGenerator(clip_boxes=True)``."""
+    """(A, 4) xyxy anchors, identical to keras-cv's ``AnchorGenerator(clip_boxes=True)``; cached, read-only."""
+    def tup(v):
+        return tuple(float(x) for x in v)
+
+    return _retina_anchors(tuple(int(v) for v in size), tup(strides), tup(sizes), tup(scales), tup(ratios))
+
+
+@functools.lru_cache(maxsize=16)
+def _retina_anchors(size: tuple[int, int], strides: tuple, sizes: tuple, scales: tuple, ratios: tuple) -> np.ndarray:
     h, w = size
     out = []
     for stride, base in zip(strides, sizes):
@@ -109,7 +133,7 @@ def retina_anchors(size: tuple[int, int], strides=RETINA_STRIDES, sizes=RETINA_S
         y0, y1 = np.clip(y0, 0, h), np.clip(y1, 0, h)
         x0, x1 = np.clip(x0, 0, w), np.clip(x1, 0, w)
         out.append(np.stack([x0, y0, x1, y1], 1))
-    return np.concatenate(out).astype(np.float32)
+    return _frozen(np.concatenate(out).astype(np.float32))
 
 
 def retina_boxes(deltas: np.ndarray, anchors: np.ndarray, variance=RETINA_VARIANCE) -> np.ndarray:
@@ -174,16 +198,19 @@ class BoxDecoder:
     """One architecture's box coding: its anchor layout for the sidecar, and raw regression -> xyxy boxes."""
 
     layout: Callable[[], dict[str, Any]]
-    boxes: Callable[[np.ndarray, tuple[int, int], dict[str, Any]], np.ndarray]
+    boxes: Callable[[np.ndarray, tuple[int, int], dict[str, Any], np.ndarray | None], np.ndarray]
 
 
-def _yolo(raw: np.ndarray, size: tuple[int, int], p: dict[str, Any]) -> np.ndarray:
-    return yolo_boxes(raw, size, int(p.get("reg_max", 16)), p.get("strides", YOLO_STRIDES))
+def _yolo(raw: np.ndarray, size: tuple[int, int], p: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
+    return yolo_boxes(raw, size, int(p.get("reg_max", 16)), p.get("strides", YOLO_STRIDES), rows)
 
 
-def _retina(raw: np.ndarray, size: tuple[int, int], p: dict[str, Any]) -> np.ndarray:
+def _retina(raw: np.ndarray, size: tuple[int, int], p: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
     anchors = retina_anchors(size, p.get("strides", RETINA_STRIDES), p.get("anchor_sizes", RETINA_SIZES),
                              p.get("anchor_scales", RETINA_SCALES), p.get("aspect_ratios", RETINA_RATIOS))
+    raw = np.asarray(raw, np.float32).reshape(-1, 4)
+    if rows is not None:
+        raw, anchors = raw[rows], anchors[rows]
     return retina_boxes(raw, anchors, p.get("box_variance", RETINA_VARIANCE))
 
 
@@ -209,11 +236,16 @@ def decode(outputs: dict[str, np.ndarray], params: dict[str, Any], score_thresho
     if arch not in DECODERS:
         raise EdgeError(f"detector architecture {arch!r} in the sidecar is unknown; expected "
                         f"{' or '.join(DECODERS.names())}.")
-    boxes = DECODERS.get(arch).boxes(raw_boxes, size, params)
-    boxes = np.clip(boxes, 0, [size[1], size[0], size[1], size[0]]).astype(np.float32)
-    thr = params.get("score_threshold", 0.25) if score_threshold is None else score_threshold
-    return select(boxes, sigmoid(logits), float(thr), float(params.get("iou_threshold", 0.5)),
-                  int(params.get("max_detections", 100)), bool(params.get("class_agnostic", False)))
+    thr = float(params.get("score_threshold", 0.25) if score_threshold is None else score_threshold)
+    scores = sigmoid(logits)
+    # Only anchors with a class above the threshold can become detections: decode just those (a trained model has
+    # a handful of thousands), the same candidates and order as decoding every anchor.
+    rows = np.nonzero(scores.max(1, initial=-1.0) > thr)[0] if scores.size else np.zeros(0, np.int64)
+    boxes = DECODERS.get(arch).boxes(raw_boxes, size, params, rows)
+    boxes = np.clip(boxes, 0, [size[1], size[0], size[1], size[0]]).astype(np.float32).reshape(-1, 4)
+    det = select(boxes, scores[rows], thr, float(params.get("iou_threshold", 0.5)),
+                 int(params.get("max_detections", 100)), bool(params.get("class_agnostic", False)))
+    return Detections(det.boxes, det.classes, det.scores, rows[det.anchors])
 
 
 def image_score(outputs: dict[str, np.ndarray]) -> float:

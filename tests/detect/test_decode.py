@@ -82,3 +82,26 @@ def test_decode_structure_and_threshold():
     assert np.all(np.diff(det.scores) <= 0)  # best first
     with pytest.raises(Exception, match="architecture"):
         dd.decode(raw, {**params, "architecture": "ssd"})
+
+
+@pytest.mark.parametrize("arch", ["yolov8", "retinanet"])
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_decoding_only_candidate_anchors_equals_decoding_every_anchor(arch, agnostic):
+    """``decode`` decodes just the anchors above the score threshold: same boxes, order and anchors as all of them."""
+    size = (64, 96)
+    params = {**dd.decoding_params(arch, size), "score_threshold": 0.6, "iou_threshold": 0.5,
+              "class_agnostic": agnostic}
+    rng = np.random.default_rng(3)
+    n = len(dd.yolo_anchor_points(size)[0]) if arch == "yolov8" else len(dd.retina_anchors(size))
+    raw = {"boxes": rng.normal(0, 1, (n, 64 if arch == "yolov8" else 4)).astype(np.float32),
+           "scores": rng.normal(-1, 1.5, (n, 3)).astype(np.float32)}
+    got = dd.decode(raw, params)
+    every = dd.DECODERS.get(arch).boxes(raw["boxes"], size, params, None)
+    every = np.clip(every, 0, [size[1], size[0], size[1], size[0]]).astype(np.float32)
+    ref = dd.select(every, dd.sigmoid(raw["scores"]), 0.6, 0.5, 100, agnostic)
+    assert len(ref.boxes) >= 2
+    np.testing.assert_array_equal(got.boxes, ref.boxes)
+    np.testing.assert_array_equal(got.classes, ref.classes)
+    np.testing.assert_array_equal(got.scores, ref.scores)
+    np.testing.assert_array_equal(got.anchors, ref.anchors)
+    assert not dd.yolo_anchor_points(size)[0].flags.writeable  # the cached anchors cannot be changed by a caller

@@ -267,6 +267,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["gradcam", "lime", "shap", "occlusion"])
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--evals", type=int, default=500)
+    ap.add_argument("--segments", type=int, default=None, help="superpixels for LIME/SHAP (default: the library's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--contention", default="", help="say in the results what else shared the CPU (seconds are then upper bounds)")
     ap.add_argument("--neu-n", type=int, default=0, help="NEU test images (0 = skip)")
@@ -274,7 +275,8 @@ def main() -> None:
     ap.add_argument("--neu-dir", default=str(neu_dir() or ""), help="NEU-DET root (default $KDEFECT_NEU_DIR)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    settings = ExplainSettings(seed=a.seed, lime_samples=a.samples, shap_evals=a.evals)
+    settings = ExplainSettings(seed=a.seed, lime_samples=a.samples, shap_evals=a.evals,
+                               **({"segments": a.segments} if a.segments else {}))
     res = {**header(), "settings": settings.to_dict(), "contention": a.contention}
     res["synthetic"] = synthetic(a, Path(a.work), settings)
     if a.neu_n > 0:

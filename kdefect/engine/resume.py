@@ -191,6 +191,7 @@ class ResumeState(keras.callbacks.Callback):
         self._same_phase = False
         self._fit_restored = False
         self._last: Path | None = point.checkpoint if point else None
+        self._ckpt: tuple[Any, Any, Any] | None = None  # (model, optimizer, their tf.train.Checkpoint)
 
     # ---- saving ------------------------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -202,8 +203,7 @@ class ResumeState(keras.callbacks.Callback):
         if done and self._last is not None:
             prefix = str(self._last)  # never rewrite the checkpoint the current state.json names
         else:
-            prefix = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer).write(
-                str(self.folder / f"epoch-{epoch:04d}"))
+            prefix = self._checkpoint().write(str(self.folder / f"epoch-{epoch:04d}"))
         lr = self.model.optimizer.learning_rate
         state = {"epoch": epoch, "phase": self.phase, "checkpoint": Path(prefix).name,
                  "train_seconds": round(time.perf_counter() - self.start, 3),
@@ -217,6 +217,14 @@ class ResumeState(keras.callbacks.Callback):
             for f in self.folder.glob(self._last.name + ".*"):
                 f.unlink(missing_ok=True)
         self._last = Path(prefix)
+
+    def _checkpoint(self) -> Any:
+        """One Checkpoint per (model, optimizer): building it every epoch doubled the cost of a snapshot (a new
+        phase compiles a new optimizer, which gets its own)."""
+        if self._ckpt is None or self._ckpt[0] is not self.model or self._ckpt[1] is not self.model.optimizer:
+            self._ckpt = (self.model, self.model.optimizer,
+                          tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer))
+        return self._ckpt[2]
 
     def finish(self, epoch: int) -> None:
         """Mark training done, so a crash during evaluation resumes straight to it."""

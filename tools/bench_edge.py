@@ -229,11 +229,14 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
                      f"| {med[a]['cpu_ms_per_image']:.2f} |" for a in label)
     per = "; ".join(f"{r['edge_vs_bare']:.3f} / {r['edge_vs_naive']:.3f}" for r in res["per_round"])
     e = med["edge"]
+    # one benchmark process keeps a core busy: a load average above ~1.5 means other jobs shared the CPUs
+    busy = ("**shared with other jobs**" if max(res["load_average_before_after"]) > 1.5 * m["cpu_count"] / 2
+            else "otherwise idle")
     md = f"""# Edge runtime benchmark: {args.out}
 
 `{res['command']}`
 
-{res['date']}; {m['cpu']} ({m['machine']}), {m['cpu_count']} CPUs **shared with other jobs** (load average
+{res['date']}; {m['cpu']} ({m['machine']}), {m['cpu_count']} CPUs, {busy} (load average
 {res['load_average_before_after'][0]:.1f} before, {res['load_average_before_after'][1]:.1f} after): absolute
 figures are noisy, the ratios within a round are the comparison. Model `{Path(res['model']).name}`
 ({res['input'][0]}x{res['input'][1]}x{res['input'][2]}, sha256 {res['model_sha256'][:12]}), backend {res['backend']},

@@ -74,6 +74,7 @@ def measure(model: Path, images: list[Path], masks: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--contention", default="", help="what else shared the CPU, if anything (said in the results)")
     ap.add_argument("--out", default="tools/results/drise")
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--masks", type=int, default=1000)
@@ -93,7 +94,8 @@ def main() -> None:
     write_text(Path(args.out).with_suffix(".md"),
                f"# D-RISE cost (INT8 yolo_v8_tiny .tflite)\n\nCommand: `{result['command']}`  \nDate: {result['date']}  \n"
                f"Machine: {result['machine']['machine']}, {result['machine']['cpu_count']} cores "
-               f"({result['machine']['cpu']}), shared with other jobs\n\n" + md_table(rows, cols) + NOTE)
+               f"({result['machine']['cpu']}), "
+               f"{'shared with other jobs: ' + args.contention if args.contention else 'otherwise idle'}\n\n" + md_table(rows, cols) + NOTE)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def run_one(arch: str, args: argparse.Namespace) -> dict:
     from kdefect.tasks.detect import evaluate_detector, export_detector
 
     cfg = load_config(overrides=[
-        "task=detect", f"name=bench_{arch}", f"runs_dir={args.runs_dir}", "data.source=neu", "seed=0",
+        "task=detect", f"name=bench_{args.label or arch}", f"runs_dir={args.runs_dir}", "data.source=neu", "seed=0",
         f"data.image_size=[{args.image_size},{args.image_size}]", f"data.batch_size={args.batch_size}",
         "train.epochs=1000", f"train.time_budget_s={args.budget_min * 60}", *ARCHS[arch], *args.set])
     t0 = time.perf_counter()
@@ -44,7 +44,11 @@ def run_one(arch: str, args: argparse.Namespace) -> dict:
     metrics = run.read_json("metrics.json")
     tfl = export_detector(run.path, run.path / "model_int8.tflite", mode="int8")
     q = evaluate_detector(tfl)
-    return {"run": str(run.path), "overrides": ARCHS[arch] + args.set, "budget_min": args.budget_min,
+    cal = run.read_json("calibration.json") if (run.path / "calibration.json").is_file() else {}
+    v = cal.get("verdict", {})
+    return {"verdict": {k: v.get(k) for k in ("verdict", "reasons", "escapes", "defective", "escape_upper95",
+                                              "false_reject_rate", "good", "reject_min_score")},
+            "run": str(run.path), "overrides": ARCHS[arch] + args.set, "budget_min": args.budget_min,
             "image_size": args.image_size, "command": "python " + " ".join(sys.argv), "float": metrics,
             "int8": {k: q[k] for k in ("map50", "map", "recall", "missed", "latency_ms_p50", "latency_ms_p95")},
             "int8_per_class_ap50": {c: v["ap50"] for c, v in q["per_class"].items()},
@@ -70,6 +74,14 @@ def markdown(res: dict) -> str:
         pc = r["float"]["per_class"]
         lines.append(f"- **{arch}**: " + "; ".join(f"{c} {v['ap50']:.2f} / {v['recall'] or 0:.2f} / {v['missed']}"
                                                   for c, v in pc.items()))
+    verdicts = {a: r["verdict"] for a, r in res["results"].items() if r.get("verdict", {}).get("verdict")}
+    if verdicts:
+        lines += ["", "Image-level verdict on the test split (reject an image when its best box reaches the threshold "
+                      "chosen on validation for trust.target_escape):", ""]
+        for arch, v in verdicts.items():
+            lines.append(f"- **{arch}**: {v['verdict']} at box score >= {v['reject_min_score']:.3f}; image escapes "
+                         f"{v['escapes']}/{v['defective']} (95% upper bound {v['escape_upper95']:.1%}); "
+                         f"defect-free test images {v['good']}; reasons: {'; '.join(v['reasons']) or 'none'}")
     sweeps = {a: r["float"]["threshold_sweep"] for a, r in res["results"].items() if "threshold_sweep" in r["float"]}
     if sweeps:
         lines += ["", "Missed defects vs score threshold (float, test split): recall / missed boxes / false positives "
@@ -115,6 +127,7 @@ def main() -> int:
     ap.add_argument("--runs-dir", default="runs/bench_detect")
     ap.add_argument("--out", default="detect", help="results file stem under tools/results/")
     ap.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
+    ap.add_argument("--label", default="", help="results row name (default: the architecture), e.g. yolov8_warm")
     ap.add_argument("--append", action="store_true",
                     help="add to (or replace detectors in) the existing results file instead of starting a new one")
     ap.add_argument("--refresh", action="store_true",
@@ -145,7 +158,7 @@ def main() -> int:
         old = json.loads(out.with_suffix(".json").read_text())
         res["results"] = old.get("results", {})
     for arch in args.archs.split(","):
-        res["results"][arch] = run_one(arch, args)
+        res["results"][args.label or arch] = run_one(arch, args)
         budgets = {r.get("budget_min", 0) for r in res["results"].values()}
         if len(budgets) > 1:
             res["title"] = f"NEU-DET, per-detector budgets (see table), {args.image_size} px, from scratch"

@@ -72,6 +72,9 @@ class DataConfig:
     sampling: str = "auto"  # shuffle | balanced (each class equally often per batch) | auto
     duplicates: str = "drop"  # identical files: drop (keep the first copy) | fail
     subsample: dict[str, float] = field(default_factory=dict)
+    # another run's split lists (train/val/test by path) instead of a new split: a detector warm-started from a
+    # classifier takes the classifier's split, so its test images were never training images of the backbone
+    split_from: str = ""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

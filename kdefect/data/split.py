@@ -145,3 +145,27 @@ def write_skipped(run_dir: str | Path, skipped: Sequence[tuple[str, str]]) -> Pa
     w.writerow(["path", "reason"])
     w.writerows(skipped)
     return write_text(Path(run_dir) / "skipped.csv", buf.getvalue())
+
+
+def split_from_run(paths: Sequence[str], run_dir: str | Path) -> dict[str, np.ndarray]:
+    """Indices into ``paths`` of another run's train/val/test lists (``data.split_from``), matched by file.
+
+    Images of the run that this data set lacks, and images of this data set in none of the run's lists (a
+    duplicate dropped differently), are left out and logged; a split left empty that the run had is an error.
+    """
+    lists = load_split(run_dir)
+    pos = {str(Path(p).resolve()): i for i, p in enumerate(paths)}
+    out: dict[str, np.ndarray] = {}
+    missing = 0
+    for name, (files, _labels) in lists.items():
+        idx = [pos.get(str(Path(f).resolve()), -1) for f in files]
+        missing += idx.count(-1)
+        out[name] = np.asarray([i for i in idx if i >= 0], np.int64)
+        if files and not len(out[name]):
+            raise DataError(f"data.split_from '{run_dir}': none of its {len(files)} {name} images is in this data "
+                            "set. Both runs must read the same images (data.source).")
+    left = len(paths) - sum(len(v) for v in out.values())
+    if missing or left:
+        log.warning("data.split_from %s: %d of its images are not in this data set and %d of this data set's "
+                    "images are in none of its splits; both are left out", run_dir, missing, left)
+    return out

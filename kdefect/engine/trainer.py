@@ -58,7 +58,11 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         profile = {"task": cfg.task, **profile}
     else:
         index, dropped = dedupe_index(index, cfg.data.duplicates, scan)
-        if split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
+        if split is None and cfg.data.split_from:  # another run's split, image by image
+            from kdefect.data.split import split_from_run
+
+            split = split_from_run(index.paths, cfg.data.split_from)
+        elif split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
             split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
         else:
             check_split_leaks(index, split, scan)
@@ -70,7 +74,7 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
-    _preflight(cfg, split)
+    _preflight(cfg, split, index)
     run = RunDir.create(cfg.runs_dir, cfg.name)
     with run.failure_recorded():
         cfg.save(run.config_path)
@@ -87,12 +91,12 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
     return run, index, split
 
 
-def _preflight(cfg: Config, split: dict[str, np.ndarray]) -> None:
+def _preflight(cfg: Config, split: dict[str, np.ndarray], index: Any = None) -> None:
     """The checks that would otherwise fail only after the run folder exists: backbone and batch size."""
     validate_config(cfg)  # the resolved ``auto`` values too
     task = get_task(cfg.task)
     if task.preflight is not None:  # a task with its own lifecycle checks its own keys
-        task.preflight(cfg, split)
+        task.preflight(cfg, split, index)
         return
     from kdefect.models.backbones import check_backbone
 

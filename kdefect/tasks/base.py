@@ -38,7 +38,7 @@ class Task:
     evaluate: Callable[..., dict[str, Any]] | None = None
     predict: Callable[..., list[dict[str, Any]]] | None = None
     export: Callable[..., Path] | None = None
-    preflight: Callable[..., None] | None = None  # (cfg, split): checks before the run folder exists
+    preflight: Callable[..., None] | None = None  # (cfg, split, index): checks before the run folder exists
     # (target, split, data) -> {"scores", "contains", "classes", "params"}: each image's best box score, for a
     # verdict on an image-level reject rule (``trust.calibrate`` picks its threshold; detection)
     image_scores: Callable[..., dict[str, Any]] | None = None
@@ -86,12 +86,15 @@ def _detect_image_scores(target: str | Path, split: str = "test", data: str | No
     return image_scores(target, split=split, data=data)
 
 
-def _detect_preflight(cfg: Any, split: dict[str, Any]) -> None:
+def _detect_preflight(cfg: Any, split: dict[str, Any], index: Any = None) -> None:
     from kdefect.errors import ConfigError
     from kdefect.models.detectors import backbone_names  # lazy: keras-cv loads only for detection
+    from kdefect.tasks.warm_start import check_held_out
 
     if cfg.detect.backbone not in backbone_names():
         raise ConfigError(f"detect.backbone '{cfg.detect.backbone}' is unknown. Available: {', '.join(backbone_names())}.")
+    if index is not None and cfg.detect.backbone_weights not in ("none", "") and len(split.get("test", [])):
+        check_held_out(cfg.detect.backbone_weights, [index.paths[i] for i in split["test"]])
 
 
 TASKS.add("classify", Task("classify", backbone_key="model.backbone"))

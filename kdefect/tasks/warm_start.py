@@ -77,6 +77,32 @@ def _is_full_model(path: Path) -> bool:
         return "model_weights" in f and "model_config" in f.attrs
 
 
+def check_held_out(source: str | Path, test_paths: list[str]) -> None:
+    """Refuse a warm start from a classification run that trained on this detector's test images.
+
+    Why: a backbone that has seen the test images (with their image labels) makes the detector's test mAP and
+    escape rate optimistic, and nothing in the figures shows it.  Two fits on the same folder need not split it
+    alike (a duplicate dropped in one index shifts the other's split), so the lists are compared file by file.
+    A weights file carries no split: it cannot be checked, and the log says so.
+    """
+    from kdefect.data.split import load_split
+
+    p = Path(source)
+    if not (p.is_dir() and (p / "split" / "train.txt").is_file()):
+        log.info("detect.backbone_weights '%s' is not a run folder: whether its training images include this "
+                 "detector's test images cannot be checked", source)
+        return
+    lists = load_split(p)
+    seen = {str(Path(f).resolve()) for name in ("train", "val") for f in lists[name][0]}
+    leaked = [t for t in test_paths if str(Path(t).resolve()) in seen]
+    if leaked:
+        raise ConfigError(
+            f"detect.backbone_weights '{source}': {len(leaked)} of this detector's {len(test_paths)} test images "
+            f"(e.g. {Path(leaked[0]).name}) were training or validation images of that classification run, so the "
+            "backbone has seen them and the test figures would be optimistic. Give the detector the classifier's "
+            f"split: --set data.split_from={source}")
+
+
 def load_backbone_weights(backbone: Any, source: str | Path, min_match: float = 0.9) -> dict[str, Any]:
     """Copy matching layers of ``source`` into ``backbone``; ConfigError (nothing loaded) below ``min_match``.
 

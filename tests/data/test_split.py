@@ -72,3 +72,30 @@ def test_label_indices_name_an_unknown_label():
     assert label_indices(["a", "b", "c"], ["c", "a", "c"]).tolist() == [2, 0, 2]
     with pytest.raises(DataError, match=r"\['z'\]"):
         label_indices(["a", "b"], ["a", "z"])
+
+
+def _index(tmp_path: Path, n: int) -> DatasetIndex:
+    paths = []
+    for i in range(n):
+        f = tmp_path / "data" / f"img{i:02d}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x")
+        paths.append(str(f))
+    return DatasetIndex(tmp_path / "data", ["a", "b"], paths, np.arange(n) % 2)
+
+
+def test_split_from_run_takes_another_runs_lists_file_by_file(tmp_path, caplog):
+    from kdefect.data.split import split_from_run
+
+    index = _index(tmp_path, 12)
+    split = stratified_split(index.labels, (0.5, 0.25, 0.25), seed=3)
+    save_split(tmp_path / "run", index, split)
+    # the same files indexed in another order, one of them missing: positions differ, files match
+    order = [index.paths[i] for i in range(11, -1, -1) if i != 5]
+    got = split_from_run(order, tmp_path / "run")
+    for name in ("train", "val", "test"):
+        want = {index.paths[i] for i in split[name] if i != 5}
+        assert {order[i] for i in got[name]} == want, name
+    assert "1 of its images are not in this data set" in caplog.text
+    with pytest.raises(Exception, match="none of its"):
+        split_from_run([str(tmp_path / "other.png")], tmp_path / "run")

@@ -90,3 +90,20 @@ def test_detector_fit_records_the_warm_start_with_ema_and_warmup(cls_run, det_vo
     run = fit(cfg, quiet=True)
     warm = run.read_json("metrics.json")["training"]["warm_start"]
     assert warm["matched_share"] == 1.0 and warm["source"].endswith("model.keras")
+
+
+def test_a_classifier_that_trained_on_the_detectors_test_images_is_refused(tmp_path):
+    """The warm start must not leak the detector's test images into its backbone (split lists compared by file)."""
+    from kdefect.errors import ConfigError
+    from kdefect.tasks.warm_start import check_held_out
+
+    run = tmp_path / "cls"
+    (run / "split").mkdir(parents=True)
+    (run / "split" / "root.txt").write_text(f"{tmp_path}\n")
+    (run / "split" / "train.txt").write_text("a.png\tgood\nb.png\tscratch\n")
+    (run / "split" / "val.txt").write_text("c.png\tgood\n")
+    (run / "split" / "test.txt").write_text("d.png\tgood\n")
+    check_held_out(run, [str(tmp_path / "d.png"), str(tmp_path / "e.png")])  # the classifier's own test image: fine
+    with pytest.raises(ConfigError, match=r"1 of this detector's 2 test images.*data\.split_from="):
+        check_held_out(run, [str(tmp_path / "c.png"), str(tmp_path / "e.png")])
+    check_held_out(tmp_path / "weights.h5", [str(tmp_path / "a.png")])  # a weights file has no split to check

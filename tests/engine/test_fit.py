@@ -172,3 +172,15 @@ def test_keep_best_restores_the_epoch_with_the_lowest_validation_loss():
     cb.on_train_end()
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), snapshots[1], strict=True))
     assert cb.best_epoch == 1
+
+
+def test_split_from_reuses_another_runs_split(fitted_run, tmp_path):
+    """`data.split_from=RUN` (a detector warm-started from a classifier takes its split): the same files per split."""
+    from kdefect.data.split import load_split
+    from kdefect.engine.trainer import prepare_run
+    from tests.conftest import tiny_config
+
+    run, _index, _split = prepare_run(tiny_config(tmp_path, f"data.split_from={fitted_run.path}", "seed=7"))
+    mine, theirs = load_split(run.path), load_split(fitted_run.path)
+    for name in ("train", "val", "test"):
+        assert sorted(mine[name][0]) == sorted(theirs[name][0]) and mine[name][0], name

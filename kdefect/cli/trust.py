@@ -100,10 +100,11 @@ def explain(ctx: click.Context, model: str | None, images: tuple[str, ...], meth
         return
     if model is None or not images:
         raise ConfigError("give MODEL and IMAGES (kdefect explain MODEL IMAGES...), or --decision LOG --index N.")
-    from kdefect.trust.explain_detect import check_methods, default_methods
+    from kdefect.trust.explain_detect import check_methods, default_methods, is_detector
 
-    chosen = list(methods) or default_methods(model)
-    check_methods(model, chosen, class_name)
+    detector = is_detector(model)
+    chosen = list(methods) or default_methods(model, detector)
+    check_methods(model, chosen, class_name, detector)  # before the Grad-CAM branch below, which skips explain_files
     if chosen == ["gradcam"] and not model.endswith(".tflite"):
         from kdefect.trust.explain import explain_files as gradcam_files
 

@@ -55,16 +55,20 @@ def detector_tflite(model_path: str | Path) -> Path:
     return found
 
 
-def default_methods(model_path: str | Path) -> list[str]:
+def default_methods(model_path: str | Path, detector: bool | None = None) -> list[str]:
     """What ``kdefect explain`` runs without --method: drise for a detector, lime for a .tflite, else gradcam."""
-    if is_detector(model_path):
+    if is_detector(model_path) if detector is None else detector:
         return ["drise"]
     return ["lime"] if str(model_path).endswith(".tflite") else ["gradcam"]
 
 
-def check_methods(model_path: str | Path, methods: list[str], class_name: str | None) -> bool:
-    """True when ``methods`` ask for D-RISE on a detector; a mix of model kind and method is a ``ModelError``."""
-    detector = is_detector(model_path)
+def check_methods(model_path: str | Path, methods: list[str], class_name: str | None,
+                  detector: bool | None = None) -> bool:
+    """True when ``methods`` ask for D-RISE on a detector; a mix of model kind and method is a ``ModelError``.
+
+    ``detector``: ``is_detector(model_path)`` when the caller has it already (it reads the sidecar or config).
+    """
+    detector = is_detector(model_path) if detector is None else detector
     if detector and methods != ["drise"]:
         raise ModelError(f"'{model_path}' is a detector: explain its boxes with --method drise (--box K); "
                          f"{', '.join(CLASSIFIER_METHODS)} explain a classifier's class.")

@@ -210,8 +210,8 @@ class TFLiteDetector:
             raw = dd.split_outputs(self.runner(im), self.params)
             det = dd.decode(raw, self.params)
             anchors = int(np.prod(np.shape(raw["boxes"])[:-1]))
-            vec = dd.sigmoid(np.asarray(raw["scores"]).reshape(anchors, -1))
-            out.append(BoxVectors(det.boxes, det.classes, det.scores, vec[det.anchors]))
+            kept = np.asarray(raw["scores"]).reshape(anchors, -1)[det.anchors]  # only the kept boxes' rows
+            out.append(BoxVectors(det.boxes, det.classes, det.scores, dd.sigmoid(kept)))
         self.images += len(out)
         self.invokes += len(out)
         self.seconds += time.perf_counter() - t0

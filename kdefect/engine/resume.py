@@ -219,8 +219,8 @@ class ResumeState(keras.callbacks.Callback):
         self._last = Path(prefix)
 
     def _checkpoint(self) -> Any:
-        """One Checkpoint per (model, optimizer): building it every epoch doubled the cost of a snapshot (a new
-        phase compiles a new optimizer, which gets its own)."""
+        """One Checkpoint per (model, optimizer): building one every epoch made each snapshot about 50 % dearer
+        (tools/results/overheads.md).  A new phase compiles a new optimizer, which gets its own."""
         if self._ckpt is None or self._ckpt[0] is not self.model or self._ckpt[1] is not self.model.optimizer:
             self._ckpt = (self.model, self.model.optimizer,
                           tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer))

@@ -43,8 +43,8 @@ def _concrete_from_keras(model: Any, batch_size: int) -> tuple[Any, Any]:
 
     cf = serve.get_concrete_function()
     # The converter saves this trackable as a SavedModel to read the variables.  Handing it the Keras model makes
-    # TF serialise every layer's call graphs as well (46.7 s vs 10.6 s for a 64 px YOLOv8, same .tflite bytes):
-    # a bare module that holds only the variables is all the conversion needs.
+    # TF serialise every layer's call graphs as well (3.6x slower for a 64 px YOLOv8, same .tflite bytes:
+    # tools/results/overheads.md): a bare module that holds only the variables is all the conversion needs.
     holder = tf.Module()
     holder.variables_for_export = list(model.variables)
     return cf, holder

@@ -13,6 +13,9 @@ Arms, run interleaved in every round (the CPUs may be shared: the median round i
 - ``edge_fsync_record``: the same with ``--fsync record`` (one fsync per part before the next);
 - ``edge_no_prefetch``: the same with ``--no-prefetch`` (decode in the invoke thread).
 Targets: edge >= 0.95 x bare, edge >= 1.0 x naive, peak RSS <= 100 MB, cold start <= 0.3 s.
+A detector (sidecar task ``detect``) runs the same arms through ``EdgeDetector``, plus ``bare_decode``: the bare
+loop followed by the shared numpy decoder and the reject rule (what any detector loop must add to ``invoke``);
+its naive loop is PIL open -> RGB -> PIL bilinear resize, which is also the detection pipeline's own resize.
 ``--parity-split RUN``: also check that the device input tensor equals the host pipeline's
 (``kdefect.data.pipeline.load_images``, imports TensorFlow, after the timed rounds) on RUN's test split.
 """
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench import header  # noqa: E402
 
 from kdefect.edge.classifier import EdgeClassifier  # noqa: E402
+from kdefect.edge.detector import EdgeDetector  # noqa: E402
 from kdefect.edge.interpreter import quantize_input  # noqa: E402
 from kdefect.utils.io import write_json, write_text  # noqa: E402
 
@@ -71,27 +75,57 @@ def _stats(lat: list[float], wall: float, cpu: float) -> dict:
             "p95_ms": float(np.percentile(lat, 95)), "cpu_ms_per_image": cpu / len(lat) * 1000}
 
 
-def _invoke_loop(clf: EdgeClassifier, items: list, make_input: Callable[[Any], np.ndarray]) -> dict:
-    """Time ``set_tensor(make_input(item))`` + ``invoke`` + the class output per item (the two plain loops)."""
+def _open(model: Path, threads: int) -> Any:
+    """The runtime's model class for ``model``: ``EdgeDetector`` when its sidecar says ``detect``."""
+    from kdefect.core.sidecar import read_sidecar
+
+    if read_sidecar(model).task == "detect":
+        return EdgeDetector(model, threads=threads)
+    return EdgeClassifier(model, threads=threads)
+
+
+def _invoke_loop(clf: Any, items: list, make_input: Callable[[Any], np.ndarray],
+                 after: Callable[[list[np.ndarray]], Any] | None = None) -> dict:
+    """Time ``set_tensor(make_input(item))`` + ``invoke`` + the outputs per item (the plain loops); ``after``
+    gets the outputs (a detector's decoding).  A classifier's loop reads its class output only."""
     interp, din = clf.runner.interpreter, clf.runner.input_detail
-    dout = clf.runner.output_details[clf.runner.roles["main"]]["index"]
+    roles = clf.runner.roles
+    douts = [clf.runner.output_details[roles["main"]]] if "main" in roles and not isinstance(clf, EdgeDetector) \
+        else clf.runner.output_details
     lat = []
     c0, t0 = time.process_time(), time.perf_counter()
     for item in items:
         t = time.perf_counter()
         interp.set_tensor(din["index"], make_input(item))
         interp.invoke()
-        interp.get_tensor(dout)
+        outs = [interp.get_tensor(d["index"]) for d in douts]
+        if after is not None:
+            after(outs)
         lat.append((time.perf_counter() - t) * 1000)
     return _stats(lat, time.perf_counter() - t0, time.process_time() - c0)
 
 
-def bare(clf: EdgeClassifier, xs: list[np.ndarray]) -> dict:
+def bare(clf: Any, xs: list[np.ndarray]) -> dict:
     """Preprocessed input tensors straight into the interpreter: the ceiling."""
     return _invoke_loop(clf, xs, lambda x: x)
 
 
-def naive_input(clf: EdgeClassifier, f: Path) -> np.ndarray:
+def bare_decode(det: EdgeDetector, xs: list[np.ndarray]) -> dict:
+    """The bare loop + the shared decoder and the reject rule on the dequantised outputs (detectors)."""
+    from kdefect.core import detect_decode as dd
+    from kdefect.edge.interpreter import dequantize_output
+
+    details = det.runner.output_details
+
+    def decode(outs: list[np.ndarray]) -> None:
+        raw = dd.split_outputs([dequantize_output(o, d) for o, d in zip(outs, details)], det.params)
+        dd.decode(raw, det.params)
+        dd.rejects(dd.image_score(raw), det.params)
+
+    return _invoke_loop(det, xs, lambda x: x, after=decode)
+
+
+def naive_input(clf: Any, f: Path) -> np.ndarray:
     """What a hand-written loop feeds the model: Pillow's own bilinear resize (not TF's kernel)."""
     from PIL import Image
 
@@ -100,7 +134,7 @@ def naive_input(clf: EdgeClassifier, f: Path) -> np.ndarray:
     return quantize_input(np.asarray(rgb, np.float32)[None], clf.runner.input_detail)
 
 
-def naive(clf: EdgeClassifier, files: list[Path]) -> dict:
+def naive(clf: Any, files: list[Path]) -> dict:
     """The loop a user would write: PIL open -> PIL resize -> invoke."""
     return _invoke_loop(clf, files, lambda f: naive_input(clf, f))
 
@@ -176,11 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kdefect-bench-") as tmp:
         work = Path(tmp)
         files = _folder(args.images, args.n, work / "images")
-        clf = EdgeClassifier(args.model, threads=args.threads)
-        xs = [clf.load_input(f) for f in files]
+        clf = _open(args.model, args.threads)
+        detector = isinstance(clf, EdgeDetector)
+        if detector and args.parity_split:
+            raise SystemExit("--parity-split checks a classifier's bit-exact resize; a detector's device and host "
+                             "both prepare images with kdefect.core.detect_decode.prepare_image")
+        xs = [clf.load_input(f)[0] if detector else clf.load_input(f) for f in files]
         clf.warm_up(3)
         for r in range(args.rounds):
-            res = {"bare": bare(clf, xs), "naive": naive(clf, files)}
+            res = {"bare": bare(clf, xs), **({"bare_decode": bare_decode(clf, xs)} if detector else {}),
+                   "naive": naive(clf, files)}
             for name, extra in EDGE_ARMS.items():
                 res[name] = edge(args.model, work / "images", args.threads, work, extra)
             if args.compare:
@@ -192,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}: " + ", ".join(f"{k} {v['images_per_s']:.0f}/s" for k, v in res.items()
                                                   if isinstance(v, dict)), file=sys.stderr, flush=True)
     load2 = os.getloadavg()
-    arms = ["bare", "naive", *EDGE_ARMS, *(["compare"] if args.compare else [])]
+    arms = ["bare", *(["bare_decode"] if detector else []), "naive", *EDGE_ARMS,
+            *(["compare"] if args.compare else [])]
     med = {a: {k: statistics.median(r[a][k] for r in rounds) for k in rounds[0][a] if k != "backend"} for a in arms}
     ratios = {k: statistics.median(r[k] for r in rounds)
               for k in ("edge_vs_bare", "edge_vs_naive", *(["compare_ratio"] if args.compare else []))}
@@ -223,6 +263,11 @@ def markdown(res: dict, args: argparse.Namespace) -> str:
              "edge": "`kdefect-edge` (prefetch thread, bit-exact resize, decisions, log, group fsync)",
              "edge_fsync_record": "`kdefect-edge --fsync record` (fsync per part)",
              "edge_no_prefetch": "`kdefect-edge --no-prefetch` (decode in the invoke thread)"}
+    if "bare_decode" in med:  # a detector: the labels say what its loops do
+        label = {"bare": label["bare"], "bare_decode": "bare loop + numpy box decoding, NMS and the reject rule",
+                 "naive": "hand-written loop: PIL open, convert, PIL bilinear resize (the detection pipeline's own), "
+                          "invoke; no decoding", **{k: v.replace("bit-exact resize", "PIL resize") for k, v in
+                                                   label.items() if k.startswith("edge")}}
     if "compare" in med:
         label["compare"] = f"`kdefect-edge` with `{Path(res['compare_model']).name}` (--compare)"
     rows = "\n".join(f"| {label[a]} | {med[a]['images_per_s']:.1f} | {med[a]['p50_ms']:.2f} | {med[a]['p95_ms']:.2f} "

@@ -131,6 +131,17 @@ def _predict(a: dict[str, Any]) -> dict[str, Any]:
             "rss_mb_second_half": [round(min(half)), round(max(half))], "peak_rss_mb": round(_rss_mb())}
 
 
+def drop_page_cache() -> bool:
+    """Evict the page cache (root only), so the next epoch reads every image from disk: the situation of a data
+    set larger than the machine's memory, or one on storage that was not read lately."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
 def run_child(kind: str, a: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(a)], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=3600)
@@ -188,6 +199,8 @@ def main() -> None:
     ap.add_argument("--px", type=int, default=64, help="training input size")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--predict-images", type=int, default=50000)
+    ap.add_argument("--cold", action="store_true",
+                    help="also train each source once right after dropping the page cache (needs root)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -206,6 +219,13 @@ def main() -> None:
         res["train_tfrecord"] = run_child("tfrecord", a)
         res["tfrecord_vs_folder_images_per_s"] = round(res["train_tfrecord"]["train_images_per_s"]
                                                        / res["train_folder"]["train_images_per_s"], 3)
+        if args.cold:
+            for k in ("folder", "tfrecord"):
+                if not drop_page_cache():
+                    raise SystemExit("--cold needs root to write /proc/sys/vm/drop_caches")
+                res[f"train_{k}_cold"] = run_child(k, a)
+            res["cold_tfrecord_vs_folder_images_per_s"] = round(res["train_tfrecord_cold"]["train_images_per_s"]
+                                                                / res["train_folder_cold"]["train_images_per_s"], 3)
         res["predict"] = run_child("predict", {**a, "run": res["train_tfrecord"]["run"]})
         from kdefect.config import SyntheticConfig
         from kdefect.data.synthetic import materialize_synthetic
@@ -218,7 +238,7 @@ def main() -> None:
              "images/s": ""},
             *[{"step": f"fit 1 epoch, {k}", "seconds": res[f"train_{k}"]["fit_seconds"],
                "peak RSS MB": res[f"train_{k}"]["peak_rss_mb"], "images/s": res[f"train_{k}"]["train_images_per_s"]}
-              for k in ("folder", "tfrecord")],
+              for k in ("folder", "tfrecord", *(("folder_cold", "tfrecord_cold") if args.cold else ()))],
             {"step": f"predict --out-dir ({res['predict']['images']} images)", "seconds": "",
              "peak RSS MB": res["predict"]["peak_rss_mb"], "images/s": res["predict"]["batch_predict_images_per_s"]},
             {"step": "bare model.predict on decoded tensors", "seconds": "", "peak RSS MB": "",
@@ -228,7 +248,9 @@ def main() -> None:
           f"cores ({res['machine']['cpu']}), {res['date']}.\n\n{args.images} generated JPEGs, {args.min_px}-"
           f"{args.max_px} px, trained at {args.px} px, batch {args.batch}, tiny_cnn, data.cache=none on both "
           f"sources.\n\n" + md_table(rows, ["step", "seconds", "peak RSS MB", "images/s"]) +
-          f"\n\ntfrecord / folder training images/s: **{res['tfrecord_vs_folder_images_per_s']}**; "
+          f"\n\ntfrecord / folder training images/s: **{res['tfrecord_vs_folder_images_per_s']}**"
+          + (f" (page cache dropped before each fit, `_cold` rows: "
+             f"**{res['cold_tfrecord_vs_folder_images_per_s']}**)" if args.cold else "") + "; "
           f"batch predict / bare loop: **{res['predict']['ratio']}**; predict RSS over the 2nd half of the job: "
           f"{res['predict']['rss_mb_second_half']} MB.\n\nLoss per epoch, same global batch (16) and seed:\n\n"
           + md_table([{"epoch": i + 1, "single process": s, "two workers": t}

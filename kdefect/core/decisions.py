@@ -37,6 +37,7 @@ class Decision:
     review: bool
     ood: dict[str, Any] | None = None
     verdict: str | None = None  # "pass" / "fail" at the operating point; None when the model has no good label
+    boxes: list[dict[str, Any]] | None = None  # a detector's boxes (kdefect.edge.detector); None for a classifier
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

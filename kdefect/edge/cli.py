@@ -1,4 +1,5 @@
-"""``kdefect-edge``: classify parts on the device (argparse only: no click on a Pi).
+"""``kdefect-edge``: classify parts, or find their defects with a detector, on the device (argparse only:
+no click on a Pi).
 
 Exit codes: 0 when the run ended (all inputs done, --max-images reached, or a
 clean stop on SIGTERM / Ctrl-C: every decision made is in the log); 2 when the
@@ -45,7 +46,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdefect-edge", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Classify parts with a kdefect INT8 TFLite model (LiteRT / tflite-runtime, "
+                                description="Classify parts (or find defects with a detector) with a kdefect INT8 TFLite model (LiteRT / tflite-runtime, "
                                             "optional Coral Edge TPU) and log every decision.")
     p.add_argument("model", help="model.tflite with its sidecar model.json beside it")
     p.add_argument("inputs", nargs="*", help="image files and/or folders")
@@ -133,7 +134,35 @@ def part_line(rec: dict[str, Any]) -> str:
         return f"{rec['source']}  ERROR  {rec['error']}"
     flags = [f for f, on in (("REVIEW", rec.get("review")), ("OOD", (rec.get("ood") or {}).get("flag"))) if on]
     verdict = f"  {rec['verdict']}" if rec.get("verdict") else ""
-    return f"{rec['source']}  {rec['label']}  {rec['score']:.3f}{verdict}" + "".join(f"  {f}" for f in flags)
+    boxes = f"  {len(rec['boxes'])} box(es)" if rec.get("boxes") is not None else ""
+    return f"{rec['source']}  {rec['label']}  {rec['score']:.3f}{verdict}{boxes}" + "".join(f"  {f}" for f in flags)
+
+
+def open_model(args: argparse.Namespace) -> Any:
+    """``EdgeClassifier`` or ``EdgeDetector``, as the sidecar's ``task`` says; options of the other kind refused."""
+    from kdefect.core.sidecar import sidecar_path
+
+    try:  # a peek only: the model class verifies the sidecar (and its signature) in full
+        task = json.loads(sidecar_path(args.model).read_bytes()).get("task", "classify")
+    except (OSError, ValueError, AttributeError):
+        task = "classify"  # EdgeClassifier names what is wrong with the sidecar
+    if task == "detect":
+        from kdefect.edge.detector import EdgeDetector
+
+        given = [o for o, v in (("--review-below", args.review_below), ("--temperature", args.temperature),
+                                ("--expect-size", args.expect_size)) if v is not None]
+        if given:
+            raise EdgeError(f"{', '.join(given)} apply to classifiers; '{args.model}' is a detector (it rejects a "
+                            "part when a box reaches the sidecar's detection.reject_min_score).")
+        return EdgeDetector(args.model, threads=args.threads, edgetpu=args.edgetpu,
+                            require_edgetpu=args.require_edgetpu, trust_key=args.trust_key)
+    from kdefect.edge.classifier import EdgeClassifier
+    from kdefect.edge.preprocess import ImagePolicy
+
+    return EdgeClassifier(args.model, threads=args.threads, edgetpu=args.edgetpu, require_edgetpu=args.require_edgetpu,
+                          review_below=args.review_below, temperature=args.temperature,
+                          policy=ImagePolicy(color=args.color, expect_size=args.expect_size),
+                          trust_key=args.trust_key)
 
 
 def closing_summary(s: Any, backend: str, threads: int, log_path: str) -> str:
@@ -157,17 +186,12 @@ def closing_summary(s: Any, backend: str, threads: int, log_path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from kdefect.core.decision_log import DecisionLog
-    from kdefect.edge.classifier import EdgeClassifier
-    from kdefect.edge.preprocess import ImagePolicy
     from kdefect.edge.review import ReviewQueue
     from kdefect.edge.stream import run_stream
     from kdefect.utils.io import write_json
 
     t_start = time.perf_counter()
-    clf = EdgeClassifier(args.model, threads=args.threads, edgetpu=args.edgetpu, require_edgetpu=args.require_edgetpu,
-                         review_below=args.review_below, temperature=args.temperature,
-                         policy=ImagePolicy(color=args.color, expect_size=args.expect_size),
-                         trust_key=args.trust_key)
+    clf = open_model(args)
     if args.info:
         print(json.dumps(clf.info(), indent=2))
         return 0

@@ -186,6 +186,8 @@ def _handle(clf: EdgeClassifier, item: Item, key: PartKey | None, x: Any, prep_s
     rec = {"time": now_iso(), "source": item.source, "label": d.label, "score": d.score, "probs": d.probs,
            "review": d.review, "ood": d.ood, "latency_ms": round(ms, 3), "model_sha256": clf.sha256,
            "manifest_sha256": clf.manifest_sha256, "verdict": d.verdict, **part}
+    if d.boxes is not None:
+        rec["boxes"] = d.boxes
     flagged = d.review or bool(d.ood and d.ood["flag"])
     staged = None
     if flagged and review is not None:

@@ -97,8 +97,28 @@ def _read_history(path: Path, epochs: int) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("epoch") is not None and r["epoch"] <= epochs]
 
 
-def open_for_resume(run_path: str | Path, cfg: Any | None = None) -> tuple[Any, Any, ResumePoint]:
-    """(RunDir, the run's config, where to continue); refuses a complete run or a different config."""
+def resume_role(run_path: str | Path) -> tuple[Any, Any]:
+    """(this worker's role, its strategy) when the run trains with ``train.strategy: multi_worker``, else (None, None).
+
+    Why the strategy is made here, before anything else: ``MultiWorkerMirroredStrategy`` must exist before the
+    first TF op.  Every worker of the restarted job runs ``fit --resume RUN`` on the chief's run folder; they all
+    restore the same snapshot, so their epoch, budget and early-stopping state agree (the job Keras'
+    ``BackupAndRestore`` would restore, plus kdefect's own state).
+    """
+    if RunDir.open(run_path, allow_failed=True).config().train.strategy != "multi_worker":
+        return None, None
+    from kdefect.engine.multiworker import worker_role
+    from kdefect.engine.strategy import make_strategy
+
+    return worker_role(), make_strategy("multi_worker")
+
+
+def open_for_resume(run_path: str | Path, cfg: Any | None = None,
+                    read_only: bool = False) -> tuple[Any, Any, ResumePoint]:
+    """(RunDir, the run's config, where to continue); refuses a complete run or a different config.
+
+    ``read_only``: a non-chief worker of a multi-worker run, which must not touch the chief's folder.
+    """
     run = RunDir.open(run_path, allow_failed=True)  # a run stopped by an error is what resume is for
     saved = run.config()
     if (run.path / MANIFEST).is_file():
@@ -125,7 +145,7 @@ def open_for_resume(run_path: str | Path, cfg: Any | None = None) -> tuple[Any, 
         raise DataError(f"the resume checkpoint '{point.checkpoint}' is missing; the run cannot be resumed. "
                         "Start it again with `kdefect fit`.")
     point.history = _read_history(run.path / "history.csv", point.epoch)
-    if (failed := run.path / FAILED).is_file():  # resuming is the fix: the run is live again
+    if (failed := run.path / FAILED).is_file() and not read_only:  # resuming is the fix: the run is live again
         log.info("run %s had stopped on an error (%s); resuming clears the mark", run.path, failed.name)
         failed.unlink()
     log.info("resuming %s after epoch %d of %d (%.0f s of training already spent)", run.path, point.epoch,

@@ -260,10 +260,17 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
     point = None
     strategy, scratch = None, None
     if resume is not None:
-        from kdefect.engine.resume import load_run_index, open_for_resume
+        from kdefect.engine.resume import load_run_index, open_for_resume, resume_role
 
-        run, cfg, point = open_for_resume(resume, cfg)
+        role, strategy = resume_role(resume)  # a multi-worker run: the strategy first, as below
+        chief = role is None or role.is_chief
+        run, cfg, point = open_for_resume(resume, cfg, read_only=not chief)
         index, split = load_run_index(run)
+        if not chief:  # a restarted worker reads the chief's snapshot (shared storage) and writes only its own folder
+            from kdefect.engine.multiworker import worker_scratch
+
+            scratch = worker_scratch(role)
+            run = RunDir.create(scratch, run.path.name)
     else:
         if cfg is None:
             raise ConfigError("fit needs a config (or resume=RUN to continue a run).")

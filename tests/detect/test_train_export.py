@@ -82,6 +82,42 @@ def test_int8_export_round_trip_agrees_with_keras(tiny_det_run, det_voc_root, tm
     assert m["verdict"]["reject_min_score"] == pytest.approx(cal["decision"]["reject_min_score"])
     assert m["verdict"]["n"] == m["images"]
     _drise_on_the_exported_detector(out, det_voc_root, tmp_path)
+    _edge_on_the_exported_detector(out, det_voc_root, tmp_path)
+
+
+def _edge_on_the_exported_detector(model, det_voc_root, tmp_path):
+    """`kdefect-edge det.tflite FOLDER` decides each part as `kdefect predict det.tflite` does: same boxes, same
+    reject decision (the sidecar's reject_min_score), one durable record per part, a bad file logged not fatal."""
+    import shutil
+
+    from kdefect.edge.cli import main as edge_main
+    from kdefect.engine import predict
+
+    parts = tmp_path / "line"
+    parts.mkdir()
+    files = sorted((det_voc_root / "images").glob("*.png"))[::7][:6]
+    for f in files:
+        shutil.copy(f, parts / f.name)
+    (parts / "zz_broken.png").write_bytes(b"not an image")
+    log, summary = tmp_path / "det.jsonl", tmp_path / "det_summary.json"
+    assert edge_main([str(model), str(parts), "--log", str(log), "--summary", str(summary), "-q",
+                      "--threads", "1"]) == 0
+    recs = {Path(r["source"]).name: r for r in map(json.loads, log.read_text().splitlines())}
+    assert recs["zz_broken.png"]["error"] and len(recs) == len(files) + 1
+    host = {Path(r["path"]).name: r for r in predict(model, [parts / f.name for f in files], tmp_path / "host.json")}
+    for name, h in host.items():
+        r = recs[name]
+        assert r["verdict"] == ("fail" if h["reject"] else "pass"), name
+        assert r["score"] == pytest.approx(h["best_score"], abs=1e-4)
+        assert [(b["label"], b["class_id"]) for b in r["boxes"]] == [(d["label"], d["class_id"]) for d in
+                                                                       h["detections"]]
+        for b, d in zip(r["boxes"], h["detections"]):
+            np.testing.assert_allclose(b["box"], d["box"], atol=0.02)
+            assert b["score"] == pytest.approx(d["score"], abs=1e-4)
+    s = json.loads(summary.read_text())
+    assert s["decisions"] == len(files) and s["errors"] == 1
+    assert sum(s["verdicts"].values()) == len(files)
+    assert edge_main([str(model), str(parts), "--review-below", "0.5", "--log", str(tmp_path / "x.jsonl")]) == 2
 
 
 def _drise_on_the_exported_detector(model, det_voc_root, tmp_path):

@@ -39,6 +39,23 @@ from kdefect.config import load_config
 from kdefect.engine import fit
 fit(load_config(None, sys.argv[1:]), quiet=True)
 """
+KILLED = 17
+# the whole job dies right after epoch 1's snapshot on every worker (a preempted node, a power cut)
+CRASH_SCRIPT = f"""
+import os
+from kdefect.engine import resume as R
+_save = R.ResumeState.save
+def save(self, epoch, **kw):
+    _save(self, epoch, **kw)
+    if epoch == 1:
+        os._exit({KILLED})
+R.ResumeState.save = save
+""" + SCRIPT
+RESUME_SCRIPT = """
+import sys
+from kdefect.engine import fit
+fit(None, quiet=True, resume=sys.argv[1])
+"""
 
 
 def _free_ports(n: int) -> list[int]:
@@ -70,38 +87,56 @@ def _losses(run: Path) -> np.ndarray:
     return np.asarray([float(r["loss"]) for r in csv.DictReader((run / "history.csv").open())])
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, synthetic_cache):
-    """(two-worker chief run, single-process run, per-worker temp folders); workers always reaped."""
-    from kdefect.config import SyntheticConfig
-    from kdefect.data.synthetic import materialize_synthetic
+def _launch(jobs: list[tuple[str, list[str], dict[str, str] | None, Path]], cwd: Path) -> list[tuple[int, str]]:
+    """Run (script, args, TF_CONFIG or None, TMPDIR) processes side by side; (exit code, output) each.
 
-    tmp = tmp_path_factory.mktemp("mw")
-    data = materialize_synthetic(SyntheticConfig(n_per_class=24, size=32, seed=0, contrast=2.5), "folder",
-                                 synthetic_cache)
-    args = [*OVERRIDES, f"data.source={data}"]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    procs, scratch = [], []
-    try:  # the two workers and the single-process reference run side by side
-        for i in range(3):
-            scratch.append(tmp / f"tmp{i}")
-            scratch[-1].mkdir()
-            env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", TMPDIR=str(scratch[-1]))
+    Every process is reaped, whatever happened: a hung collective must not outlive the test.
+    """
+    procs = []
+    try:
+        for script, args, tf_config, tmpdir in jobs:
+            env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="", TMPDIR=str(tmpdir))
             env.pop("TF_CONFIG", None)
-            extra = [f"runs_dir={tmp / 'single'}"]
-            if i < 2:
-                env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-                extra = [f"runs_dir={tmp / 'multi'}", "train.strategy=multi_worker"]
-            procs.append(subprocess.Popen([sys.executable, "-c", SCRIPT, *args, *extra], env=env, cwd=tmp,
+            if tf_config is not None:
+                env["TF_CONFIG"] = json.dumps(tf_config)
+            procs.append(subprocess.Popen([sys.executable, "-c", script, *args], env=env, cwd=cwd,
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         outs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
     finally:
-        for p in procs:  # reap every process, whatever happened
+        for p in procs:
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=30)
-    for i, (p, out) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+    return [(p.returncode, out) for p, out in zip(procs, outs)]
+
+
+def _tf_configs() -> list[dict]:
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def data_args(synthetic_cache) -> list[str]:
+    from kdefect.config import SyntheticConfig
+    from kdefect.data.synthetic import materialize_synthetic
+
+    data = materialize_synthetic(SyntheticConfig(n_per_class=24, size=32, seed=0, contrast=2.5), "folder",
+                                 synthetic_cache)
+    return [*OVERRIDES, f"data.source={data}"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_args):
+    """(two-worker chief run, single-process run, per-worker temp folders)."""
+    tmp = tmp_path_factory.mktemp("mw")
+    scratch = [tmp / f"tmp{i}" for i in range(3)]
+    for d in scratch:
+        d.mkdir()
+    multi = [*data_args, f"runs_dir={tmp / 'multi'}", "train.strategy=multi_worker"]
+    jobs = [(SCRIPT, multi, c, scratch[i]) for i, c in enumerate(_tf_configs())]
+    jobs.append((SCRIPT, [*data_args, f"runs_dir={tmp / 'single'}"], None, scratch[2]))  # the reference, alongside
+    for i, (code, out) in enumerate(_launch(jobs, tmp)):
+        assert code == 0, f"process {i} failed:\n{out[-3000:]}"
     return tmp / "multi", tmp / "single" / "mw", scratch
 
 
@@ -177,3 +212,45 @@ def test_agreed_time_budget_stops_at_epoch_end():
     budget = AgreedTimeBudget(0.0, strategy)
     hist = model.fit(np.zeros((8, 2)), np.zeros(8), batch_size=2, epochs=5, verbose=0, callbacks=[budget])
     assert budget.exhausted and len(hist.history["loss"]) == 1  # the whole first epoch ran, then all stop
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, data_args):
+    """A two-worker job killed after epoch 1, then restarted with ``fit --resume`` on every worker:
+    (the chief's run folder, the worker's TMPDIR)."""
+    tmp = tmp_path_factory.mktemp("mw_resume")
+    scratch = [tmp / f"tmp{i}" for i in range(2)]
+    for d in scratch:
+        d.mkdir()
+    multi = [*data_args, f"runs_dir={tmp / 'multi'}", "train.strategy=multi_worker"]
+    for i, (code, out) in enumerate(_launch([(CRASH_SCRIPT, multi, c, scratch[i])
+                                             for i, c in enumerate(_tf_configs())], tmp)):
+        assert code == KILLED, f"worker {i} was not killed after epoch 1 (exit {code}):\n{out[-3000:]}"
+    run = tmp / "multi" / "mw"
+    assert json.loads((run / "resume" / "state.json").read_text())["epoch"] == 1
+    assert not (run / "manifest.json").exists()
+    # the restarted job: new ports, the same run folder (shared storage) on every worker
+    for i, (code, out) in enumerate(_launch([(RESUME_SCRIPT, [str(run)], c, scratch[i])
+                                             for i, c in enumerate(_tf_configs())], tmp)):
+        assert code == 0, f"worker {i} failed to resume:\n{out[-3000:]}"
+    return run, scratch[1]
+
+
+@pytest.mark.slow
+def test_a_killed_multi_worker_job_resumes_on_every_worker(resumed, runs):
+    from kdefect.core.run import RunDir
+
+    run, worker_tmp = resumed
+    assert RunDir(run).verify_manifest() == []
+    assert not (run / "resume").exists()  # complete: the snapshot is gone
+    assert not [p for p in run.rglob("*") if "kdefect-worker" in str(p) or ".tmp" in p.name]
+    # the crashed worker's folder stays (it was killed); the resumed worker removed its own
+    assert len(list(worker_tmp.glob("kdefect-worker1-*"))) == 1
+    training = json.loads((run / "metrics.json").read_text())["training"]
+    assert training["resumed_at_epoch"] == 1 and training["epochs_run"] == 3
+    # the resumed curve follows the uninterrupted two-worker run: epoch 1 is the same computation, and epochs
+    # 2-3 differ only in the shuffle order (a resumed run reshuffles with seed + epochs done)
+    resumed_loss, straight = _losses(run), _losses(runs[0] / "mw")
+    assert len(resumed_loss) == 3
+    np.testing.assert_allclose(resumed_loss[0], straight[0], rtol=1e-3)
+    np.testing.assert_allclose(resumed_loss, straight, rtol=0.05)

@@ -17,7 +17,12 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("edge_bench_neu.md", "On-device runtime"),
          ("edge_bench_neu_arms.md", "On-device runtime side by side: bare invoke, hand-written loop, kdefect-edge (issue 15)"),
          ("edge_bench_neu_knn_gate.md", "On-device runtime: cost of the kNN unknown-defect gate"), ("edge_aarch64.md", "aarch64 (Raspberry Pi) emulated check"),
-         ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)")]
+         ("edge_bench_detect.md", "On-device runtime: the NEU-DET detector in kdefect-edge (issue 16)"),
+         ("quickstart.md", "Quick start, repeated (issue 10)"),
+         ("scale.md", "Scale: 50,000 images, packs, batch predict, two workers (issue 12)"),
+         ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)"),
+         ("detect_warm.md", "Detection: in-domain warm start vs scratch (issue 16)"),
+         ("detect_tricks.md", "Detection: training tricks on and off at one budget (issue 16)")]
 
 
 def section() -> str:

@@ -46,8 +46,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdefect-edge", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Classify parts (or find defects with a detector) with a kdefect INT8 TFLite model (LiteRT / tflite-runtime, "
-                                            "optional Coral Edge TPU) and log every decision.")
+                                description="Classify parts (or find their defects with a detector) with a kdefect "
+                                            "INT8 TFLite model (LiteRT / tflite-runtime, optional Coral Edge TPU) "
+                                            "and log every decision.")
     p.add_argument("model", help="model.tflite with its sidecar model.json beside it")
     p.add_argument("inputs", nargs="*", help="image files and/or folders")
     src = p.add_argument_group("sources")

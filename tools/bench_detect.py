@@ -40,7 +40,12 @@ def run_one(arch: str, args: argparse.Namespace) -> dict:
         f"data.image_size=[{args.image_size},{args.image_size}]", f"data.batch_size={args.batch_size}",
         "train.epochs=1000", f"train.time_budget_s={args.budget_min * 60}", *ARCHS[arch], *args.set])
     t0 = time.perf_counter()
-    run = fit(cfg, quiet=True)
+    if args.from_run:  # an arm trained already (e.g. one whose INT8 evaluation was interrupted): evaluate only
+        from kdefect.core.run import RunDir
+
+        run = RunDir.open(args.from_run)
+    else:
+        run = fit(cfg, quiet=True)
     metrics = run.read_json("metrics.json")
     tfl = export_detector(run.path, run.path / "model_int8.tflite", mode="int8")
     q = evaluate_detector(tfl)
@@ -130,6 +135,9 @@ def main() -> int:
     ap.add_argument("--label", default="", help="results row name (default: the architecture), e.g. yolov8_warm")
     ap.add_argument("--append", action="store_true",
                     help="add to (or replace detectors in) the existing results file instead of starting a new one")
+    ap.add_argument("--from-run", metavar="RUN",
+                    help="skip training: export and evaluate this finished run as the row (give the same --label "
+                         "and --set as the run was trained with, so the row records them)")
     ap.add_argument("--refresh", action="store_true",
                     help="only re-read the runs' metrics.json into the existing results file (no training)")
     args = ap.parse_args()

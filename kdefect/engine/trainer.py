@@ -336,7 +336,7 @@ def _judge(cfg: Config, run: RunDir, model: keras.Model, paths: list[str], label
     if cfg.trust.calibrate:
         from kdefect.trust.calibrate import calibrate_run
 
-        return calibrate_run(run.path)["verdict"]
+        return calibrate_run(run.path, model=model)["verdict"]
     from kdefect.engine.evaluator import predict_probs
 
     log.warning("trust.calibrate is off: the run has no operating point and is NOT READY for export.")

@@ -8,7 +8,8 @@
 - ``MosaicOff`` (``detect.mosaic_epochs``): Mosaic for the first epochs only, then the real image statistics
   (YOLOv8 closes mosaic for its last epochs; under a time budget the last epochs are unknown, the first are not).
 
-Neither is on by default: the issue's rule is that a trick becomes a default only after a measured benchmark.
+None is on by default: a trick becomes a default only after a measured benchmark, and at a 10-minute CPU budget
+each one lowered NEU-DET mAP@0.5 (tools/results/detect_tricks.md).
 """
 
 from __future__ import annotations

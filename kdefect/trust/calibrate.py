@@ -109,6 +109,7 @@ def calibrate_run(
     n_bins: int = 15,
     ood_tpr: float = 0.95,
     targets: Any = None,
+    model: Any = None,
 ) -> dict[str, Any]:
     """Fit temperature, review threshold, OOD threshold and operating point on val; judge them on test.
 
@@ -118,7 +119,8 @@ def calibrate_run(
     ``target_risk`` is the residual error allowed on parts that are not sent to
     review; ``target_escape`` the allowed escape rate; ``targets`` a
     ``kdefect.trust.verdict.Targets``.  Left as None, each comes from the run's
-    ``trust`` config.
+    ``trust`` config.  ``model``: the run's classifier already in memory (``fit`` passes it), else it is loaded
+    from ``model.keras``: each load costs about a second, and calibration needs the train, val and test outputs.
     """
     from kdefect.core.run import RunDir
     from kdefect.trust import ood, operating_point, uncertainty
@@ -136,14 +138,18 @@ def calibrate_run(
 
         return calibrate_image_run(run, task, target_escape, targets)
     classes, good = run.classes()
-    val, test = split_outputs(run, "val"), split_outputs(run, "test")
+    if model is None and not all(_cached(run, s) for s in ("val", "test", "train")):
+        from kdefect.trust.outputs import load_model
+
+        model = load_model(run.model_path)  # once for every split
+    val, test = split_outputs(run, "val", model), split_outputs(run, "test", model)
     t = fit_temperature(val["logits"], val["y"])
     pv_raw, pt_raw = apply_temperature(val["logits"], 1.0), apply_temperature(test["logits"], 1.0)
     pv, pt = apply_temperature(val["logits"], t), apply_temperature(test["logits"], t)
     review = uncertainty.review_threshold(pv.max(1), pv.argmax(1) == val["y"], target_risk)
     test_review = uncertainty.evaluate_review(pt.max(1), pt.argmax(1) == test["y"], review)
     e_val, e_test = ood.energy_score(val["logits"], t), ood.energy_score(test["logits"], t)
-    feature_ood = _knn_gate(run, val, test, ood_tpr)
+    feature_ood = _knn_gate(run, val, test, ood_tpr, model=model)
     ood_thr = float(np.quantile(e_val, ood_tpr)) if len(e_val) else float("inf")
     msp_thr = float(np.quantile(1 - pv.max(1), ood_tpr)) if len(pv) else 1.0
     out: dict[str, Any] = {
@@ -206,19 +212,25 @@ def _verdict(cal: dict[str, Any], pv: np.ndarray, yv: np.ndarray, pt: np.ndarray
     return v
 
 
-def host_knn(run: Any, k: int = 10) -> Any:
+def host_knn(run: Any, k: int = 10, model: Any = None) -> Any:
     """The host's kNN gate: the float features of the run's training split (cached by ``split_outputs``)."""
     from kdefect.trust import ood
     from kdefect.trust.outputs import split_outputs
 
-    return ood.KNN.fit(split_outputs(run, "train")["features"], k=k)
+    return ood.KNN.fit(split_outputs(run, "train", model)["features"], k=k)
 
 
-def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k: int = 10) -> dict[str, Any] | None:
+def _cached(run: Any, split: str) -> bool:
+    """Whether ``split_outputs`` has a cache file for ``split`` (it checks the cache's key itself)."""
+    return (run.path / "trust" / f"outputs-{split}.npz").is_file()
+
+
+def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k: int = 10,
+              model: Any = None) -> dict[str, Any] | None:
     """kNN distance on the penultimate features (bank: the training split), thresholded at ``tpr`` of validation."""
     if not (run.path / "split" / "train.txt").is_file() or not len(val["features"]):
         return None
-    knn = host_knn(run, k)
+    knn = host_knn(run, k, model)
     thr = float(np.quantile(knn.score(val["features"]), tpr))
     flags = knn.score(test["features"]) > thr if len(test["features"]) else np.zeros(0, bool)
     return {"score": "knn", "k": knn.k, "bank": "train", "threshold": thr, "val_tpr": tpr,

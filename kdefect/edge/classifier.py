@@ -8,19 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from kdefect.core.decisions import Decision, DecisionRule, rule_from_sidecar
-from kdefect.core.sidecar import Sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
+from kdefect.edge.model_base import EdgeModel
 from kdefect.edge.preprocess import RESIZE_MODES, ImagePolicy, load_image, prepare
-from kdefect.edge.signing import read_artefacts
 from kdefect.errors import EdgeError, ModelIntegrityError
 
 log = logging.getLogger(__name__)
 
 
-class EdgeClassifier:
+class EdgeClassifier(EdgeModel):
     """Load ``model.tflite`` + ``model.json`` (refusing a mismatch) and classify images.
 
     ``trust_key``: the public key whose signature (``model.sig``) must cover the model, sidecar and bank;
@@ -36,17 +34,12 @@ class EdgeClassifier:
                  temperature: float | None = None, policy: ImagePolicy | None = None,
                  trust_key: str | Path | None = None) -> None:
         t0 = time.perf_counter()
-        self.path = Path(model_path)
-        if not self.path.is_file():
-            raise EdgeError(f"model file '{self.path}' does not exist.")
-        art = read_artefacts(self.path, trust_key)
-        self.sidecar: Sidecar = art.sidecar
-        self.manifest_sha256 = art.manifest_sha256
+        art = self._open(model_path, trust_key)
         if art.manifest_sha256 and (review_below is not None or temperature is not None):
             log.warning("--review-below / --temperature override thresholds that the signature protects.")
         if self.sidecar.task != "classify":
-            raise EdgeError(f"'{self.path}' is a {self.sidecar.task!r} model; kdefect-edge classifies only "
-                            "(task 'classify'). Export a classification run.")
+            raise EdgeError(f"'{self.path}' is a {self.sidecar.task!r} model, not a classifier: open it with "
+                            "kdefect.edge.detector.EdgeDetector (kdefect-edge chooses from the sidecar).")
         self.rule: DecisionRule = rule_from_sidecar(self.sidecar, review_below, temperature, model_path=self.path,
                                                     bank=art.bank)
         self.runner = TFLiteRunner(self.path, num_threads=threads, edgetpu=edgetpu or require_edgetpu,
@@ -72,10 +65,7 @@ class EdgeClassifier:
             raise ModelIntegrityError(
                 f"sidecar of '{self.path}' asks for resize mode {self.resize!r}, which this runtime does not know "
                 f"({', '.join(RESIZE_MODES)}): update kdefect-edge to the version that exported the model.")
-        ready = self.sidecar.readiness or {}
-        if ready.get("exported_unready"):
-            log.warning("%s was exported although its verdict is %s (%s): the line runs an unvalidated model.",
-                        self.path.name, ready.get("verdict", "NOT READY"), "; ".join(ready.get("reasons", [])))
+        self._warn_if_unready()
         self.load_s = time.perf_counter() - t0
         log.info("loaded %s (%s, %dx%dx%d, %d labels, %d thread(s)) in %.0f ms", self.path.name, self.backend,
                  *self.size, self.channels, len(self.labels), threads, self.load_s * 1000)
@@ -83,21 +73,6 @@ class EdgeClassifier:
     @property
     def labels(self) -> tuple[str, ...]:
         return self.rule.labels
-
-    @property
-    def sha256(self) -> str:
-        return self.sidecar.sha256
-
-    @property
-    def backend(self) -> str:
-        return self.runner.backend
-
-    def warm_up(self, n: int = 2) -> None:
-        """Load Pillow's decoders and run ``n`` invokes on a mid-grey image: the first real part is not the slow one."""
-        Image.init()
-        x = np.full((*self.size, self.channels), 128.0, np.float32)
-        for _ in range(max(0, n)):
-            self.runner(x)
 
     def load(self, source: str | Path | bytes | np.ndarray, name: str | None = None) -> np.ndarray:
         """Decode + check + resize: the float32 model input. Raises ``ImageRejected``."""

@@ -22,16 +22,15 @@ import numpy as np
 
 from kdefect.core import detect_decode as dd
 from kdefect.core.decisions import Decision
-from kdefect.core.sidecar import Sidecar
 from kdefect.edge.interpreter import TFLiteRunner, roles_of
+from kdefect.edge.model_base import EdgeModel
 from kdefect.edge.preprocess import ImageRejected
-from kdefect.edge.signing import read_artefacts
 from kdefect.errors import EdgeError, ModelIntegrityError
 
 log = logging.getLogger(__name__)
 
 
-class EdgeDetector:
+class EdgeDetector(EdgeModel):
     """Load a detector ``.tflite`` + sidecar (refusing a mismatch) and decide parts by their boxes.
 
     A part is rejected (verdict ``fail``) when its best anchor scores at least ``reject_min_score``; its record
@@ -42,12 +41,7 @@ class EdgeDetector:
     def __init__(self, model_path: str | Path, threads: int = 1, edgetpu: bool = False,
                  require_edgetpu: bool = False, trust_key: str | Path | None = None) -> None:
         t0 = time.perf_counter()
-        self.path = Path(model_path)
-        if not self.path.is_file():
-            raise EdgeError(f"model file '{self.path}' does not exist.")
-        art = read_artefacts(self.path, trust_key)
-        self.sidecar: Sidecar = art.sidecar
-        self.manifest_sha256 = art.manifest_sha256
+        art = self._open(model_path, trust_key)
         if self.sidecar.task != "detect" or not self.sidecar.detection:
             raise EdgeError(f"'{self.path}' is a {self.sidecar.task!r} model, not a detector.")
         self.params = dict(self.sidecar.detection)
@@ -63,10 +57,7 @@ class EdgeDetector:
         if "reject_min_score" not in self.params:
             log.warning("%s has no operating threshold from validation (detection.reject_min_score): parts are "
                         "rejected at the box threshold %.3g.", self.path.name, self.params.get("score_threshold", 0.25))
-        ready = self.sidecar.readiness or {}
-        if ready.get("exported_unready"):
-            log.warning("%s was exported although its verdict is %s (%s): the line runs an unvalidated model.",
-                        self.path.name, ready.get("verdict", "NOT READY"), "; ".join(ready.get("reasons", [])))
+        self._warn_if_unready()
         self.load_s = time.perf_counter() - t0
         log.info("loaded detector %s (%s, %s, %dx%d, %d labels, %d thread(s)) in %.0f ms", self.path.name,
                  self.params.get("architecture"), self.backend, *self.size, len(self.labels), threads,
@@ -75,20 +66,6 @@ class EdgeDetector:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(self.sidecar.labels)
-
-    @property
-    def sha256(self) -> str:
-        return self.sidecar.sha256
-
-    @property
-    def backend(self) -> str:
-        return self.runner.backend
-
-    def warm_up(self, n: int = 2) -> None:
-        """``n`` invokes on a mid-grey image: the first real part is not the slow one."""
-        x = np.full((*self.size, self.channels), 128.0, np.float32)
-        for _ in range(max(0, n)):
-            self.runner(x)
 
     def load_input(self, source: str | Path | np.ndarray, name: str | None = None) -> tuple[np.ndarray, tuple]:
         """Decode + stretch + quantise: (the interpreter's input tensor, the original (w, h)).

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 class EdgeModel:
     """A sidecar-checked ``.tflite`` (``path``, ``sidecar``, ``manifest_sha256``); subclasses set ``runner``,
-    ``size`` and ``channels``."""
+    ``size``, ``channels`` and ``load_s``, and define ``load_input(source, name)`` (decode, raise
+    ``ImageRejected``) and ``decide_input(x) -> Decision``: what ``kdefect.edge.stream`` drives."""
 
     path: Path
     sidecar: Sidecar

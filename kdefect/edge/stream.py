@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kdefect.core.decision_log import DecisionLog, PartKey, file_key, now_iso
-from kdefect.edge.classifier import EdgeClassifier
+from kdefect.edge.model_base import EdgeModel
 from kdefect.edge.preprocess import ImageRejected
 from kdefect.edge.review import ReviewQueue
 from kdefect.edge.sources import Item
@@ -65,7 +65,7 @@ def _pending(items: Iterator[Item], decision_log: DecisionLog, summary: RunSumma
         yield item, key
 
 
-def _loader(clf: EdgeClassifier, items: Iterator[tuple[Item, PartKey | None]], out: queue.Queue,
+def _loader(clf: EdgeModel, items: Iterator[tuple[Item, PartKey | None]], out: queue.Queue,
             stop: threading.Event) -> None:
     """Producer: (item, key) -> (item, key, input or rejection reason, prep seconds)."""
     try:
@@ -90,7 +90,7 @@ def _loader(clf: EdgeClassifier, items: Iterator[tuple[Item, PartKey | None]], o
     out.put(_END)
 
 
-def _load_one(clf: EdgeClassifier, items: Iterator[tuple[Item, PartKey | None]]) -> Any:
+def _load_one(clf: EdgeModel, items: Iterator[tuple[Item, PartKey | None]]) -> Any:
     """The in-thread variant of ``_loader``: one (item, key, input or rejection, seconds), ``_END`` or the failure."""
     try:
         item, key = next(items)
@@ -106,7 +106,7 @@ def _load_one(clf: EdgeClassifier, items: Iterator[tuple[Item, PartKey | None]])
     return item, key, x, time.perf_counter() - t0
 
 
-def run_stream(clf: EdgeClassifier, items: Iterator[Item], decision_log: DecisionLog, stop: threading.Event,
+def run_stream(clf: EdgeModel, items: Iterator[Item], decision_log: DecisionLog, stop: threading.Event,
                review: ReviewQueue | None = None, max_items: int | None = None, prefetch: int = 4,
                t_start: float | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
     """Classify ``items`` until they end, ``max_items`` are done or ``stop`` is set.
@@ -167,7 +167,7 @@ def run_stream(clf: EdgeClassifier, items: Iterator[Item], decision_log: Decisio
     return summary
 
 
-def _handle(clf: EdgeClassifier, item: Item, key: PartKey | None, x: Any, prep_s: float, decision_log: DecisionLog,
+def _handle(clf: EdgeModel, item: Item, key: PartKey | None, x: Any, prep_s: float, decision_log: DecisionLog,
             review: ReviewQueue | None, summary: RunSummary, lat: list[float]) -> dict[str, Any]:
     """One item -> one durable record (a decision or an error), then its review image."""
     t0 = time.perf_counter()

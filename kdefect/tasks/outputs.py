@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ from kdefect.utils.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["feature_output", "head_model", "load_model", "predict_heads", "split_images", "split_outputs"]
+__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "predict_heads", "split_images",
+           "split_outputs"]
 
 
 def split_images(run: Any, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -43,12 +45,17 @@ def split_images(run: Any, split: str) -> tuple[list[str], np.ndarray, np.ndarra
     return [str(p) for p in paths], label_indices(classes, names), images
 
 
+def outputs_cache(run: Any, split: str) -> Path:
+    """Where ``split_outputs`` caches a split's outputs (valid only while its key matches the model and split)."""
+    return run.path / "trust" / f"outputs-{split}.npz"
+
+
 def split_outputs(run: Any, split: str, model: Any = None, batch_size: int = 64) -> dict[str, Any]:
     """{"paths", "y", "logits", "features"} for a run's split, cached in ``<run>/trust/``."""
     split_file = run.path / "split" / f"{split}.txt"
     key = hashlib.sha256((sha256_file(run.model_path) + (sha256_file(split_file) if split_file.is_file() else ""))
                          .encode()).hexdigest()
-    cache = run.path / "trust" / f"outputs-{split}.npz"
+    cache = outputs_cache(run, split)
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) == key:

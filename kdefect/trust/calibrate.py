@@ -124,7 +124,7 @@ def calibrate_run(
     """
     from kdefect.core.run import RunDir
     from kdefect.trust import ood, operating_point, uncertainty
-    from kdefect.trust.outputs import split_outputs
+    from kdefect.trust.outputs import load_model, outputs_cache, split_outputs
     from kdefect.trust.verdict import targets_of
 
     run = RunDir.open(run_dir)
@@ -138,9 +138,7 @@ def calibrate_run(
 
         return calibrate_image_run(run, task, target_escape, targets)
     classes, good = run.classes()
-    if model is None and not all(_cached(run, s) for s in ("val", "test", "train")):
-        from kdefect.trust.outputs import load_model
-
+    if model is None and not all(outputs_cache(run, s).is_file() for s in ("val", "test", "train")):
         model = load_model(run.model_path)  # once for every split
     val, test = split_outputs(run, "val", model), split_outputs(run, "test", model)
     t = fit_temperature(val["logits"], val["y"])
@@ -219,10 +217,6 @@ def host_knn(run: Any, k: int = 10, model: Any = None) -> Any:
 
     return ood.KNN.fit(split_outputs(run, "train", model)["features"], k=k)
 
-
-def _cached(run: Any, split: str) -> bool:
-    """Whether ``split_outputs`` has a cache file for ``split`` (it checks the cache's key itself)."""
-    return (run.path / "trust" / f"outputs-{split}.npz").is_file()
 
 
 def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k: int = 10,

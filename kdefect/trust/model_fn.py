@@ -21,8 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from kdefect.errors import ModelError
-
 log = logging.getLogger(__name__)
 
 
@@ -188,18 +186,11 @@ class TFLiteDetector:
 
     def __init__(self, model_path: str | Path, threads: int = 1) -> None:
         from kdefect.core import detect_decode as dd
-        from kdefect.edge.interpreter import TFLiteRunner, roles_of
-        from kdefect.edge.signing import read_artefacts
+        from kdefect.edge.detector import EdgeDetector
 
-        self.path = Path(model_path)
-        art = read_artefacts(self.path)
-        if art.sidecar.task != "detect" or not art.sidecar.detection:
-            raise ModelError(f"'{self.path}' is a {art.sidecar.task!r} model, not a detector.")
-        self._dd, self.params = dd, dict(art.sidecar.detection)
-        self.labels = tuple(art.sidecar.labels)
-        self.size = tuple(int(v) for v in self.params["input_size"])
-        self.runner = TFLiteRunner(self.path, num_threads=threads, roles=roles_of(art.sidecar.output),
-                                   model_content=art.model)
+        device = EdgeDetector(model_path, threads=threads)  # the device's own loading and checks
+        self.path, self.params, self.labels, self.size = device.path, device.params, device.labels, device.size
+        self._dd, self.runner = dd, device.runner
         self.batch, self.images, self.invokes, self.seconds = 1, 0, 0, 0.0
 
     def __call__(self, images: np.ndarray) -> list[BoxVectors]:

@@ -6,9 +6,11 @@ from kdefect.tasks.outputs import (
     feature_output,
     head_model,
     load_model,
+    outputs_cache,
     predict_heads,
     split_images,
     split_outputs,
 )
 
-__all__ = ["feature_output", "head_model", "load_model", "predict_heads", "split_images", "split_outputs"]
+__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "predict_heads", "split_images",
+           "split_outputs"]

@@ -69,7 +69,7 @@ class DataConfig:
     on_bad_image: str = "fail"
     good_label: str | None = "good"
     label_rule: str = "largest_area"
-    sampling: str = "auto"  # shuffle | balanced (each class equally often per batch) | auto
+    sampling: str = "auto"  # shuffle | balanced (each class equally often per batch; detection: repeat factors) | auto
     duplicates: str = "drop"  # identical files: drop (keep the first copy) | fail
     subsample: dict[str, float] = field(default_factory=dict)
     # another run's split lists (train/val/test by path) instead of a new split: a detector warm-started from a

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # kdefect from this checkout, installed or not
+
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp"}
 
 

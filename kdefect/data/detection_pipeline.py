@@ -49,6 +49,35 @@ def load_arrays(index: Any, size: tuple[int, int], workers: int = 4) -> DetArray
     return DetArrays(images, boxes, labels, sizes, list(index.paths))
 
 
+def repeat_factors(labels: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """Per-image sampling weights for ``data.sampling: balanced`` in detection (repeat-factor sampling).
+
+    Why this rule (LVIS, Gupta et al. 2019): an image holds several classes, so classes cannot be drawn one stream
+    each as for classifiers.  Class ``c`` present in a share ``f_c`` of the training images gets
+    ``r_c = max(1, sqrt(t / f_c))`` with ``t = 1 / K`` (K classes present): a class at or above its even share is
+    never repeated, a rarer one is drawn more often, softened by the square root so its few images are not
+    memorised.  An image takes the largest ``r_c`` of its classes; images without objects keep 1.
+    """
+    present = [np.unique(np.asarray(c, np.int64).reshape(-1)) for c in labels]
+    n = max(len(labels), 1)
+    freq = np.bincount(np.concatenate([*present, np.zeros(0, np.int64)]), minlength=num_classes) / n
+    k = max(int((freq > 0).sum()), 1)
+    r_c = np.where(freq > 0, np.maximum(1.0, np.sqrt((1.0 / k) / np.maximum(freq, 1e-12))), 1.0)
+    return np.asarray([float(r_c[p].max()) if len(p) else 1.0 for p in present], np.float64)
+
+
+def _sampled(elements: dict[str, Any], weights: np.ndarray, seed: int) -> tf.data.Dataset:
+    """``len(weights)`` elements per pass, drawn with replacement with probability ~ ``weights``, redrawn each pass."""
+    logits = tf.constant(np.log(np.asarray(weights, np.float64) / np.sum(weights))[None], tf.float32)
+
+    def pick(r):
+        i = tf.random.stateless_categorical(logits, 1, seed=tf.stack([r, tf.constant(seed, tf.int64)]))[0, 0]
+        return tf.nest.map_structure(lambda t: t[i], elements)
+
+    return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(len(weights))
+            .map(pick, num_parallel_calls=tf.data.AUTOTUNE))
+
+
 def augmenter(size: tuple[int, int], flip: bool, jitter: list[float], mosaic: bool, seed: int) -> Any:
     """keras-cv box-aware augmentation on ragged batches (None when everything is off)."""
     kcv = keras_cv()
@@ -66,17 +95,22 @@ def augmenter(size: tuple[int, int], flip: bool, jitter: list[float], mosaic: bo
 
 def make_dataset(arr: DetArrays, batch_size: int, training: bool, *, max_boxes: int = 50, flip: bool = True,
                  jitter: list[float] | None = None, mosaic: bool = False, seed: int = 0,
-                 repeat: bool = False, mosaic_switch: tf.Variable | None = None) -> tf.data.Dataset:
+                 repeat: bool = False, mosaic_switch: tf.Variable | None = None,
+                 weights: np.ndarray | None = None) -> tf.data.Dataset:
     """(images float32 0..255, {"boxes": (B, max_boxes, 4), "classes": (B, max_boxes)}) batches.
 
     ``mosaic_switch``: a boolean ``tf.Variable`` read per batch; Mosaic applies only while it is True (a
-    callback turns it off after the first epochs, ``detect.mosaic_epochs``).
+    callback turns it off after the first epochs, ``detect.mosaic_epochs``).  ``weights`` (training only): draw
+    each epoch's images with replacement in proportion to them (:func:`repeat_factors`) instead of shuffling.
     """
     size = arr.images.shape[1:3]
     targets = ragged_targets(arr.boxes, arr.labels)
-    ds = tf.data.Dataset.from_tensor_slices({"images": arr.images, "bounding_boxes": targets})
-    if training:
-        ds = ds.shuffle(max(len(arr), 1), seed=seed, reshuffle_each_iteration=True)
+    if training and weights is not None and len(arr):
+        ds = _sampled({"images": tf.constant(arr.images), "bounding_boxes": targets}, weights, seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices({"images": arr.images, "bounding_boxes": targets})
+        if training:
+            ds = ds.shuffle(max(len(arr), 1), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.ragged_batch(batch_size, drop_remainder=training and len(arr) >= batch_size)

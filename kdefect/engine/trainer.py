@@ -66,7 +66,7 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
             split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
         else:
             check_split_leaks(index, split, scan)
-        if cfg.data.subsample and image_labels:
+        if cfg.data.subsample:  # detection: by each image's dominant class (images without objects are kept)
             train = np.asarray(split["train"])
             keep = subsample_indices(index.labels[train], index.classes, cfg.data.subsample, seed=cfg.seed)
             split = dict(split, train=train[keep])

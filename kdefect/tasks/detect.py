@@ -73,9 +73,16 @@ def train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     size, d = input_size(cfg), cfg.detect
     arrays = {k: load_arrays(index.subset(v), size) for k, v in split.items() if len(v)}
     switch = tf.Variable(True, trainable=False) if d.augment_mosaic and d.mosaic_epochs else None
+    weights = None
+    if cfg.data.sampling == "balanced":  # repeat-factor sampling: images of rare classes are drawn more often
+        from kdefect.data.detection_pipeline import repeat_factors
+
+        weights = repeat_factors(arrays["train"].labels, len(index.classes))
+        log.info("data.sampling balanced: images of rare classes drawn up to %.2fx as often (repeat factors, "
+                 "%d of %d training images above 1)", weights.max(), int((weights > 1).sum()), len(weights))
     train = make_dataset(arrays["train"], cfg.data.batch_size, True, max_boxes=d.max_boxes,
                          flip=cfg.data.augment.flip, jitter=d.jitter, mosaic=d.augment_mosaic, seed=cfg.seed,
-                         repeat=cfg.train.steps_per_epoch is not None, mosaic_switch=switch)
+                         repeat=cfg.train.steps_per_epoch is not None, mosaic_switch=switch, weights=weights)
     val = make_dataset(arrays["val"], cfg.data.batch_size, False, max_boxes=d.max_boxes) if "val" in arrays else None
     keras.utils.set_random_seed(cfg.seed)
     model = build_from_config(cfg, len(index.classes))

@@ -46,3 +46,51 @@ def test_load_arrays_scales_boxes(det_voc_root):
     arr = load_arrays(index.subset(np.arange(4)), (32, 32))
     assert arr.images.shape == (4, 32, 32, 3) and arr.sizes[0] == (64, 64)
     np.testing.assert_allclose(arr.boxes[0], scale_boxes(index.boxes[0], (64, 64), (32, 32)))
+
+
+def test_repeat_factors_raise_only_classes_below_their_even_share():
+    from kdefect.data.detection_pipeline import repeat_factors
+
+    even = [np.array([0]), np.array([1]), np.array([2]), np.array([0, 1, 2])]
+    assert (repeat_factors(even, 3) == 1.0).all()  # every class at or above 1/3 of the images
+    labels = [np.array([0])] * 8 + [np.array([1])] * 2 + [np.array([0, 1])] + [np.zeros(0, np.int64)] * 2
+    r = repeat_factors(labels, 4)  # class 3 absent: K = 2 classes present, t = 1/2
+    np.testing.assert_allclose(r[8:11], np.sqrt(0.5 / (3 / 13)))  # class 1 in 3 of 13 images; an image takes its max
+    assert (r[:8] == 1.0).all() and (r[11:] == 1.0).all()  # the common class and images without objects
+
+
+def test_balanced_sampling_draws_rare_images_more_often_with_their_own_boxes():
+    from kdefect.data.detection_pipeline import repeat_factors
+
+    n = 12
+    labels = [np.array([0])] * 10 + [np.array([1])] * 2
+    imgs = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], 32, 1).repeat(32, 2).repeat(3, 3)
+    boxes = [np.array([[1, 1, 10 + i, 10]], np.float32) for i in range(n)]
+    arr = DetArrays(imgs, boxes, labels, [(32, 32)] * n, [f"{i}.png" for i in range(n)])
+    ds = make_dataset(arr, 4, True, max_boxes=2, flip=False, jitter=[], seed=1, weights=repeat_factors(labels, 2))
+    epochs = []
+    for _ in range(20):
+        drawn = []
+        for x, y in ds:
+            for img, bb, cc in zip(x.numpy(), y["boxes"].numpy(), y["classes"].numpy()):
+                i = int(img[0, 0, 0])
+                drawn.append(i)
+                assert cc[0] == labels[i][0] and bb[0, 2] == 10 + i  # the image's own boxes came with it
+        assert len(drawn) == n  # an epoch keeps the training split's length
+        epochs.append(drawn)
+    assert epochs[0] != epochs[1]  # redrawn each epoch
+    rare = np.isin(np.concatenate(epochs), [10, 11]).mean()
+    assert rare > 0.23  # expected 2 x 2.0 / (10 + 2 x 2.0) = 0.29 (r = sqrt(0.5 / (2/12))); uniform would be 0.17
+
+
+def test_detection_subsample_cuts_training_images_by_class(det_voc_root, tmp_path):
+    from kdefect.config import load_config
+    from kdefect.engine.trainer import prepare_run
+
+    base = ["task=detect", f"runs_dir={tmp_path}", f"data.source=voc:{det_voc_root}", "data.image_size=[64,64]"]
+    _, index, full = prepare_run(load_config(overrides=[*base, "name=full"]))
+    _, _, cut = prepare_run(load_config(overrides=[*base, "name=cut", "data.subsample={scratch: 0.25}"]))
+    c = index.classes.index("scratch")
+    n_full, n_cut = (int((index.labels[np.asarray(s["train"])] == c).sum()) for s in (full, cut))
+    assert n_cut == max(1, round(0.25 * n_full)) and n_full > n_cut
+    np.testing.assert_array_equal(full["test"], cut["test"])  # only training is cut

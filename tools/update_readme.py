@@ -22,6 +22,8 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("scale.md", "Scale: 50,000 images, packs, batch predict, two workers (issue 12)"),
          ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)"),
          ("detect_warm.md", "Detection: in-domain warm start vs scratch (issue 16)"),
+         ("detect_warm60.md", "Detection: in-domain warm start at the 60-minute budget (issue 16)"),
+         ("detect_rare.md", "Detection: rare classes, repeat-factor sampling on and off (issue 16)"),
          ("detect_tricks.md", "Detection: training tricks on and off at one budget (issue 16)")]
 
 

@@ -10,9 +10,11 @@ explicitly is left alone.  TF-free.
 
 Rules (documented in docs/own-data.md):
 
-- ``data.sampling``: ``balanced`` (every class equally often in a batch) when
-  the training split's largest class is >= ``IMBALANCE_BALANCE`` x its
-  smallest, else ``shuffle``;
+- ``data.sampling``: ``balanced`` when the training split's largest class is
+  >= ``IMBALANCE_BALANCE`` x its smallest, else ``shuffle``.  Classifiers then
+  draw every class equally often per batch; detectors (classes counted by each
+  image's dominant class) draw the images of rare classes more often by repeat
+  factors (measured: tools/results/detect_rare.md);
 - ``data.resize``: ``letterbox`` when the images' aspect ratios differ (p90 / p10
   > ``ASPECT_SPREAD``) and some are elongated (p90 >= ``ELONGATED``): squashing
   would distort each part, and its defects, by a different amount; else ``squash``;
@@ -60,11 +62,11 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
     image_labels = bool(profile.get("image_labels", True))  # the task's label kind; False: boxes (detection)
     if d.sampling == "auto":
         ratio = float(profile.get("imbalance_ratio") or 1.0)
-        balanced = image_labels and ratio >= IMBALANCE_BALANCE
+        balanced = ratio >= IMBALANCE_BALANCE
         d.sampling = "balanced" if balanced else "shuffle"
+        how = "each class equally often per batch" if image_labels else "images of rare classes drawn more often"
         out.append(Choice("data.sampling", d.sampling, f"imbalance {ratio:.1f}:1 "
-                          + (f">= {IMBALANCE_BALANCE:g}:1 -> each class equally often per batch" if balanced
-                             else "-> plain shuffling" if image_labels else "(detection)")))
+                          + (f">= {IMBALANCE_BALANCE:g}:1 -> {how}" if balanced else "-> plain shuffling")))
     p10, p90 = _stat(profile, "aspect", "p10", 1.0), _stat(profile, "aspect", "p90", 1.0)
     if d.resize == "auto":
         varied = image_labels and p90 / max(p10, 1e-9) > ASPECT_SPREAD and p90 >= ELONGATED

@@ -51,6 +51,9 @@ def test_detection_profile_keeps_every_image_and_monitors_the_loss():
     cfg = load_config()
     profile = {**_profile(ratio=30, short=150, long_=600, p10=1.1, p90=4.0), "image_labels": False}
     choices = {c.key: c for c in resolve_auto(cfg, profile)}
-    assert cfg.data.sampling == "shuffle" and "(detection)" in choices["data.sampling"].reason
+    assert cfg.data.sampling == "balanced" and "rare classes drawn more often" in choices["data.sampling"].reason
     assert cfg.data.resize == "squash" and choices["data.resize"].reason.endswith("detection")
     assert cfg.train.monitor == "val_loss"
+    cfg = load_config()  # NEU-DET: 300 images per class
+    resolve_auto(cfg, {**_profile(ratio=1.0), "image_labels": False})
+    assert cfg.data.sampling == "shuffle"

@@ -25,7 +25,7 @@ class Task:
     """One problem type: its config keys, its label kind and the lifecycle steps it supplies itself.
 
     ``backbone_key``: the config key ``kdefect fit --backbone`` sets. ``image_labels``: one class per image
-    (class weights, subsampling, a good label and the calibrated verdict apply; the data layer keys on it).
+    (class weights, a good label and the calibrated verdict apply; the data layer keys on it).
     ``train(cfg, run, index, split, make_callbacks, quiet)`` (the engine has made the run folder and passes
     ``engine.callbacks.standard_callbacks``), ``evaluate(target, data)``, ``predict(target, inputs, out)`` and
     ``export(run, out, mode, readiness)``: ``None`` means the engine's lifecycle runs it.

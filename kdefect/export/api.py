@@ -286,7 +286,8 @@ def _export(
     own = _own_export(source)
     if own is not None:
         if sign_key is not None:
-            raise ExportError("--sign is for classifiers; detector exports are not signed yet (kdefect-edge checks their sha256 only): drop it for detectors.")
+            raise ExportError("--sign is for classifiers; detector exports are not signed yet (kdefect-edge checks "
+                              "their sha256 only): drop it for detectors.")
         if ood_gate == "knn":
             raise ExportError("--ood-gate knn is for classifiers; detectors have no OOD gate yet.")
         return _export_task_run(own, Path(source), out, mode, qat, prune, distill_from, edgetpu, allow_unready)

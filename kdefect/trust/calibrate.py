@@ -218,7 +218,6 @@ def host_knn(run: Any, k: int = 10, model: Any = None) -> Any:
     return ood.KNN.fit(split_outputs(run, "train", model)["features"], k=k)
 
 
-
 def _knn_gate(run: Any, val: dict[str, Any], test: dict[str, Any], tpr: float, k: int = 10,
               model: Any = None) -> dict[str, Any] | None:
     """kNN distance on the penultimate features (bank: the training split), thresholded at ``tpr`` of validation."""

@@ -24,6 +24,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("detect_warm.md", "Detection: in-domain warm start vs scratch (issue 16)"),
          ("detect_warm60.md", "Detection: in-domain warm start at the 60-minute budget (issue 16)"),
          ("detect_rare.md", "Detection: rare classes, repeat-factor sampling on and off (issue 16)"),
+         ("detect_rare_synthetic.md", "Detection: repeat-factor sampling on synthetic data (issue 16)"),
          ("detect_tricks.md", "Detection: training tricks on and off at one budget (issue 16)")]
 
 

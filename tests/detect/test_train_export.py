@@ -181,3 +181,16 @@ def test_not_ready_detector_is_refused(tiny_det_run, tmp_path):
     with pytest.raises(ExportError, match="NOT READY.*--allow-unready"):
         export_run(str(run), out=tmp_path / "refused.tflite")
     assert not (tmp_path / "refused.tflite").exists()
+
+
+def test_detector_export_refuses_classifier_only_options_before_converting(tiny_det_run, tmp_path):
+    from kdefect.edge.signing import new_key_pair
+    from kdefect.errors import ExportError
+    from kdefect.export import export_run
+
+    private, _ = new_key_pair(tmp_path / "line")
+    with pytest.raises(ExportError, match="detector exports are not signed yet"):
+        export_run(str(tiny_det_run.path), out=tmp_path / "signed.tflite", sign_key=private)
+    with pytest.raises(ExportError, match="detectors have no OOD gate"):
+        export_run(str(tiny_det_run.path), out=tmp_path / "knn.tflite", ood_gate="knn")
+    assert not list(tmp_path.glob("*.tflite"))

@@ -64,6 +64,9 @@ class DataConfig:
     resize: str = "auto"  # squash | letterbox | crop | auto; the device runs the same resize bit-exactly
     channels: int = 3
     split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
+    # a folder already split into train/ (val/) test/ subfolders: auto (keep the given split when train/ holds every
+    # class, else pool) | keep (always; an error when train/ lacks a class) | pool (split everything by data.split)
+    split_folders: str = "auto"
     batch_size: int = 32
     cache: str = "auto"
     on_bad_image: str = "fail"
@@ -203,6 +206,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.resize": ("auto", "squash", "letterbox", "crop"),
     "data.sampling": ("auto", "shuffle", "balanced"),
     "data.duplicates": ("drop", "fail"),
+    "data.split_folders": ("auto", "keep", "pool"),
     "train.monitor": ("auto", "val_loss", "val_macro_recall", "val_frr_at_escape"),
     "model.attention": ("none", "se", "cbam"),
     "model.pooling": ("avg", "max"),

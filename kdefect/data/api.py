@@ -13,7 +13,7 @@ from .pipeline import make_dataset
 from .profile import FileScan, dedupe_index, profile_index
 from .recipe import resolve_auto
 from .sources import DatasetIndex, index_dataset
-from .split import stratified_split
+from .split import split_index
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def load_dataset(source_or_cfg: str | DataConfig | Config, image_size: Sequence[
     else:
         scan = FileScan()
         index, dropped = dedupe_index(index, cfg.duplicates, scan)
-        parts = stratified_split(index.labels, cfg.split, seed)
+        parts, folders, why = split_index(index, cfg, seed)
+        if folders is not None:
+            log.info("auto: data.split_folders = %s  (%s)", folders, why)
         profile = profile_index(index, parts, cfg.good_label, dropped=dropped, scan=scan)
     full = Config(data=cfg)
     for choice in resolve_auto(full, profile):

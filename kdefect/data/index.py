@@ -29,6 +29,8 @@ class DatasetIndex:
     box_labels: list[np.ndarray] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     image_labels: bool = True
+    # a folder already split into train/ val/ test/: each file's split ("train" | "val" | "test"), else None
+    split_names: list[str] | None = None
     packed: Any = None  # a packed data set (``tfrecord:``): fixed split, profile and shards (kdefect.data.packed)
 
     def __len__(self) -> int:
@@ -45,4 +47,5 @@ class DatasetIndex:
         return DatasetIndex(self.root, list(self.classes), pick(self.paths), self.labels[idx],
                             pick(self.boxes) if self.boxes is not None else None,
                             pick(self.box_labels) if self.box_labels is not None else None,
-                            list(self.skipped), self.image_labels)
+                            list(self.skipped), self.image_labels,
+                            pick(self.split_names) if self.split_names is not None else None)

@@ -59,37 +59,75 @@ def _check_classes(classes: list[str], counts: np.ndarray, root: Path, what: str
         )
 
 
+# folder names (lower case) of a data set that comes already split, and the split each one feeds
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "dev": "val", "test": "test", "testing": "test"}
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _split_layout(root: Path) -> list[tuple[str, Path]] | None:
+    """``[(split, class folder), ...]`` when ``root`` holds train/ (val/) test/ folders of class folders, else None.
+
+    Why: a public data set often comes as ``train/<class>/`` and ``test/<class>/``.  Read as class folders, that
+    trains a "train vs test" classifier and reports it as a defect model.  A split-named folder that holds images
+    directly, and no class folders, is a class of its own (the plain layout).
+    """
+    top = _subdirs(root)
+    named = [d for d in top if d.name.lower() in SPLIT_FOLDERS]
+    if not named or not all(_subdirs(d) for d in named):
+        return None
+    for d in top:
+        if d not in named:
+            log.warning("'%s' is split into %s; its folder '%s' is not a split name (%s) and is left out", root,
+                        "/, ".join(x.name for x in named) + "/", d.name, ", ".join(sorted(SPLIT_FOLDERS)))
+    for d in named:
+        if loose := [p for p in d.iterdir() if p.is_file() and is_image_name(p)]:
+            log.warning("%d image(s) lie directly in '%s', outside its class folders, and are left out", len(loose), d)
+    return [(SPLIT_FOLDERS[d.name.lower()], c) for d in named for c in _subdirs(d)]
+
+
 @register_source("folder")
 def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
-    """Class-per-folder images: ``<root>/<class>/**/<image>``; class order is alphabetical."""
+    """Class-per-folder images: ``<root>/<class>/**/<image>``, or already split:
+    ``<root>/{train,val,test}/<class>/**/<image>`` (each file's split kept in ``split_names``).
+    Class order is alphabetical."""
     if not image_labels:
         raise DataError(f"'{location}' is a class-per-folder dataset, which has no boxes; detection needs VOC "
                         "folders (images/ + annotations/).")
     root = Path(location).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"data folder '{location}' does not exist. Pass a folder with one subfolder per class.")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    layout = _split_layout(root)
+    if layout is None:
+        layout = [("", d) for d in _subdirs(root)]
+    classes = sorted({d.name for _, d in layout})
     if not classes:
         loose = [p for p in root.iterdir() if p.is_file() and is_image_name(p)]
         hint = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise DataError(f"data folder '{root}' has no class subfolders{hint}. Put each class's images in its own "
                         "subfolder, e.g. good/ and scratch/.")
-    files = {c: list_files(root / c) for c in classes}
-    every = [p for c in classes for p in files[c]]
-    reasons = check_images(every)
-    paths, labels, bad = [], [], []
-    for (c_idx, p), reason in zip(((i, p) for i, c in enumerate(classes) for p in files[c]), reasons):
+    order = {"train": 0, "val": 1, "test": 2, "": 0}  # train first: of identical files the training copy is kept
+    entries = [(part, classes.index(d.name), p) for part, d in sorted(layout, key=lambda e: order[e[0]])
+               for p in list_files(d)]
+    reasons = check_images([p for _, _, p in entries])
+    paths, labels, parts, bad = [], [], [], []
+    for (part, c_idx, p), reason in zip(entries, reasons):
         if reason:
             bad.append((str(p), reason))
         else:
             paths.append(str(p))
             labels.append(c_idx)
+            parts.append(part)
     if not paths and not bad:
         raise DataError(f"no images found below '{root}'. Supported: jpg, jpeg, png, bmp, tif, tiff.")
     skipped = _apply_policy(bad, data_cfg, root)
     labels_arr = np.asarray(labels, np.int64)
     _check_classes(classes, np.bincount(labels_arr, minlength=len(classes)), root)
-    return DatasetIndex(root, classes, paths, labels_arr, skipped=skipped)
+    split_names = parts if any(parts) else None
+    return DatasetIndex(root, classes, paths, labels_arr, skipped=skipped, split_names=split_names)
 
 
 def index_voc_root(root: Path, data_cfg, image_labels: bool, classes: list[str] | None = None) -> DatasetIndex:

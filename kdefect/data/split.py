@@ -169,3 +169,48 @@ def split_from_run(paths: Sequence[str], run_dir: str | Path) -> dict[str, np.nd
         log.warning("data.split_from %s: %d of its images are not in this data set and %d of this data set's "
                     "images are in none of its splits; both are left out", run_dir, missing, left)
     return out
+
+
+def split_index(index, data_cfg, seed: int = 0) -> tuple[dict[str, np.ndarray], str | None, str | None]:
+    """(split, resolved ``data.split_folders``, reason) for a de-duplicated index.
+
+    A data set that came split into train/ (val/) test/ folders keeps that split (``keep``), so its results compare
+    with the published ones and its test images stay unseen. A split it lacks (often val/) is carved, stratified,
+    from train/ in the proportions of ``data.split``. Under ``auto`` the given split is pooled instead when train/
+    lacks a class (a model cannot learn a class it never sees: MVTec AD's train/ holds only good parts).
+    Any other data set is split by ``data.split``; the value and reason are then None.
+    """
+    fractions = tuple(float(f) for f in data_cfg.split)
+    names = getattr(index, "split_names", None)
+    mode = getattr(data_cfg, "split_folders", "auto")
+    if names is None:
+        return stratified_split(index.labels, fractions, seed=seed), None, None
+    names = np.asarray(names)
+    given = {s: np.flatnonzero(names == s) for s in SPLITS}
+    counts = ", ".join(f"{s}/ {len(v)}" for s, v in given.items() if len(v))
+    if mode == "pool":
+        return (stratified_split(index.labels, fractions, seed=seed), "pool",
+                f"split folders ({counts}) pooled and split {list(fractions)} as set")
+    missing = [c for i, c in enumerate(index.classes) if not np.any(index.labels[given["train"]] == i)]
+    if missing:
+        what = f"train/ has no images of {', '.join(repr(c) for c in missing)}"
+        if mode == "keep":
+            raise DataError(f"data.split_folders=keep, but {what} in '{index.root}': the model could not learn "
+                            "them. Add them to train/, or set data.split_folders=pool to split everything anew.")
+        return (stratified_split(index.labels, fractions, seed=seed), "pool",
+                f"{what} ({counts}) -> pooled and split {list(fractions)}")
+    split = {s: v.astype(np.int64) for s, v in given.items()}
+    carved = [s for s in ("val", "test") if not len(given[s])]
+    if carved:  # the missing parts come from train/, in data.split's proportions among themselves
+        fr = {"train": fractions[0], "val": fractions[1], "test": fractions[2]}
+        inner_fr = [fr["train"], *(fr[s] if s in carved else 0.0 for s in ("val", "test"))]
+        total = sum(inner_fr)
+        inner = stratified_split(index.labels[given["train"]], [f / total for f in inner_fr], seed=seed)
+        split["train"] = given["train"][inner["train"]]
+        for s in carved:
+            split[s] = given["train"][inner[s]]
+    if no_test := [c for i, c in enumerate(index.classes) if not np.any(index.labels[split["test"]] == i)]:
+        log.warning("the test split has no images of %s: their recall cannot be measured",
+                    ", ".join(repr(c) for c in no_test))
+    how = f"; {' and '.join(s + '/' for s in carved)} carved from train/ by data.split" if carved else ""
+    return split, "keep", f"the data set comes split ({counts}) -> kept{how}"

@@ -76,7 +76,7 @@ def pack_dataset(data_cfg, out: str | Path, seed: int = 0, shard_mb: float = 100
     """
     from .profile import FileScan, dedupe_index, profile_index
     from .sources import index_dataset
-    from .split import SPLITS, save_split, stratified_split
+    from .split import SPLITS, save_split, split_index
 
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / PACK_MANIFEST).is_file():
@@ -86,7 +86,9 @@ def pack_dataset(data_cfg, out: str | Path, seed: int = 0, shard_mb: float = 100
     if index.packed is not None:
         raise DataError(f"'{data_cfg.source}' is already packed; pack the original folder.")
     index, dropped = dedupe_index(index, data_cfg.duplicates, scan)
-    split = stratified_split(index.labels, tuple(data_cfg.split), seed=seed)
+    split, folders, why = split_index(index, data_cfg, seed)
+    if folders is not None:
+        log.info("data.split_folders = %s (%s)", folders, why)
     profile = profile_index(index, split, data_cfg.good_label, dropped=dropped, scan=scan)
     profile["duplicates"]["dropped_files"] = dropped
     shard_bytes = int(shard_mb * 1024**2)

@@ -44,15 +44,16 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
     (which would also shift the next run's name).
     """
     from kdefect.data.profile import FileScan, check_split_leaks, dedupe_index, format_profile, profile_index
-    from kdefect.data.recipe import resolve_auto
+    from kdefect.data.recipe import Choice, resolve_auto
     from kdefect.data.sources import index_dataset, subsample_indices
-    from kdefect.data.split import save_split, stratified_split, write_skipped
+    from kdefect.data.split import save_split, split_index, write_skipped
 
     validate_config(cfg)
     scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
     image_labels = get_task(cfg.task).image_labels
     index = index_dataset(cfg.data, image_labels)
     good = cfg.data.good_label if image_labels else None
+    folders: tuple[str | None, str | None] = (None, None)  # data.split_folders resolved, and why
     if index.packed is not None:  # `kdefect data pack` checked, de-duplicated, split and profiled it once
         split, profile, dropped = index.packed.plan(split, cfg.data)
         profile = {"task": cfg.task, **profile}
@@ -63,7 +64,7 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
 
             split = split_from_run(index.paths, cfg.data.split_from)
         elif split is None:  # detection: labels are each image's dominant class (-1: no objects), for stratifying
-            split = stratified_split(index.labels, tuple(cfg.data.split), seed=cfg.seed)
+            split, *folders = split_index(index, cfg.data, cfg.seed)
         else:
             check_split_leaks(index, split, scan)
         if cfg.data.subsample:  # detection: by each image's dominant class (images without objects are kept)
@@ -73,6 +74,9 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         profile = {"task": cfg.task, **profile_index(index, split, good, dropped=dropped, scan=scan)}
         profile["duplicates"]["dropped_files"] = dropped
     choices = resolve_auto(cfg, profile, has_val=len(split.get("val", [])) > 0)
+    if folders[0] is not None:  # a data set that came split into train/ val/ test/ folders
+        cfg.data.split_folders = folders[0]
+        choices.insert(0, Choice("data.split_folders", folders[0], folders[1]))
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     _preflight(cfg, split, index)
     run = RunDir.create(cfg.runs_dir, cfg.name)

@@ -1,0 +1,118 @@
+"""Data sets that come already split into train/ (val/) test/ folders of class folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kdefect.config import DataConfig, load_config
+from kdefect.data.profile import dedupe_index
+from kdefect.data.sources import index_dataset
+from kdefect.data.split import load_split, split_index
+from kdefect.errors import DataError
+
+
+def _img(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((12, 12), value, np.uint8)).save(path)
+
+
+def _presplit(root: Path, parts: dict[str, dict[str, int]]) -> Path:
+    """``parts``: split folder -> class -> image count; every image differs (no accidental duplicates)."""
+    v = 0
+    for part, classes in parts.items():
+        for cls, n in classes.items():
+            for i in range(n):
+                v += 1
+                _img(root / part / cls / f"{cls}_{i}.png", v)
+    return root
+
+
+def test_split_folders_are_splits_not_classes(tmp_path, caplog):
+    root = _presplit(tmp_path / "ds", {"Train": {"ok": 8, "def": 6}, "test": {"ok": 3, "def": 2}})
+    _img(root / "ground_truth" / "def" / "mask.png", 250)  # beside the splits (MVTec AD): left out
+    _img(root / "test" / "loose.png", 251)  # not in a class folder: left out
+    idx = index_dataset(DataConfig(source=str(root)))
+    assert idx.classes == ["def", "ok"]
+    assert len(idx) == 19
+    assert sorted(set(idx.split_names)) == ["test", "train"]
+    assert not any("ground_truth" in p or "loose" in p for p in idx.paths)
+    assert "ground_truth" in caplog.text and "loose" not in caplog.text and "1 image(s) lie directly" in caplog.text
+
+
+def test_a_split_named_folder_of_images_is_a_class(tmp_path):
+    _img(tmp_path / "ds" / "test" / "a.png", 1)
+    _img(tmp_path / "ds" / "good" / "b.png", 2)
+    idx = index_dataset(DataConfig(source=str(tmp_path / "ds")))
+    assert idx.classes == ["good", "test"] and idx.split_names is None
+
+
+def test_keep_uses_the_given_test_and_carves_val_from_train(tmp_path):
+    root = _presplit(tmp_path / "ds", {"train": {"ok": 30, "def": 20}, "test": {"ok": 5, "def": 5}})
+    cfg = DataConfig(source=str(root), split=[0.6, 0.2, 0.2])
+    idx = index_dataset(cfg)
+    split, value, why = split_index(idx, cfg, seed=0)
+    assert value == "keep" and "val/ carved from train/" in why
+    names = np.asarray(idx.split_names)
+    assert (names[split["test"]] == "test").all() and len(split["test"]) == 10
+    assert (names[split["train"]] == "train").all() and (names[split["val"]] == "train").all()
+    assert len(split["val"]) == 13 and len(split["train"]) == 37  # 0.2 / (0.6 + 0.2) of 50, stratified
+    assert set(idx.labels[split["val"]]) == {0, 1}
+    assert not set(split["train"]) & set(split["val"])
+    again, _, _ = split_index(idx, cfg, seed=0)
+    assert all((again[s] == split[s]).all() for s in split)  # seeded
+
+
+def test_all_three_folders_are_kept_as_they_are(tmp_path):
+    root = _presplit(tmp_path / "ds", {"train": {"a": 4, "b": 4}, "valid": {"a": 2, "b": 1}, "test": {"a": 2}})
+    cfg = DataConfig(source=str(root))
+    idx = index_dataset(cfg)
+    split, value, why = split_index(idx, cfg)
+    assert value == "keep" and "carved" not in why
+    assert [len(split[s]) for s in ("train", "val", "test")] == [8, 3, 2]
+
+
+def test_a_class_missing_from_train(tmp_path):
+    # MVTec AD: train/ holds only good parts; the defects are only in test/
+    root = _presplit(tmp_path / "ds", {"train": {"good": 20}, "test": {"good": 10, "crack": 10}})
+    idx = index_dataset(DataConfig(source=str(root)))
+    split, value, why = split_index(idx, DataConfig(source=str(root)))
+    assert value == "pool" and "'crack'" in why
+    assert set(idx.labels[split["train"]]) == {0, 1}
+    with pytest.raises(DataError, match="train/ has no images of 'crack'.*data.split_folders=pool"):
+        split_index(idx, DataConfig(source=str(root), split_folders="keep"))
+
+
+def test_pool_ignores_the_folders(tmp_path):
+    root = _presplit(tmp_path / "ds", {"train": {"ok": 10, "def": 10}, "test": {"ok": 10, "def": 10}})
+    cfg = DataConfig(source=str(root), split_folders="pool", split=[0.5, 0.25, 0.25])
+    idx = index_dataset(cfg)
+    split, value, _ = split_index(idx, cfg)
+    assert value == "pool"
+    assert set(np.asarray(idx.split_names)[split["test"]]) == {"train", "test"}
+
+
+def test_a_test_copy_of_a_training_image_is_dropped_not_leaked(tmp_path):
+    root = _presplit(tmp_path / "ds", {"train": {"ok": 4, "def": 4}, "test": {"ok": 2, "def": 2}})
+    (root / "test" / "ok" / "leak.png").write_bytes((root / "train" / "ok" / "ok_0.png").read_bytes())
+    idx, dropped = dedupe_index(index_dataset(DataConfig(source=str(root))), "drop")
+    assert [Path(r["path"]).name for r in dropped] == ["leak.png"]
+    split, _, _ = split_index(idx, DataConfig(source=str(root)))
+    assert not any("leak" in idx.paths[i] for i in split["test"])
+
+
+def test_fit_records_the_given_split(tmp_path):
+    from kdefect.engine.trainer import prepare_run
+
+    root = _presplit(tmp_path / "ds", {"train": {"ok": 12, "def": 12}, "test": {"ok": 4, "def": 4}})
+    cfg = load_config(None, [f"runs_dir={tmp_path / 'runs'}", f"data.source={root}", "data.good_label=ok",
+                             "data.batch_size=4", "data.image_size=[32, 32]"])
+    run, _, _ = prepare_run(cfg)
+    tests = load_split(run.path)["test"][0]
+    assert sorted(Path(p).parent.parent.name for p in tests) == ["test"] * 8
+    assert "split_folders: keep" in run.config_path.read_text()
+    recipe = (run.path / "data_profile.json").read_text()
+    assert "data.split_folders" in recipe and "comes split" in recipe

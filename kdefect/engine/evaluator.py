@@ -99,6 +99,11 @@ def labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str]
     dcfg = copy.deepcopy(cfg.data)
     dcfg.source, dcfg.format = str(data), "auto"
     index = index_dataset(dcfg)
+    if index.split_names is not None and "test" in index.split_names:  # a data set split into train/ test/
+        test = np.flatnonzero(np.asarray(index.split_names) == "test")
+        log.info("'%s' is split into folders: evaluating its test/ images only (%d of %d)", data, len(test),
+                 len(index))
+        index = index.subset(test)
     unknown = sorted(set(index.classes) - set(classes))
     if unknown:
         raise DataError(f"'{data}' has classes the model was not trained on: {', '.join(unknown)}. "

@@ -116,3 +116,13 @@ def test_fit_records_the_given_split(tmp_path):
     assert "split_folders: keep" in run.config_path.read_text()
     recipe = (run.path / "data_profile.json").read_text()
     assert "data.split_folders" in recipe and "comes split" in recipe
+
+
+def test_evaluate_on_a_split_data_set_reads_only_its_test_folder(tmp_path):
+    from kdefect.config import Config
+    from kdefect.engine.evaluator import labelled_data
+
+    root = _presplit(tmp_path / "ds", {"train": {"ok": 6, "def": 6}, "test": {"ok": 2, "def": 3}})
+    paths, labels, skipped = labelled_data(str(root), Config(), ["ok", "def"])
+    assert len(paths) == 5 and all("/test/" in p for p in paths) and skipped == 0
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 1]  # in the model's class order

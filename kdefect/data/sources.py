@@ -19,7 +19,8 @@ from kdefect.errors import ConfigError, DataError
 
 from .images import check_images, is_image_name, list_files
 from .index import DatasetIndex  # re-exported: the index every source returns
-from .voc import image_label, parse_voc
+from .split import SPLIT_FOLDERS
+from .voc import ImageLookup, image_label, parse_voc
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,6 @@ def _check_classes(classes: list[str], counts: np.ndarray, root: Path, what: str
             f"only one class ({classes[0]!r}) found in '{root}'; a classifier needs at least two "
             "(e.g. a 'good' folder beside the defect folders)."
         )
-
-
-# folder names (lower case) of a data set that comes already split, and the split each one feeds
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "dev": "val", "test": "test", "testing": "test"}
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -131,64 +127,84 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
 
 
 def index_voc_root(root: Path, data_cfg, image_labels: bool, classes: list[str] | None = None) -> DatasetIndex:
-    """Index ``<root>/images`` + ``<root>/annotations/*.xml``.
+    """Index a Pascal VOC folder: XML files in ``annotations/`` or ``Annotations/`` (any depth), their images in
+    ``images/``, ``JPEGImages/``, beside the XML, or anywhere below ``root`` by file name (see ``voc.find_image``).
 
     ``image_labels``: one label per image by ``data.label_rule`` (images without objects
     are ``data.good_label``); else per-image boxes and box label indices.
     ``classes`` fixes the class order (else: sorted object names).
     """
-    ann = root / "annotations"
-    xmls = sorted(p for p in ann.glob("*.xml") if not p.name.startswith(".")) if ann.is_dir() else []
+    from .voc import voc_annotation_dir
+
+    ann = voc_annotation_dir(root) or root  # voc:DIR with another folder name (GC10-DET's lable/): any XML below
+    xmls = sorted(p for p in list_files(ann) if p.suffix.lower() == ".xml")
     if not xmls:
-        raise DataError(f"no VOC annotations found in '{ann}'. A VOC dataset needs images/ and annotations/*.xml.")
+        raise DataError(f"no VOC annotations found in '{root}'. A VOC dataset needs annotations/*.xml (or "
+                        "Annotations/) and its images (images/, JPEGImages/ or beside the XML files).")
     records, bad = [], []
+    lookup = ImageLookup(root)
     for x in xmls:
         try:
-            records.append(parse_voc(x))
+            records.append(parse_voc(x, lookup=lookup))
         except DataError as exc:
             bad.append((str(x), str(exc)))
+    annotated = {r.image_path.resolve() for r in records}
+    xml_stems = {x.stem for x in xmls}  # an image whose XML is broken is reported once, via its XML
+    for img_dir in (root / "images", root / "JPEGImages"):
+        if img_dir.is_dir():
+            bad += [(str(p), "image has no annotation XML") for p in list_files(img_dir)
+                    if is_image_name(p) and p.resolve() not in annotated and p.stem not in xml_stems]
+    return index_records(root, records, bad, data_cfg, image_labels, classes, "VOC")
+
+
+def index_records(root: Path, records: list, bad: list[tuple[str, str]], data_cfg, image_labels: bool,
+                  classes: list[str] | None = None, kind: str = "VOC",
+                  split_names: list[str] | None = None) -> DatasetIndex:
+    """The shared tail of every box source (VOC, YOLO, COCO): check the images, apply the bad-input policy,
+    fix the class order and build the index (image labels by ``data.label_rule``, or boxes).
+
+    ``records``: ``VocRecord``s; ``split_names`` (one per record): the split folder each came from, if any.
+    """
     reasons = check_images([r.image_path for r in records])
-    good_recs = []
-    for r, reason in zip(records, reasons):
+    good_recs, parts = [], []
+    for i, (r, reason) in enumerate(zip(records, reasons)):
         if reason:
             bad.append((str(r.image_path), reason))
         else:
             good_recs.append(r)
-    annotated = {r.image_path.resolve() for r in records}
-    xml_stems = {x.stem for x in xmls}  # an image whose XML is broken is reported once, via its XML
-    img_dir = root / "images"
-    if img_dir.is_dir():
-        bad += [(str(p), "image has no annotation XML in annotations/") for p in list_files(img_dir)
-                if is_image_name(p) and p.resolve() not in annotated and p.stem not in xml_stems]
+            parts.append(split_names[i] if split_names else "")
     names = sorted({n for r in good_recs for n in r.labels})
     good = data_cfg.good_label
     if classes is None:
         classes = names + ([good] if image_labels and good and good not in names
                            and any(not r.labels for r in good_recs) else [])
     elif unknown := sorted(set(names) - set(classes)):
-        raise DataError(f"VOC data in '{root}' has unknown classes {unknown}; expected {classes}.")
-    kept, labels = [], []
-    for r in good_recs:
+        raise DataError(f"{kind} data in '{root}' has unknown classes {unknown}; expected {classes}.")
+    kept, labels, kept_parts = [], [], []
+    for r, part in zip(good_recs, parts):
         try:
             name = image_label(r, data_cfg.label_rule, classes if image_labels else None, good)
             labels.append(classes.index(name) if name in classes else -1)
             kept.append(r)
+            kept_parts.append(part)
         except DataError as exc:
             bad.append((str(r.xml_path), str(exc)))
     skipped = _apply_policy(bad, data_cfg, root)
     if not kept:
         raise DataError(f"no usable annotated images in '{root}'.")
     labels_arr = np.asarray(labels, np.int64)
+    given = kept_parts if any(kept_parts) else None
     if image_labels:
         _check_classes(classes, np.bincount(labels_arr, minlength=len(classes)), root, "class")
-        return DatasetIndex(root, classes, [str(r.image_path) for r in kept], labels_arr, skipped=skipped)
+        return DatasetIndex(root, classes, [str(r.image_path) for r in kept], labels_arr, skipped=skipped,
+                            split_names=given)
     if not classes:
-        raise DataError(f"VOC data in '{root}' has no objects at all; detection needs annotated boxes.")
+        raise DataError(f"{kind} data in '{root}' has no objects at all; detection needs annotated boxes.")
     return DatasetIndex(
         root, classes, [str(r.image_path) for r in kept], labels_arr,
         boxes=[r.boxes for r in kept],
         box_labels=[np.asarray([classes.index(n) for n in r.labels], np.int64) for r in kept],
-        skipped=skipped, image_labels=False,
+        skipped=skipped, image_labels=False, split_names=given,
     )
 
 
@@ -198,6 +214,36 @@ def index_voc(location: str, data_cfg, image_labels: bool = True) -> DatasetInde
     if not root.is_dir():
         raise DataError(f"VOC folder '{location}' does not exist. It needs images/ and annotations/ subfolders.")
     return index_voc_root(root, data_cfg, image_labels)
+
+
+@register_source("yolo")
+def index_yolo(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
+    """``yolo:DIR``: YOLO text labels (Ultralytics / Roboflow / Darknet layouts; see ``kdefect.data.yolo``)."""
+    from .yolo import read_yolo
+
+    root = Path(location).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"YOLO folder '{location}' does not exist.")
+    records, bad, names, splits = read_yolo(root)
+    used = {n for r in records for n in r.labels}
+    classes = [n for n in names if n in used]  # the names file's order; a class without boxes is left out
+    good = data_cfg.good_label
+    if image_labels and good and good not in classes and any(not r.labels for r in records):
+        classes.append(good)  # background images are the good class
+    return index_records(root, records, bad, data_cfg, image_labels, classes, "YOLO", splits)
+
+
+@register_source("coco")
+def index_coco(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
+    """``coco:PATH``: COCO JSON boxes (a file, a folder holding one, or train/ valid/ test/ folders of them)."""
+    from .coco import read_coco
+
+    root = Path(location).expanduser().resolve()
+    if not root.exists():
+        raise DataError(f"COCO data '{location}' does not exist.")
+    records, bad, splits = read_coco(root)
+    return index_records(root if root.is_dir() else root.parent, records, bad, data_cfg, image_labels, None, "COCO",
+                         splits)
 
 
 @register_source("synthetic")
@@ -259,24 +305,42 @@ def index_tfrecord(location: str, data_cfg, image_labels: bool = True) -> Datase
     return index_pack(location, data_cfg, image_labels)
 
 
+def _guess_format(p: Path) -> str:
+    """The layout of a local data set: voc, yolo, coco or (class-per-)folder."""
+    from .coco import coco_files
+    from .voc import voc_annotation_dir
+    from .yolo import is_yolo
+
+    if p.is_file():
+        return "coco" if p.suffix.lower() == ".json" else "folder"
+    if not p.is_dir():
+        return "folder"  # the folder source says it does not exist
+    if voc_annotation_dir(p) is not None:
+        return "voc"
+    if is_yolo(p):
+        return "yolo"
+    return "coco" if coco_files(p) else "folder"
+
+
 def resolve_source(data_cfg) -> tuple[str, str]:
     """(source kind, location) from ``data.source`` and ``data.format``."""
     src, fmt = str(data_cfg.source), data_cfg.format
     if src in ("neu", "elpv"):
         return src, ""
-    for prefix in ("voc", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
+    for prefix in ("voc", "yolo", "coco", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
         if src.startswith(prefix + ":"):
             return prefix, src[len(prefix) + 1:]
     if src == "synthetic" or fmt == "synthetic":
         return "synthetic", src
     if fmt == "auto":
-        p = Path(src).expanduser()
-        return ("voc" if (p / "annotations").is_dir() and (p / "images").is_dir() else "folder"), src
+        return _guess_format(Path(src).expanduser()), src
     return fmt, src
 
 
 def index_dataset(data_cfg, image_labels: bool = True) -> DatasetIndex:
-    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | tfds:NAME | neu | elpv[:MODE[:TYPE]] | tfrecord:DIR).
+    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | yolo:DIR | coco:PATH | tfds:NAME | neu |
+    elpv[:MODE[:TYPE]] | tfrecord:DIR); a plain PATH is a VOC, YOLO or COCO data set when it looks like one, else
+    class folders.
 
     ``image_labels``: the task's label kind (``tasks.Task.image_labels``): one class per image, or boxes.
     """

@@ -23,6 +23,9 @@ from kdefect.utils.io import atomic_dir, write_text
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# folder names (lower case) of a data set that comes already split, and the split each one feeds
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "dev": "val", "test": "test", "testing": "test"}
 
 
 def _allocate(n: int, fractions: Sequence[float]) -> list[int]:

@@ -40,14 +40,61 @@ class VocRecord:
     labels: list[str] = field(default_factory=list)
 
 
-def find_image(xml_path: Path, filename: str | None) -> Path | None:
-    """Resolve ``<filename>`` in the sibling ``images/`` folder (tolerating a missing extension).
+ANNOTATION_DIRS = ("annotations", "Annotations")
+IMAGE_DIRS = ("images", "JPEGImages")
+
+
+def voc_annotation_dir(root: Path) -> Path | None:
+    """The folder of a VOC data set's XML files: ``annotations/`` (kdefect, NEU-DET) or ``Annotations/`` (Pascal
+    VOC, PKU-PCB) when it holds XML (COCO keeps its JSON in ``annotations/``), else None."""
+    return next((root / d for d in ANNOTATION_DIRS if (root / d).is_dir()
+                 and next((root / d).rglob("*.xml"), None) is not None), None)
+
+
+class ImageLookup:
+    """Every image file below a data set's root, by file name and by stem, listed once (lazily).
+
+    Why: public VOC sets put images in images/, JPEGImages/, beside the XML, or in per-class folders
+    (GC10-DET, PKU-PCB); a name that is unique under the root is found wherever it lies.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._by: dict[str, list[Path]] | None = None
+
+    def _index(self) -> dict[str, list[Path]]:
+        if self._by is None:
+            by: dict[str, list[Path]] = defaultdict(list)
+            for p in sorted(self.root.rglob("*")):
+                if p.suffix.lower() in IMAGE_EXTS and not any(x.startswith(".") for x in p.relative_to(self.root).parts):
+                    by[p.name].append(p)
+                    by["stem:" + p.stem].append(p)
+            self._by = by
+        return self._by
+
+    def find(self, names: list[str], stems: list[str], where: str) -> Path | None:
+        by = self._index()
+        for key in [*names, *("stem:" + s for s in stems)]:
+            hits = by.get(key, [])
+            if len(hits) > 1:
+                raise DataError(f"{where}: its image '{key.removeprefix('stem:')}' matches {len(hits)} files below "
+                                f"'{self.root}' ({', '.join(str(h) for h in hits[:3])}); give each image a unique "
+                                "name, or put it in images/ beside annotations/.")
+            if hits:
+                return hits[0]
+        return None
+
+
+def find_image(xml_path: Path, filename: str | None, lookup: ImageLookup | None = None,
+               where: str = "") -> Path | None:
+    """Resolve ``<filename>`` in the sibling ``images/`` (or ``JPEGImages/``) folder, tolerating a missing extension.
 
     NEU-DET writes some file names without ``.jpg``; other tools put the image
     beside the XML.  We try, in order: images/<filename>, <xml dir>/<filename>,
-    then <stem>.<any image ext> in both places, using the XML's own stem last.
+    then <stem>.<any image ext> in both places, using the XML's own stem last; then (with ``lookup``) the one
+    image of that name, or stem, anywhere below the data set's root.
     """
-    dirs = [xml_path.parent.parent / "images", xml_path.parent]
+    dirs = [xml_path.parent.parent / d for d in IMAGE_DIRS] + [xml_path.parent]
     names = [Path(filename).name] if filename else []
     for d in dirs:
         for n in names:
@@ -60,7 +107,7 @@ def find_image(xml_path: Path, filename: str | None) -> Path | None:
                 for e in (ext, ext.upper()):
                     if (d / f"{s}{e}").is_file():
                         return d / f"{s}{e}"
-    return None
+    return lookup.find(names, stems, where) if lookup is not None else None
 
 
 def _num(node, tag: str, where: str) -> float:
@@ -80,13 +127,7 @@ def _image_size(root, image_path: Path, where: str) -> tuple[int, int]:
 
     Why: a ``<size>`` of 1000x1000 on a 64x64 image would otherwise let boxes far outside the pixels through.
     """
-    from PIL import Image  # lazy: Pillow loads only when images are read
-
-    try:
-        with Image.open(image_path) as im:  # reads the header only
-            w, h = im.size
-    except Exception as exc:  # Pillow raises many types on hostile files; each is a bad file, not a crash
-        raise DataError(f"{where}: its image '{image_path}' cannot be read ({type(exc).__name__}: {exc}).") from None
+    w, h = image_size(image_path, where)
     size = root.find("size")
     if size is not None and size.findtext("width") and size.findtext("height"):
         sw, sh = _num(size, "width", where), _num(size, "height", where)
@@ -95,8 +136,11 @@ def _image_size(root, image_path: Path, where: str) -> tuple[int, int]:
     return w, h
 
 
-def parse_voc(xml_path: str | Path, class_names: list[str] | None = None) -> VocRecord:
-    """Parse and validate one VOC XML; raises DataError naming the file on any problem."""
+def parse_voc(xml_path: str | Path, class_names: list[str] | None = None,
+              lookup: ImageLookup | None = None) -> VocRecord:
+    """Parse and validate one VOC XML; raises DataError naming the file on any problem.
+
+    ``lookup``: find the image anywhere below the data set's root when it is not beside the XML."""
     xml_path = Path(xml_path)
     where = f"VOC annotation '{xml_path}'"
     try:
@@ -107,7 +151,7 @@ def parse_voc(xml_path: str | Path, class_names: list[str] | None = None) -> Voc
         raise DataError(f"{where} cannot be read ({exc}).") from exc
     if root.tag != "annotation":
         raise DataError(f"{where}: root element is <{root.tag}>, expected <annotation>.")
-    image_path = find_image(xml_path, (root.findtext("filename") or "").strip() or None)
+    image_path = find_image(xml_path, (root.findtext("filename") or "").strip() or None, lookup, where)
     if image_path is None:
         raise DataError(
             f"{where}: its image '{root.findtext('filename')}' was not found in "
@@ -124,7 +168,18 @@ def parse_voc(xml_path: str | Path, class_names: list[str] | None = None) -> Voc
         bb = obj.find("bndbox")
         if bb is None:
             raise DataError(f"{where}: object {i} ('{name}') has no <bndbox>.")
-        x0, y0, x1, y1 = (_num(bb, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append([_num(bb, t, where) for t in ("xmin", "ymin", "xmax", "ymax")])
+        labels.append(name)
+    return VocRecord(xml_path, image_path, w, h, checked_boxes(boxes, labels, w, h, where), labels)
+
+
+def checked_boxes(boxes: list, labels: list[str], w: int, h: int, where: str) -> np.ndarray:
+    """Pixel ``[xmin, ymin, xmax, ymax]`` boxes as float32 (N, 4), clipped to the image; DataError naming
+    ``where`` for an empty box or one outside the image by more than ``BOX_TOLERANCE`` (every box source)."""
+    out = []
+    for i, ((x0, y0, x1, y1), name) in enumerate(zip(boxes, labels)):
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            raise DataError(f"{where}: object {i} ('{name}') has a NaN or infinite coordinate. Fix the box.")
         if x1 <= x0 or y1 <= y0:
             raise DataError(
                 f"{where}: object {i} ('{name}') has an empty or negative box "
@@ -136,9 +191,19 @@ def parse_voc(xml_path: str | Path, class_names: list[str] | None = None) -> Voc
                 f"{where}: object {i} ('{name}') box [{x0:g}, {y0:g}, {x1:g}, {y1:g}] lies outside the "
                 f"{w}x{h} image. Fix the box coordinates."
             )
-        boxes.append([max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))])
-        labels.append(name)
-    return VocRecord(xml_path, image_path, w, h, np.asarray(boxes, np.float32).reshape(-1, 4), labels)
+        out.append([max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))])
+    return np.asarray(out, np.float32).reshape(-1, 4)
+
+
+def image_size(image_path: Path, where: str) -> tuple[int, int]:
+    """(width, height) from the image's header; DataError naming ``where`` when it cannot be read."""
+    from PIL import Image  # lazy: Pillow loads only when images are read
+
+    try:
+        with Image.open(image_path) as im:  # reads the header only
+            return im.size
+    except Exception as exc:  # Pillow raises many types on hostile files; each is a bad file, not a crash
+        raise DataError(f"{where}: its image '{image_path}' cannot be read ({type(exc).__name__}: {exc}).") from None
 
 
 def image_label(record: VocRecord, rule: str = "largest_area", classes: list[str] | None = None,

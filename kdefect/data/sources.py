@@ -129,11 +129,28 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
 def index_voc_root(root: Path, data_cfg, image_labels: bool, classes: list[str] | None = None) -> DatasetIndex:
     """Index a Pascal VOC folder: XML files in ``annotations/`` or ``Annotations/`` (any depth), their images in
     ``images/``, ``JPEGImages/``, beside the XML, or anywhere below ``root`` by file name (see ``voc.find_image``).
+    A folder split into ``train/`` ``validation/`` ... VOC folders (NEU-DET as Kaggle ships it) keeps its split.
 
     ``image_labels``: one label per image by ``data.label_rule`` (images without objects
     are ``data.good_label``); else per-image boxes and box label indices.
     ``classes`` fixes the class order (else: sorted object names).
     """
+    from .voc import voc_annotation_dir
+
+    parts = [(SPLIT_FOLDERS[d.name.lower()], d) for d in _subdirs(root)
+             if d.name.lower() in SPLIT_FOLDERS and voc_annotation_dir(d) is not None]
+    if voc_annotation_dir(root) is not None or not parts:
+        records, bad = _voc_records(root)
+        return index_records(root, records, bad, data_cfg, image_labels, classes, "VOC")
+    records, bad, splits = [], [], []
+    for split, folder in parts:
+        recs, b = _voc_records(folder)
+        records, bad, splits = records + recs, bad + b, splits + [split] * len(recs)
+    return index_records(root, records, bad, data_cfg, image_labels, classes, "VOC", splits)
+
+
+def _voc_records(root: Path) -> tuple[list, list[tuple[str, str]]]:
+    """(records, bad files with reasons) of one VOC folder; images that no XML names are bad files."""
     from .voc import voc_annotation_dir
 
     ann = voc_annotation_dir(root) or root  # voc:DIR with another folder name (GC10-DET's lable/): any XML below
@@ -154,7 +171,7 @@ def index_voc_root(root: Path, data_cfg, image_labels: bool, classes: list[str] 
         if img_dir.is_dir():
             bad += [(str(p), "image has no annotation XML") for p in list_files(img_dir)
                     if is_image_name(p) and p.resolve() not in annotated and p.stem not in xml_stems]
-    return index_records(root, records, bad, data_cfg, image_labels, classes, "VOC")
+    return records, bad
 
 
 def index_records(root: Path, records: list, bad: list[tuple[str, str]], data_cfg, image_labels: bool,
@@ -315,7 +332,8 @@ def _guess_format(p: Path) -> str:
         return "coco" if p.suffix.lower() == ".json" else "folder"
     if not p.is_dir():
         return "folder"  # the folder source says it does not exist
-    if voc_annotation_dir(p) is not None:
+    if voc_annotation_dir(p) is not None or any(voc_annotation_dir(d) is not None for d in _subdirs(p)
+                                                if d.name.lower() in SPLIT_FOLDERS):
         return "voc"
     if is_yolo(p):
         return "yolo"

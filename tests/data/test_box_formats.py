@@ -167,3 +167,22 @@ def test_coco_errors_name_the_file(tmp_path):
     (root / "annotations" / "instances_all.json").write_text("{not json")
     with pytest.raises(DataError, match="cannot be read as COCO JSON"):
         index_dataset(DataConfig(source=f"coco:{root / 'annotations' / 'instances_all.json'}"), image_labels=False)
+
+
+def test_voc_split_into_folders_keeps_its_split(tmp_path):
+    # NEU-DET as Kaggle ships it: train/ and validation/, each with annotations/ and images/<class>/
+    root = tmp_path / "NEU-DET"
+    for sub, items in (("train", IMAGES), ("validation", IMAGES[:2])):
+        items = [(f"{sub}_{n}", s, o) for n, s, o in items]
+        write_voc(root / sub, items=items)
+        for name, _, objs in items:  # images into per-class folders, found by their unique names
+            cls = objs[0][0] if objs else "none"
+            (root / sub / "images" / cls).mkdir(exist_ok=True)
+            (root / sub / "images" / name).rename(root / sub / "images" / cls / name)
+    cfg = DataConfig(source=str(root))
+    assert resolve_source(cfg)[0] == "voc"
+    idx = index_dataset(cfg, image_labels=False)
+    assert len(idx) == 6 and sorted(set(idx.split_names)) == ["train", "val"]
+    split, value, why = split_index(idx, cfg)
+    assert value == "keep" and "test/ carved from train/" in why
+    assert {Path(idx.paths[i]).name.split("_")[0] for i in split["val"]} == {"validation"}

@@ -14,6 +14,7 @@ import logging
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,26 @@ from kdefect.utils.io import atomic_dir, atomic_path
 log = logging.getLogger(__name__)
 
 
-def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
-    """Index, profile and split the data, resolve the ``auto`` settings, create the run folder (every task).
+@dataclass
+class RunPlan:
+    """What ``fit`` would train on, before any folder exists: the index, split, profile and ``auto`` choices."""
 
-    ``cfg`` is updated in place: its ``auto`` keys become the concrete values saved in ``config.yaml``.
-    A ``split`` from outside (cross-validation folds) indexes the de-duplicated data, as ``cross_validate`` does.
-    Everything that can be checked is checked before the folder exists, so a bad config leaves no orphan
-    (which would also shift the next run's name).
+    index: Any
+    split: dict[str, np.ndarray]
+    profile: dict[str, Any]
+    choices: list[Any]
+
+
+def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan:
+    """Index, de-duplicate, split and profile the data, and resolve the ``auto`` settings; writes nothing.
+
+    ``cfg`` is updated in place: its ``auto`` keys become the concrete values. ``kdefect data check`` prints this
+    plan, so a user sees how kdefect reads a data set (format, classes, split, recipe) before training on it.
     """
-    from kdefect.data.profile import FileScan, check_split_leaks, dedupe_index, format_profile, profile_index
+    from kdefect.data.profile import FileScan, check_split_leaks, dedupe_index, profile_index
     from kdefect.data.recipe import Choice, resolve_auto
     from kdefect.data.sources import index_dataset, subsample_indices
-    from kdefect.data.split import save_split, split_index, write_skipped
+    from kdefect.data.split import split_index
 
     validate_config(cfg)
     scan = FileScan()  # each file is hashed once for dedupe, leak check and profile
@@ -79,6 +88,22 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         choices.insert(0, Choice("data.split_folders", folders[0], folders[1]))
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     _preflight(cfg, split, index)
+    return RunPlan(index, split, profile, choices)
+
+
+def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tuple[RunDir, Any, dict[str, np.ndarray]]:
+    """``plan_run``, then create the run folder with the resolved config, profile, classes and split (every task).
+
+    A ``split`` from outside (cross-validation folds) indexes the de-duplicated data, as ``cross_validate`` does.
+    Everything that can be checked is checked before the folder exists, so a bad config leaves no orphan
+    (which would also shift the next run's name).
+    """
+    from kdefect.data.profile import format_profile
+    from kdefect.data.split import save_split, write_skipped
+
+    plan = plan_run(cfg, split)
+    index, split, profile = plan.index, plan.split, plan.profile
+    good = cfg.data.good_label if get_task(cfg.task).image_labels else None
     run = RunDir.create(cfg.runs_dir, cfg.name)
     with run.failure_recorded():
         cfg.save(run.config_path)
@@ -88,7 +113,7 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
         if write_skipped(run.path, index.skipped):
             log.warning("%d bad image(s) skipped; see %s", len(index.skipped), run.path / "skipped.csv")
     log.info("data profile:\n%s", format_profile(profile))
-    for c in choices:
+    for c in plan.choices:
         log.info("auto: %s", c)
     log.info("run folder %s: %d classes, split %s", run.path, len(index.classes),
              {k: len(v) for k, v in split.items()})

@@ -126,3 +126,23 @@ def test_evaluate_on_a_split_data_set_reads_only_its_test_folder(tmp_path):
     paths, labels, skipped = labelled_data(str(root), Config(), ["ok", "def"])
     assert len(paths) == 5 and all("/test/" in p for p in paths) and skipped == 0
     assert sorted(labels.tolist()) == [0, 0, 1, 1, 1]  # in the model's class order
+
+
+def test_data_check_shows_the_split_and_writes_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from kdefect.cli import main
+
+    root = _presplit(tmp_path / "ds", {"train": {"ok": 12, "def": 12}, "test": {"ok": 4, "def": 3}})
+    before = sorted(tmp_path.rglob("*"))
+    r = CliRunner().invoke(main, ["data", "check", str(root), "--set", "data.good_label=ok", "-q"])
+    assert r.exit_code == 2 and "fewer than one batch" in r.output  # what fit would stop on, before training
+    r = CliRunner().invoke(main, ["data", "check", str(root), "--set", "data.good_label=ok", "--set",
+                                  "data.batch_size=8", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "folder data for task classify, 31 images, 2 classes" in r.output
+    assert "split (given by the folders)" in r.output
+    rows = {line.split()[0]: line.split()[1:] for line in r.output.splitlines() if line.startswith("  ")}
+    assert rows["def"][-1] == "3" and rows["ok"][-1] == "4"  # the test/ folder's own images
+    assert "auto: data.split_folders = keep" in r.output
+    assert sorted(tmp_path.rglob("*")) == before  # no run folder

@@ -217,3 +217,15 @@ def split_index(index, data_cfg, seed: int = 0) -> tuple[dict[str, np.ndarray], 
                     ", ".join(repr(c) for c in no_test))
     how = f"; {' and '.join(s + '/' for s in carved)} carved from train/ by data.split" if carved else ""
     return split, "keep", f"the data set comes split ({counts}) -> kept{how}"
+
+
+def own_test_part(index, source: str):
+    """The ``test/`` images of a data set that comes split into folders, else the whole index.
+
+    Why: ``evaluate --data`` on a split data set must not score the model on that set's training images.
+    """
+    if index.split_names is None or "test" not in index.split_names:
+        return index
+    test = np.flatnonzero(np.asarray(index.split_names) == "test")
+    log.info("'%s' is split into folders: evaluating its test/ images only (%d of %d)", source, len(test), len(index))
+    return index.subset(test)

@@ -95,15 +95,12 @@ def resolve_run(target: str | Path) -> RunDir:
 def labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str], np.ndarray, int]:
     """New labelled data as (paths, labels in the model's class order, skipped count); unknown classes refused."""
     from kdefect.data.sources import index_dataset
+    from kdefect.data.split import own_test_part
 
     dcfg = copy.deepcopy(cfg.data)
     dcfg.source, dcfg.format = str(data), "auto"
     index = index_dataset(dcfg)
-    if index.split_names is not None and "test" in index.split_names:  # a data set split into train/ test/
-        test = np.flatnonzero(np.asarray(index.split_names) == "test")
-        log.info("'%s' is split into folders: evaluating its test/ images only (%d of %d)", data, len(test),
-                 len(index))
-        index = index.subset(test)
+    index = own_test_part(index, data)  # a data set split into train/ test/: its test/ images only
     unknown = sorted(set(index.classes) - set(classes))
     if unknown:
         raise DataError(f"'{data}' has classes the model was not trained on: {', '.join(unknown)}. "

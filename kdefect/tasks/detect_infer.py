@@ -95,7 +95,7 @@ def split_arrays(cfg: Config, run: RunDir | None, data: str | None, split: str =
     """The run's saved ``split`` (or every image of ``data``) loaded at the model's input size."""
     from kdefect.data.detection_pipeline import load_arrays
     from kdefect.data.sources import index_dataset
-    from kdefect.data.split import load_split
+    from kdefect.data.split import load_split, own_test_part
     from kdefect.tasks.detect import input_size
 
     if data is not None:
@@ -109,6 +109,8 @@ def split_arrays(cfg: Config, run: RunDir | None, data: str | None, split: str =
         if not pick:
             raise DataError(f"the {split} split of '{run.path}' matches no image of '{cfg.data.source}'.")
         index = index.subset(np.asarray(pick))
+    else:
+        index = own_test_part(index, data)  # a data set split into train/ test/: its test/ images only
     return load_arrays(index, input_size(cfg)), index.classes
 
 

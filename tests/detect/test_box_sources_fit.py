@@ -34,6 +34,7 @@ def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, t
     from kdefect import fit
     from kdefect.config import load_config
     from kdefect.data.split import load_split
+    from kdefect.tasks.detect_infer import split_arrays
 
     root = _to_yolo(det_voc_root, tmp_path / "yolo")
     cfg = load_config(overrides=[
@@ -46,3 +47,6 @@ def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, t
     assert len(tests) == len(list((root / "test" / "images").iterdir()))
     assert "split_folders: keep" in run.config_path.read_text()
     assert np.isfinite(run.read_json("metrics.json")["map50"])
+
+    arrays, classes = split_arrays(run.config(), run, str(root))  # evaluate --data on the export: its test/ only
+    assert len(arrays.sizes) == len(tests) and classes == run.read_json("metrics.json")["classes"]

@@ -67,7 +67,10 @@ def _echo_verdict(run_path: object) -> None:
     verdict = cal.get("verdict")
     metrics = run.read_json("metrics.json") if (run.path / "metrics.json").is_file() else {}
     lines = [f"test split: accuracy {metrics['accuracy']:.4f}, macro recall {metrics['macro_recall']:.4f} "
-             f"({metrics['n']} images)"] if "accuracy" in metrics else []
+             f"({metrics['n']} images; each image's top class)"] if "accuracy" in metrics else []
+    if lines and verdict and verdict.get("good_min_prob") is not None:  # why the table may disagree with that line
+        lines.append(f"the table below applies the calibrated decision rule the device runs: good when "
+                     f"P(good) >= {verdict['good_min_prob']:.3f}, else the most likely defect")
     if "map50" in metrics:  # detectors
         lines.append(f"test split: mAP@0.5 {metrics['map50']:.4f}, mAP@0.5:0.95 {metrics['map']:.4f} "
                      f"({metrics['images']} images)")

@@ -31,6 +31,10 @@ class InputSpec:
     zero_point: int = 0
     # squash | letterbox | crop (kdefect.edge.preprocess.prepare); sidecars written before it existed: squash
     resize: str = "squash"
+    # the PIL colour modes of the images the model was trained and validated on ("L", "RGB", "I;16", ...): the
+    # device accepts them even when they differ from ``channels`` (grey ELPV cells for a 3-channel model); empty
+    # (older sidecars, a model brought without its data): only the modes that match ``channels``
+    modes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +93,8 @@ def _check_types(d: Any) -> None:
     need(type(inp.get("channels", 3)) is int and isinstance(inp.get("scale", 1.0), _NUM)
          and type(inp.get("zero_point", 0)) is int and isinstance(inp.get("resize", ""), str),
          "'input' channels/zero_point must be integers, scale a number, resize a string")
+    need(isinstance(inp.get("modes", []), list) and all(isinstance(m, str) for m in inp.get("modes", [])),
+         "'input.modes' must be a list of colour mode names")
     need(d.get("good_label") is None or isinstance(d["good_label"], str), "'good_label' must be a string or null")
     for key in ("output", "thresholds"):
         need(isinstance(d.get(key, {}), dict), f"'{key}' must be an object")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ class EdgeClassifier(EdgeModel):
         if self.rule.knn is not None and "features" not in self.runner.roles:
             raise ModelIntegrityError(f"the sidecar of '{self.path}' has a kNN OOD gate but names no feature "
                                       "output: export again with `kdefect tflite --ood-gate knn`.")
-        self.policy = policy or ImagePolicy()
+        base = policy or ImagePolicy()
+        self.policy = replace(base, train_modes=base.train_modes | frozenset(self.sidecar.input.modes))
         shape = self.runner.input_shape
         if len(shape) != 4 or shape[0] != 1:
             raise EdgeError(f"'{self.path}' has input shape {shape}; the edge runtime needs a static batch-1 "

@@ -95,10 +95,14 @@ class ImagePolicy:
     differ from the model's channels (a camera switched to mono is a fault worth
     seeing); ``"convert"`` converts them like the training decoder does.
     ``expect_size``: (width, height) every image must have, or None for any size.
+    ``train_modes``: modes seen in the training data are never a camera fault: a model trained on grey
+    cells accepts grey cells.
     """
 
     color: str = "strict"
     expect_size: tuple[int, int] | None = None
+    # colour modes the model was trained on (the sidecar's ``input.modes``): accepted under "strict" too
+    train_modes: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=32)
@@ -164,11 +168,14 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(g * np.float32(255.5)), 0, 255).astype(np.uint8)[..., None]
 
 
-def _to_rgb(im: Image.Image, channels: int, color: str, name: str) -> Image.Image | np.ndarray:
-    """Decode to RGB like the training decoder; in strict mode refuse a colour mode the model was not made for."""
+def _to_rgb(im: Image.Image, channels: int, color: str, name: str,
+            train_modes: frozenset[str] = frozenset()) -> Image.Image | np.ndarray:
+    """Decode to RGB like the training decoder; in strict mode refuse a colour mode the model was not made for
+    (one it was trained on is accepted)."""
     has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info)
     gray = im.mode in _GRAY_MODES or im.mode == "LA"
-    if color == "strict" and (has_alpha or (gray and channels == 3) or im.mode in ("CMYK", "HSV", "LAB")):
+    if color == "strict" and im.mode not in train_modes and (
+            has_alpha or (gray and channels == 3) or im.mode in ("CMYK", "HSV", "LAB")):
         kind = (f"has an alpha channel (mode {im.mode})" if has_alpha else
                 f"is grayscale (mode {im.mode})" if gray else f"is in colour mode {im.mode}")
         want = "RGB colour" if channels == 3 else "grayscale or RGB"
@@ -285,7 +292,7 @@ def _check(im: Image.Image | np.ndarray, channels: int, policy: ImagePolicy, nam
         raise ImageRejected(f"{name} is {size[0]}x{size[1]} but the line expects {ew}x{eh} (--expect-size)")
     if isinstance(im, np.ndarray):
         return im
-    return np.asarray(_to_rgb(im, channels, policy.color, name), dtype=np.uint8)
+    return np.asarray(_to_rgb(im, channels, policy.color, name, policy.train_modes), dtype=np.uint8)
 
 
 def _resize_round(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -125,6 +125,13 @@ def _load_data(src: _Source, data: Any, size: tuple[int, int], channels: int, re
     return _Data(list(index.paths), np.asarray(index.labels, int), list(index.classes), good, cfg.data)
 
 
+def _train_modes(run: Any) -> list[str]:
+    """The colour modes of a run's images (its ``data_profile.json``), which the device then accepts; [] if unknown."""
+    if run is None or not (run.path / "data_profile.json").is_file():
+        return []
+    return sorted((run.read_json("data_profile.json").get("colour") or {}).get("modes") or {})
+
+
 def _need(data: _Data | None, what: str) -> _Data:
     if data is None or not data.paths:
         raise ExportError(f"{what} needs training images: export a run folder, or pass --run RUN / --data FOLDER "
@@ -369,7 +376,7 @@ def _export(
     sc = Sidecar(
         sha256="", task="classify", labels=classes, good_label=good,
         input=InputSpec(size=[h, w], channels=c, dtype=inp["dtype"], scale=inp["scale"], zero_point=inp["zero_point"],
-                        resize=resize),
+                        resize=resize, modes=_train_modes(src.run)),
         output={"dtype": outs[main]["dtype"], "scale": outs[main]["scale"], "zero_point": outs[main]["zero_point"],
                 "kind": "probabilities", "index": main,
                 **({"features_index": feat, "features_dim": int(outs[feat]["shape"][-1])} if feat is not None else {})},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from kdefect.errors import ExportError
@@ -190,3 +191,41 @@ def test_byo_keras3_model_ptq(tmp_path, handmade_run):
     assert res["input"]["dtype"] == "uint8" and res["input"]["scale"] == pytest.approx(1.0)
     with pytest.raises(ExportError, match="tf_keras model"):
         export_run(path, run=handmade_run, qat=True, out=tmp_path / "q.tflite")
+
+
+def test_the_device_accepts_the_colour_modes_it_was_trained_on(ptq_export, handmade_run, tmp_path):
+    """A 3-channel model trained on grey images (ELPV cells) must take grey images on the device by default;
+    a mode the training data never had (grey for an RGB-trained model) stays a camera fault under strict."""
+    import shutil
+
+    from PIL import Image
+
+    from kdefect.core.run import RunDir
+    from kdefect.core.sidecar import sidecar_path
+    from kdefect.edge.classifier import EdgeClassifier
+    from kdefect.edge.preprocess import ImageRejected
+    from kdefect.export.api import _train_modes
+
+    assert _train_modes(RunDir.open(handmade_run)) == []  # no data profile: nothing extra accepted
+    assert json.loads(sidecar_path(ptq_export["model"]).read_text())["input"]["modes"] == []
+    grey = tmp_path / "cell.png"
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(grey)
+    with pytest.raises(ImageRejected, match="grayscale"):
+        EdgeClassifier(ptq_export["model"]).classify(grey)
+    model = tmp_path / "grey" / "model.tflite"
+    model.parent.mkdir()
+    shutil.copy(ptq_export["model"], model)
+    sc = json.loads(sidecar_path(ptq_export["model"]).read_text())
+    sc["input"]["modes"] = ["L", "RGB"]  # as export writes them from a run whose data_profile.json saw grey files
+    sidecar_path(model).write_text(json.dumps(sc))
+    clf = EdgeClassifier(model)
+    assert clf.classify(grey).label in ["good", "dark", "red"]
+    with pytest.raises(ImageRejected, match="colour mode CMYK"):
+        Image.new("CMYK", (40, 40)).save(tmp_path / "cmyk.jpg")
+        clf.classify(tmp_path / "cmyk.jpg")
+    run = RunDir.open(handmade_run)
+    (run.path / "data_profile.json").write_text(json.dumps({"colour": {"modes": {"RGB": 3, "L": 2}}}))
+    try:
+        assert _train_modes(run) == ["L", "RGB"]
+    finally:
+        (run.path / "data_profile.json").unlink()

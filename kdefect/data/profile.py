@@ -210,6 +210,23 @@ def _stats(values) -> dict[str, float] | None:
     return {k: round(float(x), 4) for k, x in zip(("min", "p10", "median", "p90", "max"), q)}
 
 
+def _box_sizes(boxes: list[np.ndarray], infos: list) -> dict:
+    """Each box's smaller side, in pixels and as a share of its image's side along that axis.
+
+    Why the share: a squash resize to S x S makes a box ``share * S`` pixels wide, so the share tells what
+    input size keeps the smallest defects visible (``recipe``: detection's ``data.image_size``).
+    """
+    px, rel = [], []
+    for b, f in zip(boxes, infos):
+        b = np.asarray(b, np.float64).reshape(-1, 4)
+        if not len(b) or f.width <= 0:
+            continue
+        bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        px += np.minimum(bw, bh).tolist()
+        rel += np.minimum(bw / f.width, bh / f.height).tolist()
+    return {"n": len(px), "min_side_px": _stats(px), "min_side_share": _stats(rel)}
+
+
 def _is_grey(path: str) -> bool | None:
     from PIL import Image  # lazy: Pillow loads only when images are read
 
@@ -255,6 +272,8 @@ def profile_index(index: DatasetIndex, split: dict[str, np.ndarray] | None = Non
     if index.box_labels is not None:
         objs = np.concatenate([np.asarray(b, np.int64) for b in index.box_labels] or [np.zeros(0, np.int64)])
         prof["object_counts"] = _counts(objs, index.classes)
+    if index.boxes is not None:
+        prof["boxes"] = _box_sizes(index.boxes, infos)
     ok = [f for f in infos if f.width > 0]
     w = np.asarray([f.width for f in ok], np.float64)
     h = np.asarray([f.height for f in ok], np.float64)
@@ -306,6 +325,10 @@ def format_profile(profile: dict) -> str:
     grey = (f"; colour files are grey ({c['grey_of_checked']}/{c['grey_checked']} checked)"
             if c["colour_is_grey"] else "")
     lines.append(f"channels: {ch}; {bits}{grey}")
+    b = (profile.get("boxes") or {}).get("min_side_px")
+    if b:
+        lines.append(f"boxes: {profile['boxes']['n']}, smaller side p10 {b['p10']:.0f} px, median {b['median']:.0f} px "
+                     f"(p10 {100 * profile['boxes']['min_side_share']['p10']:.1f}% of the image side)")
     d = profile["duplicates"]
     if d["dropped"] or d["groups"]:
         lines.append(f"duplicates: {d['dropped']} dropped ({d['label_conflicts_dropped']} label conflicts), "

@@ -19,7 +19,10 @@ Rules (documented in docs/own-data.md):
   > ``ASPECT_SPREAD``) and some are elongated (p90 >= ``ELONGATED``): squashing
   would distort each part, and its defects, by a different amount; else ``squash``;
 - ``data.image_size``: square, the median short side (letterbox: long side)
-  rounded down to a multiple of 32, between 32 and ``data.max_auto_size``;
+  rounded down to a multiple of 32, between 32 and ``data.max_auto_size``.  Detection instead sizes
+  the input so that the smallest boxes (p10 of each box's smaller side) keep ``MIN_BOX_PX`` pixels:
+  between 128 and ``DETECT_SIZE_FACTOR`` x ``data.max_auto_size``; a fixed size that shrinks them
+  below that is warned about (``small_box_warning``);
 - ``train.monitor``: ``val_frr_at_escape`` with a good class, else ``val_macro_recall``.
 """
 
@@ -29,6 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 IMBALANCE_BALANCE = 3.0
+# a box below 8 px at the input is smaller than one cell of the detectors' finest feature map (stride 8)
+MIN_BOX_PX = 8.0
+DETECT_MIN_SIZE = 128
+DETECT_SIZE_FACTOR = 4  # detection may go to 4 x data.max_auto_size (512 by default): small defects need pixels
 ASPECT_SPREAD = 1.25
 ELONGATED = 1.5
 
@@ -75,6 +82,16 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
                           f"aspect ratios p10 {p10:.2f} .. p90 {p90:.2f}: "
                           + ("varied and elongated -> keep each part's shape" if varied
                              else "similar -> use every pixel" if image_labels else "detection")))
+    share = ((profile.get("boxes") or {}).get("min_side_share") or {}).get("p10")
+    if d.image_size == "auto" and not image_labels and share:
+        hi = DETECT_SIZE_FACTOR * int(d.max_auto_size)
+        need = MIN_BOX_PX / share
+        side = int(min(max(DETECT_MIN_SIZE, 32 * -(-need // 32)), hi))
+        d.image_size = [side, side]
+        out.append(Choice("data.image_size", d.image_size,
+                          f"10% of boxes are under {100 * share:.1f}% of the image side; {side} px keeps them "
+                          f"{share * side:.0f} px or more" + (f" (capped at {hi}: {need:.0f} px would keep "
+                                                              f"{MIN_BOX_PX:.0f} px)" if need > hi else "")))
     if d.image_size == "auto":
         name = "long_side" if d.resize == "letterbox" else "short_side"
         med = _stat(profile, name, "median", 64.0)
@@ -94,3 +111,17 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
             why += "; no validation split, so the training loss decides"
         out.append(Choice("train.monitor", cfg.train.monitor, why))
     return out
+
+
+def small_box_warning(profile: dict[str, Any], image_size: list[int]) -> str | None:
+    """A warning when the input size shrinks the smallest boxes (p10) below ``MIN_BOX_PX`` pixels, else None."""
+    share = ((profile.get("boxes") or {}).get("min_side_share") or {}).get("p10")
+    if not share:
+        return None
+    side = min(int(v) for v in image_size)
+    if share * side >= MIN_BOX_PX:
+        return None
+    want = 32 * -(-(MIN_BOX_PX / share) // 32)
+    return (f"at {side} px input, 10% of the boxes are under {share * side:.1f} px, smaller than one cell of the "
+            f"detector's finest feature map ({MIN_BOX_PX:.0f} px): small defects may vanish. Set data.image_size "
+            f"to [{want:.0f}, {want:.0f}] (or auto) if the machine allows, or crop the images into tiles.")

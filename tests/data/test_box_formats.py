@@ -186,3 +186,14 @@ def test_voc_split_into_folders_keeps_its_split(tmp_path):
     split, value, why = split_index(idx, cfg)
     assert value == "keep" and "test/ carved from train/" in why
     assert {Path(idx.paths[i]).name.split("_")[0] for i in split["val"]} == {"validation"}
+
+
+def test_the_profile_records_box_sizes(tmp_path):
+    from kdefect.data.profile import format_profile, profile_index
+
+    idx = index_dataset(DataConfig(source=str(write_voc(tmp_path / "voc"))), image_labels=False)
+    prof = profile_index(idx)
+    assert prof["boxes"]["n"] == 4
+    assert prof["boxes"]["min_side_px"]["min"] == 6  # a.png's 18 x 6 crack
+    assert prof["boxes"]["min_side_share"]["min"] == pytest.approx(6 / 40)  # b.png's 40 x 6 crack on a 40 x 30 image
+    assert "boxes: 4, smaller side p10" in format_profile(prof)

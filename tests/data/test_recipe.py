@@ -57,3 +57,27 @@ def test_detection_profile_keeps_every_image_and_monitors_the_loss():
     cfg = load_config()  # NEU-DET: 300 images per class
     resolve_auto(cfg, {**_profile(ratio=1.0), "image_labels": False})
     assert cfg.data.sampling == "shuffle"
+
+
+def _det_profile(share: float) -> dict:
+    p = _profile(short=600, long_=600)
+    p["image_labels"] = False
+    p["boxes"] = {"n": 100, "min_side_share": {"p10": share, "median": 2 * share}}
+    return p
+
+
+def test_detection_sizes_the_input_for_its_smallest_boxes():
+    from kdefect.data.recipe import small_box_warning
+
+    for share, side in ((0.085, 128), (0.03, 288), (0.005, 512)):  # NEU-DET-like, mid, PCB-like (capped)
+        cfg = load_config(None, ["task=detect"])
+        choice = {c.key: c for c in resolve_auto(cfg, _det_profile(share))}["data.image_size"]
+        assert cfg.data.image_size == [side, side], share
+        assert ("capped at 512" in choice.reason) == (share == 0.005)
+    cfg = load_config(None, ["task=detect", "data.max_auto_size=256"])  # the cap follows data.max_auto_size
+    resolve_auto(cfg, _det_profile(0.001))
+    assert cfg.data.image_size == [1024, 1024]
+    assert small_box_warning(_det_profile(0.085), [256, 256]) is None  # NEU-DET at its config's 256 px
+    warn = small_box_warning(_det_profile(0.01), [256, 256])
+    assert "under 2.6 px" in warn and "[800, 800]" in warn
+    assert small_box_warning(_profile(), [64, 64]) is None  # classification profiles have no boxes

@@ -263,6 +263,31 @@ def index_coco(location: str, data_cfg, image_labels: bool = True) -> DatasetInd
                          splits)
 
 
+@register_source("csv")
+def index_csv(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
+    """``csv:FILE.csv``: images and their class (and split) from a label table (see ``kdefect.data.csv_labels``)."""
+    from .csv_labels import read_csv_labels
+
+    path = Path(location).expanduser().resolve()
+    if not image_labels:
+        raise DataError(f"'{location}' is a label table, which has no boxes; detection needs VOC, YOLO or COCO data.")
+    if not path.is_file():
+        raise DataError(f"label table '{location}' does not exist.")
+    rows, bad = read_csv_labels(path)
+    reasons = check_images([r[0] for r in rows])
+    bad += [(r[0], why) for r, why in zip(rows, reasons) if why]
+    rows = [r for r, why in zip(rows, reasons) if not why]
+    skipped = _apply_policy(bad, data_cfg, path.parent)
+    if not rows:
+        raise DataError(f"label table '{path}' lists no usable image.")
+    classes = sorted({r[1] for r in rows})
+    labels = np.asarray([classes.index(r[1]) for r in rows], np.int64)
+    _check_classes(classes, np.bincount(labels, minlength=len(classes)), path, "class")
+    parts = [r[2] for r in rows]
+    return DatasetIndex(path.parent, classes, [r[0] for r in rows], labels, skipped=skipped,
+                        split_names=parts if any(parts) else None)
+
+
 @register_source("synthetic")
 def index_synthetic(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """The embedded procedural data: folder layout to classify, VOC layout to detect."""
@@ -329,7 +354,7 @@ def _guess_format(p: Path) -> str:
     from .yolo import is_yolo
 
     if p.is_file():
-        return "coco" if p.suffix.lower() == ".json" else "folder"
+        return {".json": "coco", ".csv": "csv", ".tsv": "csv"}.get(p.suffix.lower(), "folder")
     if not p.is_dir():
         return "folder"  # the folder source says it does not exist
     if voc_annotation_dir(p) is not None or any(voc_annotation_dir(d) is not None for d in _subdirs(p)
@@ -345,7 +370,7 @@ def resolve_source(data_cfg) -> tuple[str, str]:
     src, fmt = str(data_cfg.source), data_cfg.format
     if src in ("neu", "elpv"):
         return src, ""
-    for prefix in ("voc", "yolo", "coco", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
+    for prefix in ("voc", "yolo", "coco", "csv", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
         if src.startswith(prefix + ":"):
             return prefix, src[len(prefix) + 1:]
     if src == "synthetic" or fmt == "synthetic":
@@ -356,7 +381,7 @@ def resolve_source(data_cfg) -> tuple[str, str]:
 
 
 def index_dataset(data_cfg, image_labels: bool = True) -> DatasetIndex:
-    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | yolo:DIR | coco:PATH | tfds:NAME | neu |
+    """Index ``data_cfg.source`` (synthetic | PATH | voc:PATH | yolo:DIR | coco:PATH | csv:FILE | tfds:NAME | neu |
     elpv[:MODE[:TYPE]] | tfrecord:DIR); a plain PATH is a VOC, YOLO or COCO data set when it looks like one, else
     class folders.
 

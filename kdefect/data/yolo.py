@@ -16,6 +16,7 @@ naming the file and line. TF-free.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from kdefect.errors import DataError
 
 from .split import SPLIT_FOLDERS
 from .voc import IMAGE_EXTS, VocRecord, checked_boxes, image_size
+
+log = logging.getLogger(__name__)
 
 NAME_FILES = ("data.yaml", "dataset.yaml", "classes.txt", "obj.names")
 COORD_TOLERANCE = 0.01  # normalised coordinates may stray this far outside 0..1 (rounding in exporters)
@@ -148,6 +151,9 @@ def read_yolo(root: Path) -> tuple[list[VocRecord], list[tuple[str, str]], list[
             splits.append(_split_of(img.relative_to(root)))
         except DataError as exc:
             bad.append((str(lab or img), str(exc)))
+    if labelled < len(records):
+        log.warning("%d of %d images below '%s' have no label file: each is a background image (no objects)",
+                    len(records) - labelled, len(records), root)
     if not labelled:
         raise DataError(f"none of the {len(images)} images below '{root}' has a label file (labels/.../<name>.txt "
                         "mirroring images/.../<name>.jpg, or <name>.txt beside the image).")

@@ -194,7 +194,11 @@ def split_index(index, data_cfg, seed: int = 0) -> tuple[dict[str, np.ndarray], 
     if mode == "pool":
         return (stratified_split(index.labels, fractions, seed=seed), "pool",
                 f"split folders ({counts}) pooled and split {list(fractions)} as set")
-    missing = [c for i, c in enumerate(index.classes) if not np.any(index.labels[given["train"]] == i)]
+    if index.box_labels is not None:  # detection: a class is learnt from its boxes, dominant in the image or not
+        seen = {int(k) for i in given["train"] for k in index.box_labels[i]}
+    else:
+        seen = set(index.labels[given["train"]].tolist())
+    missing = [c for i, c in enumerate(index.classes) if i not in seen]
     if missing:
         what = f"train/ has no images of {', '.join(repr(c) for c in missing)}"
         if mode == "keep":

@@ -197,3 +197,12 @@ def test_the_profile_records_box_sizes(tmp_path):
     assert prof["boxes"]["min_side_px"]["min"] == 6  # a.png's 18 x 6 crack
     assert prof["boxes"]["min_side_share"]["min"] == pytest.approx(6 / 40)  # b.png's 40 x 6 crack on a 40 x 30 image
     assert "boxes: 4, smaller side p10" in format_profile(prof)
+
+
+def test_a_detection_class_seen_only_as_a_secondary_box_in_train_is_not_missing(tmp_path):
+    root = tmp_path / "y"
+    write_yolo(root, [(f"train_{n}", s, o) for n, s, o in IMAGES[:2]], "train")  # spot only beside a larger crack
+    write_yolo(root, [(f"test_{n}", s, o) for n, s, o in IMAGES[2:]], "test")
+    idx = index_dataset(DataConfig(source=str(root)), image_labels=False)
+    _, value, _ = split_index(idx, DataConfig(source=str(root)))
+    assert value == "keep"  # the detector learns 'spot' from its boxes in train/, dominant or not

@@ -67,5 +67,16 @@ def md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+HAND_NOTES = "<!-- hand notes below: kept when this file is regenerated -->"
+
+
 def write_md(path: Path, text: str) -> None:
+    """Write a results page, keeping the hand-written notes below ``HAND_NOTES`` in the old page.
+
+    Why: a benchmark regenerates its page from the JSON, and notes written after a run (a slower machine, what a
+    figure means) were lost on every rerun.
+    """
+    old = path.read_text() if path.is_file() else ""
+    if HAND_NOTES in old and HAND_NOTES not in text:
+        text = text.rstrip("\n") + "\n\n" + old[old.index(HAND_NOTES):].rstrip("\n") + "\n"
     write_text(path, text)

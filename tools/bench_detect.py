@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import write_md  # keeps the hand notes below HAND_NOTES when a page is rewritten
+
 from kdefect.utils.io import write_json, write_text
 
 ARCHS = {
@@ -145,7 +148,7 @@ def main() -> int:
         out = Path("tools/results") / args.out
         res = refresh(out)
         write_json(out.with_suffix(".json"), res)
-        write_text(out.with_suffix(".md"), markdown(res))
+        write_md(out.with_suffix(".md"), markdown(res))
         print(markdown(res))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -176,7 +179,7 @@ def main() -> int:
         # every detector's own command (appended detectors ran in separate invocations)
         res["command"] = " ; ".join(dict.fromkeys(r.get("command", "?") for r in res["results"].values()))
         write_json(out.with_suffix(".json"), res)
-        write_text(out.with_suffix(".md"), markdown(res))
+        write_md(out.with_suffix(".md"), markdown(res))
         write_text(Path(args.runs_dir) / f"comparison_{args.out}.md", markdown(res))  # beside the run folders
     print(markdown(res))
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kdefect.errors import DataError
 
-from .split import SPLIT_FOLDERS
+from .split import split_subdirs
 from .voc import ImageLookup, VocRecord, checked_boxes, image_size
 
 
@@ -25,7 +25,8 @@ def _is_coco(path: Path) -> bool:
     if path.suffix.lower() != ".json" or not path.is_file():
         return False
     try:
-        head = path.open("rb").read(1 << 20).decode("utf-8", "ignore")
+        with path.open("rb") as fh:
+            head = fh.read(1 << 20).decode("utf-8", "ignore")
     except OSError:
         return False
     return '"images"' in head and ('"annotations"' in head or '"categories"' in head)
@@ -46,8 +47,7 @@ def coco_files(root: Path) -> list[tuple[str, Path]]:
                             "pass one as data.source=coco:FILE.json.")
         return found[0] if found else None
 
-    parts = [(SPLIT_FOLDERS[d.name.lower()], f) for d in sorted(root.iterdir())
-             if d.is_dir() and d.name.lower() in SPLIT_FOLDERS and (f := one(d)) is not None]
+    parts = [(split, f) for split, d in split_subdirs(root) if (f := one(d)) is not None]
     if parts:
         return parts
     f = one(root)

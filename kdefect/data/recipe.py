@@ -59,6 +59,15 @@ def _floor32(v: float, hi: int) -> int:
     return int(min(max(32, 32 * (int(v) // 32)), hi))
 
 
+def _ceil32(v: float) -> int:
+    return int(32 * -(-v // 32))
+
+
+def _small_box_share(profile: dict[str, Any]) -> float | None:
+    """p10 of each box's smaller side as a share of its image side (detection profiles; None otherwise)."""
+    return ((profile.get("boxes") or {}).get("min_side_share") or {}).get("p10")
+
+
 def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> list[Choice]:
     """Replace every ``auto`` in ``cfg`` (in place) with a concrete value; return the choices made.
 
@@ -82,11 +91,11 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
                           f"aspect ratios p10 {p10:.2f} .. p90 {p90:.2f}: "
                           + ("varied and elongated -> keep each part's shape" if varied
                              else "similar -> use every pixel" if image_labels else "detection")))
-    share = ((profile.get("boxes") or {}).get("min_side_share") or {}).get("p10")
+    share = _small_box_share(profile)
     if d.image_size == "auto" and not image_labels and share:
         hi = DETECT_SIZE_FACTOR * int(d.max_auto_size)
         need = MIN_BOX_PX / share
-        side = int(min(max(DETECT_MIN_SIZE, 32 * -(-need // 32)), hi))
+        side = min(max(DETECT_MIN_SIZE, _ceil32(need)), hi)
         d.image_size = [side, side]
         out.append(Choice("data.image_size", d.image_size,
                           f"10% of boxes are under {100 * share:.1f}% of the image side; {side} px keeps them "
@@ -115,13 +124,11 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
 
 def small_box_warning(profile: dict[str, Any], image_size: list[int]) -> str | None:
     """A warning when the input size shrinks the smallest boxes (p10) below ``MIN_BOX_PX`` pixels, else None."""
-    share = ((profile.get("boxes") or {}).get("min_side_share") or {}).get("p10")
-    if not share:
-        return None
+    share = _small_box_share(profile)
     side = min(int(v) for v in image_size)
-    if share * side >= MIN_BOX_PX:
+    if not share or share * side >= MIN_BOX_PX:
         return None
-    want = 32 * -(-(MIN_BOX_PX / share) // 32)
+    want = _ceil32(MIN_BOX_PX / share)
     return (f"at {side} px input, 10% of the boxes are under {share * side:.1f} px, smaller than one cell of the "
             f"detector's finest feature map ({MIN_BOX_PX:.0f} px): small defects may vanish. Set data.image_size "
-            f"to [{want:.0f}, {want:.0f}] (or auto) if the machine allows, or crop the images into tiles.")
+            f"to [{want}, {want}] (or auto) if the machine allows, or crop the images into tiles.")

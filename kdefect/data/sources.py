@@ -19,8 +19,8 @@ from kdefect.errors import ConfigError, DataError
 
 from .images import check_images, is_image_name, list_files
 from .index import DatasetIndex  # re-exported: the index every source returns
-from .split import SPLIT_FOLDERS
-from .voc import ImageLookup, image_label, parse_voc
+from .split import SPLIT_FOLDERS, split_subdirs
+from .voc import ImageLookup, image_label, parse_voc, voc_annotation_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +71,18 @@ def _split_layout(root: Path) -> list[tuple[str, Path]] | None:
     trains a "train vs test" classifier and reports it as a defect model.  A split-named folder that holds images
     directly, and no class folders, is a class of its own (the plain layout).
     """
-    top = _subdirs(root)
-    named = [d for d in top if d.name.lower() in SPLIT_FOLDERS]
-    if not named or not all(_subdirs(d) for d in named):
+    named = split_subdirs(root)
+    classes = {d: _subdirs(d) for _, d in named}
+    if not named or not all(classes.values()):
         return None
-    for d in top:
-        if d not in named:
+    for d in _subdirs(root):
+        if d not in classes:
             log.warning("'%s' is split into %s; its folder '%s' is not a split name (%s) and is left out", root,
-                        "/, ".join(x.name for x in named) + "/", d.name, ", ".join(sorted(SPLIT_FOLDERS)))
-    for d in named:
+                        "/, ".join(x.name for x in classes) + "/", d.name, ", ".join(sorted(SPLIT_FOLDERS)))
+    for d in classes:
         if loose := [p for p in d.iterdir() if p.is_file() and is_image_name(p)]:
             log.warning("%d image(s) lie directly in '%s', outside its class folders, and are left out", len(loose), d)
-    return [(SPLIT_FOLDERS[d.name.lower()], c) for d in named for c in _subdirs(d)]
+    return [(split, c) for split, d in named for c in classes[d]]
 
 
 @register_source("folder")
@@ -106,24 +106,26 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
         raise DataError(f"data folder '{root}' has no class subfolders{hint}. Put each class's images in its own "
                         "subfolder, e.g. good/ and scratch/.")
     order = {"train": 0, "val": 1, "test": 2, "": 0}  # train first: of identical files the training copy is kept
-    entries = [(part, classes.index(d.name), p) for part, d in sorted(layout, key=lambda e: order[e[0]])
+    entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: order[e[0]])
                for p in list_files(d)]
-    reasons = check_images([p for _, _, p in entries])
-    paths, labels, parts, bad = [], [], [], []
-    for (part, c_idx, p), reason in zip(entries, reasons):
-        if reason:
-            bad.append((str(p), reason))
-        else:
-            paths.append(str(p))
-            labels.append(c_idx)
-            parts.append(part)
-    if not paths and not bad:
+    return _index_labelled(root, classes, entries, [], data_cfg, "class folder")
+
+
+def _index_labelled(root: Path, classes: list[str], entries: list[tuple[str, int, str]], bad: list[tuple[str, str]],
+                    data_cfg, what: str) -> DatasetIndex:
+    """The shared tail of the one-class-per-image sources (class folders, label tables): check every image, apply
+    the bad-input policy and build the index. ``entries``: (path, class index, split name or '')."""
+    reasons = check_images([p for p, _, _ in entries])
+    bad += [(p, why) for (p, _, _), why in zip(entries, reasons) if why]
+    kept = [e for e, why in zip(entries, reasons) if not why]
+    if not kept and not bad:
         raise DataError(f"no images found below '{root}'. Supported: jpg, jpeg, png, bmp, tif, tiff.")
     skipped = _apply_policy(bad, data_cfg, root)
-    labels_arr = np.asarray(labels, np.int64)
-    _check_classes(classes, np.bincount(labels_arr, minlength=len(classes)), root)
-    split_names = parts if any(parts) else None
-    return DatasetIndex(root, classes, paths, labels_arr, skipped=skipped, split_names=split_names)
+    labels = np.asarray([c for _, c, _ in kept], np.int64)
+    _check_classes(classes, np.bincount(labels, minlength=len(classes)), root, what)
+    parts = [s for _, _, s in kept]
+    return DatasetIndex(root, classes, [p for p, _, _ in kept], labels, skipped=skipped,
+                        split_names=parts if any(parts) else None)
 
 
 def index_voc_root(root: Path, data_cfg, image_labels: bool, classes: list[str] | None = None) -> DatasetIndex:
@@ -135,25 +137,21 @@ def index_voc_root(root: Path, data_cfg, image_labels: bool, classes: list[str] 
     are ``data.good_label``); else per-image boxes and box label indices.
     ``classes`` fixes the class order (else: sorted object names).
     """
-    from .voc import voc_annotation_dir
-
-    parts = [(SPLIT_FOLDERS[d.name.lower()], d) for d in _subdirs(root)
-             if d.name.lower() in SPLIT_FOLDERS and voc_annotation_dir(d) is not None]
-    if voc_annotation_dir(root) is not None or not parts:
-        records, bad = _voc_records(root)
+    ann = voc_annotation_dir(root)
+    parts = [(split, d, a) for split, d in split_subdirs(root) if (a := voc_annotation_dir(d)) is not None]
+    if ann is not None or not parts:  # voc:DIR with another folder name (GC10-DET's lable/): any XML below
+        records, bad = _voc_records(root, ann or root)
         return index_records(root, records, bad, data_cfg, image_labels, classes, "VOC")
     records, bad, splits = [], [], []
-    for split, folder in parts:
-        recs, b = _voc_records(folder)
+    for split, folder, folder_ann in parts:
+        recs, b = _voc_records(folder, folder_ann)
         records, bad, splits = records + recs, bad + b, splits + [split] * len(recs)
     return index_records(root, records, bad, data_cfg, image_labels, classes, "VOC", splits)
 
 
-def _voc_records(root: Path) -> tuple[list, list[tuple[str, str]]]:
-    """(records, bad files with reasons) of one VOC folder; images that no XML names are bad files."""
-    from .voc import voc_annotation_dir
-
-    ann = voc_annotation_dir(root) or root  # voc:DIR with another folder name (GC10-DET's lable/): any XML below
+def _voc_records(root: Path, ann: Path) -> tuple[list, list[tuple[str, str]]]:
+    """(records, bad files with reasons) of one VOC folder, its XML files below ``ann``; images that no XML names
+    are bad files."""
     xmls = sorted(p for p in list_files(ann) if p.suffix.lower() == ".xml")
     if not xmls:
         raise DataError(f"no VOC annotations found in '{root}'. A VOC dataset needs annotations/*.xml (or "
@@ -274,18 +272,12 @@ def index_csv(location: str, data_cfg, image_labels: bool = True) -> DatasetInde
     if not path.is_file():
         raise DataError(f"label table '{location}' does not exist.")
     rows, bad = read_csv_labels(path)
-    reasons = check_images([r[0] for r in rows])
-    bad += [(r[0], why) for r, why in zip(rows, reasons) if why]
-    rows = [r for r, why in zip(rows, reasons) if not why]
-    skipped = _apply_policy(bad, data_cfg, path.parent)
     if not rows:
+        _apply_policy(bad, data_cfg, path.parent)  # under fail: one error naming every bad row
         raise DataError(f"label table '{path}' lists no usable image.")
-    classes = sorted({r[1] for r in rows})
-    labels = np.asarray([classes.index(r[1]) for r in rows], np.int64)
-    _check_classes(classes, np.bincount(labels, minlength=len(classes)), path, "class")
-    parts = [r[2] for r in rows]
-    return DatasetIndex(path.parent, classes, [r[0] for r in rows], labels, skipped=skipped,
-                        split_names=parts if any(parts) else None)
+    classes = sorted({label for _, label, _ in rows})
+    return _index_labelled(path.parent, classes, [(p, classes.index(label), s) for p, label, s in rows], bad,
+                           data_cfg, "class")
 
 
 @register_source("synthetic")
@@ -350,15 +342,13 @@ def index_tfrecord(location: str, data_cfg, image_labels: bool = True) -> Datase
 def _guess_format(p: Path) -> str:
     """The layout of a local data set: voc, yolo, coco or (class-per-)folder."""
     from .coco import coco_files
-    from .voc import voc_annotation_dir
     from .yolo import is_yolo
 
     if p.is_file():
         return {".json": "coco", ".csv": "csv", ".tsv": "csv"}.get(p.suffix.lower(), "folder")
     if not p.is_dir():
         return "folder"  # the folder source says it does not exist
-    if voc_annotation_dir(p) is not None or any(voc_annotation_dir(d) is not None for d in _subdirs(p)
-                                                if d.name.lower() in SPLIT_FOLDERS):
+    if voc_annotation_dir(p) is not None or any(voc_annotation_dir(d) is not None for _, d in split_subdirs(p)):
         return "voc"
     if is_yolo(p):
         return "yolo"

@@ -28,6 +28,12 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "
                  "dev": "val", "test": "test", "testing": "test"}
 
 
+def split_subdirs(root: Path) -> list[tuple[str, Path]]:
+    """``[(split, folder), ...]`` for the split-named subfolders of ``root`` (train/, valid/, test/ ...), sorted."""
+    return [(SPLIT_FOLDERS[d.name.lower()], d) for d in sorted(root.iterdir())
+            if d.is_dir() and not d.name.startswith(".") and d.name.lower() in SPLIT_FOLDERS]
+
+
 def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
     """Counts per split: rounded, but every split with a positive fraction gets >=1 item when n allows."""
     counts = [round(f * n) for f in fractions]

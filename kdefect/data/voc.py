@@ -21,6 +21,8 @@ from defusedxml.ElementTree import parse as safe_parse
 
 from kdefect.errors import DataError
 
+from .images import is_image_name, list_files
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
@@ -65,8 +67,8 @@ class ImageLookup:
     def _index(self) -> dict[str, list[Path]]:
         if self._by is None:
             by: dict[str, list[Path]] = defaultdict(list)
-            for p in sorted(self.root.rglob("*")):
-                if p.suffix.lower() in IMAGE_EXTS and not any(x.startswith(".") for x in p.relative_to(self.root).parts):
+            for p in list_files(self.root):
+                if is_image_name(p):
                     by[p.name].append(p)
                     by["stem:" + p.stem].append(p)
             self._by = by

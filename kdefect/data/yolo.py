@@ -22,8 +22,9 @@ from pathlib import Path
 
 from kdefect.errors import DataError
 
+from .images import is_image_name, list_files
 from .split import SPLIT_FOLDERS
-from .voc import IMAGE_EXTS, VocRecord, checked_boxes, image_size
+from .voc import VocRecord, checked_boxes, image_size
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,7 @@ def parse_label(path: Path, image: Path, names: list[str]) -> VocRecord:
 def read_yolo(root: Path) -> tuple[list[VocRecord], list[tuple[str, str]], list[str], list[str]]:
     """(records, bad files with reasons, class names, each record's split or '') for a YOLO data set."""
     names = class_names(root)
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-                    and not any(x.startswith(".") for x in p.relative_to(root).parts))
+    images = [p for p in list_files(root) if is_image_name(p)]
     if not images:
         raise DataError(f"no images found below the YOLO data set '{root}'.")
     records, bad, splits = [], [], []

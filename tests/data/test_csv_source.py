@@ -60,3 +60,12 @@ def test_conflicts_missing_files_and_bad_headers(table, tmp_path):
         index_dataset(DataConfig(source=f"csv:{table}"))
     with pytest.raises(DataError, match="no boxes"):
         index_dataset(DataConfig(source=f"csv:{table}"), image_labels=False)
+
+
+def test_a_table_of_missing_files_says_so(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("file,label\nnope.png,ok\n")
+    with pytest.raises(DataError, match="nope.png.*line 2"):
+        index_dataset(DataConfig(source=str(table)))
+    with pytest.raises(DataError, match="lists no usable image"):
+        index_dataset(DataConfig(source=str(table), on_bad_image="skip"))

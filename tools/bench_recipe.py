@@ -43,7 +43,10 @@ QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
 PREVIOUS = ["data.image_size=[64, 64]", "data.resize=squash", "data.sampling=shuffle", "train.monitor=val_loss"]
 ARMS = {"previous": PREVIOUS, "auto": [],
         # the alternative for imbalance: a class-balanced loss (Cui et al. 2019) instead of balanced sampling
-        "auto_loss": ["data.sampling=shuffle", "loss.class_weights=effective"]}
+        "auto_loss": ["data.sampling=shuffle", "loss.class_weights=effective"],
+        # against overfitting on a small set: random crops, label smoothing, decoupled weight decay
+        "regularised": ["data.augment.crop_min_area=0.6", "loss.label_smoothing=0.1", "train.optimizer=adamw",
+                        "train.weight_decay=0.0005"]}
 NEU_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 
 
@@ -98,8 +101,19 @@ def run_arm(dataset: str, source: str, arm: str, runs_dir: str, extra: list[str]
         "op_false_reject_rate": op.get("false_reject_rate"), "review_share": v["review_share"],
         "verdict": v["verdict"], "reasons": v["reasons"], "best_epoch": m["training"]["best_epoch"],
         "epochs": m["training"]["epochs_run"], "train_seconds": m["training"]["train_seconds"],
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": round(wall, 1), **_fit_gap(run.path / "history.csv", m["training"]["best_epoch"]),
     }
+
+
+def _fit_gap(history: Path, best_epoch: int | None) -> dict[str, float | None]:
+    """Training vs validation accuracy at the kept epoch: a wide gap is overfitting, a low pair underfitting."""
+    import csv
+
+    with open(history, newline="") as f:
+        rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
+    r = rows.get(best_epoch or 0) or (rows[max(rows)] if rows else {})
+    get = lambda k: round(float(r[k]), 4) if r.get(k) not in (None, "") else None
+    return {"train_accuracy": get("accuracy"), "val_accuracy": get("val_accuracy")}
 
 
 def main() -> None:
@@ -133,7 +147,8 @@ def main() -> None:
                   f"Machine: {val['machine']['cpu']}, {val['machine']['cpu_count']} cores", "",
                   md_table(val["rows"], ["dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy",
                                          "macro_recall", "degenerate", "op_escape_rate", "op_escape_upper95",
-                                         "op_false_reject_rate", "review_share", "verdict", "epochs", "wall_seconds"]),
+                                         "op_false_reject_rate", "review_share", "verdict", "train_accuracy", "val_accuracy",
+                                         "epochs", "wall_seconds"]),
                   "Verdict reasons:", ""]
         lines += [f"- {r['dataset']} / {r['arm']}: " + ("; ".join(r["reasons"]) or "none") for r in val["rows"]]
         lines.append("")

@@ -83,6 +83,10 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
     from kdefect.data.profile import dedupe_index
 
     index, _ = dedupe_index(index_dataset(cfg.data), cfg.data.duplicates)  # as fit indexes it
+    if index.split_names is not None:  # K folds cover every image once as test, so a given split cannot hold
+        log.warning("cross-validation pools the data set's own split folders (%s) and makes %d folds of all "
+                    "%d images; `kdefect fit` keeps the given split", ", ".join(sorted(set(index.split_names))),
+                    folds, len(index.labels))
     counts = np.bincount(np.asarray(index.labels)[np.asarray(index.labels) >= 0])
     if counts.min() < folds:
         raise ConfigError(f"--folds {folds}: the smallest class has only {counts.min()} images; use fewer folds.")

@@ -146,3 +146,23 @@ def test_data_check_shows_the_split_and_writes_nothing(tmp_path):
     assert rows["def"][-1] == "3" and rows["ok"][-1] == "4"  # the test/ folder's own images
     assert "auto: data.split_folders = keep" in r.output
     assert sorted(tmp_path.rglob("*")) == before  # no run folder
+
+
+def test_cross_validation_pools_split_folders_and_says_so(tmp_path, caplog):
+    from kdefect.core.run import RunDir
+    from kdefect.trust.cv import cross_validate
+
+    root = _presplit(tmp_path / "d", {"train": {"good": 6, "crack": 6}, "test": {"good": 3, "crack": 3}})
+    tests = []
+
+    def fake_fit(cfg, split, quiet):
+        run = RunDir.create(cfg.runs_dir, cfg.name)
+        tests.append(split["test"])
+        run.write_json("metrics.json", {"accuracy": 1.0})
+        return run
+
+    cfg = load_config(None, [f"data.source={root}", f"runs_dir={tmp_path / 'runs'}", "name=cv"])
+    with caplog.at_level("WARNING"):
+        cross_validate(cfg, folds=3, fit_fn=fake_fit)
+    assert "pools the data set's own split folders (test, train)" in caplog.text
+    assert sorted(np.concatenate(tests).tolist()) == list(range(18))  # every image a test image once

@@ -23,8 +23,8 @@ from kdefect.utils.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "predict_heads", "split_images",
-           "split_outputs"]
+__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "outputs_fresh", "predict_heads",
+           "split_images", "split_outputs"]
 
 
 def split_images(run: Any, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -50,17 +50,34 @@ def outputs_cache(run: Any, split: str) -> Path:
     return run.path / "trust" / f"outputs-{split}.npz"
 
 
+def _outputs_key(run: Any, split: str) -> str:
+    split_file = run.path / "split" / f"{split}.txt"
+    return hashlib.sha256((sha256_file(run.model_path) + (sha256_file(split_file) if split_file.is_file() else ""))
+                          .encode()).hexdigest()
+
+
+def _cached(run: Any, split: str, key: str) -> dict[str, Any] | None:
+    cache = outputs_cache(run, split)
+    if not cache.is_file():
+        return None
+    with np.load(cache, allow_pickle=False) as z:
+        if str(z["key"]) != key:
+            return None
+        return {"paths": [str(p) for p in z["paths"]], "y": z["y"], "logits": z["logits"], "features": z["features"]}
+
+
+def outputs_fresh(run: Any, split: str) -> bool:
+    """True when ``split_outputs`` would answer from its cache (same model, same split), without the model."""
+    return _cached(run, split, _outputs_key(run, split)) is not None
+
+
 def split_outputs(run: Any, split: str, model: Any = None, batch_size: int = 64) -> dict[str, Any]:
     """{"paths", "y", "logits", "features"} for a run's split, cached in ``<run>/trust/``."""
-    split_file = run.path / "split" / f"{split}.txt"
-    key = hashlib.sha256((sha256_file(run.model_path) + (sha256_file(split_file) if split_file.is_file() else ""))
-                         .encode()).hexdigest()
+    key = _outputs_key(run, split)
+    cached = _cached(run, split, key)
+    if cached is not None:
+        return cached
     cache = outputs_cache(run, split)
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            if str(z["key"]) == key:
-                return {"paths": [str(p) for p in z["paths"]], "y": z["y"], "logits": z["logits"],
-                        "features": z["features"]}
     paths, y, images = split_images(run, split)
     model = model if model is not None else load_model(run.model_path)
     out = predict_heads(model, images, batch_size)

@@ -124,7 +124,7 @@ def calibrate_run(
     """
     from kdefect.core.run import RunDir
     from kdefect.trust import ood, operating_point, uncertainty
-    from kdefect.trust.outputs import load_model, outputs_cache, split_outputs
+    from kdefect.trust.outputs import load_model, outputs_fresh, split_outputs
     from kdefect.trust.verdict import targets_of
 
     run = RunDir.open(run_dir)
@@ -138,7 +138,7 @@ def calibrate_run(
 
         return calibrate_image_run(run, task, target_escape, targets)
     classes, good = run.classes()
-    if model is None and not all(outputs_cache(run, s).is_file() for s in ("val", "test", "train")):
+    if model is None and not all(outputs_fresh(run, s) for s in ("val", "test", "train")):  # a stale cache too
         model = load_model(run.model_path)  # once for every split
     val, test = split_outputs(run, "val", model), split_outputs(run, "test", model)
     t = fit_temperature(val["logits"], val["y"])

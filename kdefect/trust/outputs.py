@@ -7,10 +7,11 @@ from kdefect.tasks.outputs import (
     head_model,
     load_model,
     outputs_cache,
+    outputs_fresh,
     predict_heads,
     split_images,
     split_outputs,
 )
 
-__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "predict_heads", "split_images",
+__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "outputs_fresh", "predict_heads", "split_images",
            "split_outputs"]

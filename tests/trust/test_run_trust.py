@@ -163,3 +163,16 @@ def test_mc_dropout_and_tta(trust_run, easy):
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(bn, model.non_trainable_weights, strict=True))
     mean, _ = tta_probs(model, x)
     assert mean.shape == (4, len(easy.CLASSES)) and np.allclose(mean.sum(1), 1, atol=1e-5)
+
+
+def test_a_stale_outputs_cache_is_not_taken_for_fresh(calibrated, tmp_path):
+    """calibrate_run loads the model once when any split's cache is stale, not once per split (the key, not the file)."""
+    from kdefect.core.run import RunDir
+    from kdefect.trust.outputs import outputs_cache, outputs_fresh
+
+    run = RunDir.open(shutil.copytree(calibrated[0], tmp_path / "run"))
+    assert all(outputs_fresh(run, s) for s in ("train", "val", "test"))  # calibration cached all three
+    test_list = run.path / "split" / "test.txt"
+    test_list.write_text("".join(test_list.read_text().splitlines(keepends=True)[1:]))  # the split changed
+    assert outputs_cache(run, "test").is_file() and not outputs_fresh(run, "test")
+    assert outputs_fresh(run, "val")

@@ -69,3 +69,5 @@ def check(source: str, config_path: str | None, sets: tuple[str, ...], task: str
                                                             for v in plan.split.values()))
     for c in plan.choices:
         click.echo(f"auto: {c}")
+    for w in plan.profile.get("warnings", []):
+        click.echo(f"warning: {w}")

@@ -82,6 +82,16 @@ def _verdict_lines(v: dict[str, Any] | None, run_path: Path) -> list[str]:
     return lines
 
 
+def _data_warnings(run_path: Path) -> list[str]:
+    """The data profile's warnings (too few images of a class, boxes too small for the input): an auditor's first
+    question about any figure above."""
+    try:
+        warns = read_json(run_path / "data_profile.json").get("warnings") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f"- Data: {w}" for w in warns]
+
+
 def render_model_card(run_path: Path, cfg_text: str, classes: list[str], good: str | None, metrics: dict[str, Any],
                       calibration: dict[str, Any], fingerprint: dict[str, Any]) -> str:
     """Markdown text of the model card."""
@@ -126,5 +136,5 @@ def render_model_card(run_path: Path, cfg_text: str, classes: list[str], good: s
               "- A rate of 0 observed errors is not a rate of 0: see the Clopper-Pearson upper bounds.",
               "- The OOD score flags unusual images but cannot guarantee that every new defect type is caught.",
               "- Re-validate and re-calibrate after changes in process, material, camera or lighting"
-              " (`kdefect monitor` watches for drift).", ""]
+              " (`kdefect monitor` watches for drift).", *_data_warnings(run_path), ""]
     return "\n".join(x for x in lines if x is not None)

@@ -81,3 +81,19 @@ def test_detection_sizes_the_input_for_its_smallest_boxes():
     warn = small_box_warning(_det_profile(0.01), [256, 256])
     assert "under 2.6 px" in warn and "[800, 800]" in warn
     assert small_box_warning(_profile(), [64, 64]) is None  # classification profiles have no boxes
+
+
+def test_few_images_are_named_with_what_their_recall_can_prove():
+    from kdefect.data.recipe import few_images_warning
+
+    def prof(train, test):
+        return {"classes": ["good", "rare"], "split_counts": {
+            "train": {"good": 100, "rare": train}, "val": {"good": 30, "rare": 2}, "test": {"good": 30, "rare": test}}}
+
+    assert few_images_warning(prof(40, 12)) is None
+    warn = few_images_warning(prof(3, 1))
+    assert "'rare' 3 train / 2 val / 1 test" in warn and "'good'" not in warn
+    assert "1 of 1 found would have a 95% lower bound of 2.5%" in warn
+    assert "not measured at all" in few_images_warning(prof(30, 0))
+    assert "'rare' 12 train" in few_images_warning(prof(12, 20))  # enough to judge, too few to learn
+    assert few_images_warning({"classes": ["a"]}) is None  # no split yet: nothing to say

@@ -145,6 +145,7 @@ def test_data_check_shows_the_split_and_writes_nothing(tmp_path):
     rows = {line.split()[0]: line.split()[1:] for line in r.output.splitlines() if line.startswith("  ")}
     assert rows["def"][-1] == "3" and rows["ok"][-1] == "4"  # the test/ folder's own images
     assert "auto: data.split_folders = keep" in r.output
+    assert "warning: few images: 'def' 9 train / 3 val / 3 test; 'ok' 9 train / 3 val / 4 test" in r.output
     assert sorted(tmp_path.rglob("*")) == before  # no run folder
 
 

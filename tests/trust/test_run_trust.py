@@ -176,3 +176,15 @@ def test_a_stale_outputs_cache_is_not_taken_for_fresh(calibrated, tmp_path):
     test_list.write_text("".join(test_list.read_text().splitlines(keepends=True)[1:]))  # the split changed
     assert outputs_cache(run, "test").is_file() and not outputs_fresh(run, "test")
     assert outputs_fresh(run, "val")
+
+
+def test_model_card_lists_the_data_warnings_under_limitations(tmp_path):
+    from kdefect.trust.model_card import render_model_card
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "data_profile.json").write_text(json.dumps({"warnings": ["few images: 'rare' 3 train / 1 val / 1 test."]}))
+    fp = {"sha256": "0" * 64, "counts": {}, "missing_files": 0}
+    card = render_model_card(run, "name: x\n", ["good", "rare"], "good", {}, {}, fp)
+    limits = card.split("## Limitations", 1)[1]
+    assert "- Data: few images: 'rare' 3 train / 1 val / 1 test." in limits

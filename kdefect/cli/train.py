@@ -74,6 +74,8 @@ def _echo_verdict(run_path: object) -> None:
     if "map50" in metrics:  # detectors
         lines.append(f"test split: mAP@0.5 {metrics['map50']:.4f}, mAP@0.5:0.95 {metrics['map']:.4f} "
                      f"({metrics['images']} images)")
+    profile = run.read_json("data_profile.json") if (run.path / "data_profile.json").is_file() else {}
+    lines += [f"data warning: {w}" for w in profile.get("warnings", [])]  # logged at the start, long scrolled away
     lines += [format_verdict(verdict) if verdict else
               "verdict: NOT READY\n  - not calibrated (trust.calibrate is off): run `kdefect calibrate RUN`",
               f"Results saved to {run.path} (data_profile.json, metrics.json, calibration.json)"]

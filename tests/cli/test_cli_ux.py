@@ -66,6 +66,22 @@ def test_fit_closing_block_has_accuracy_verdict_saved_to_and_next(fitted_run, ca
     assert re.search(r"test split: accuracy \d\.\d{4}, macro recall \d\.\d{4}", err)
     assert "recall " in err and "verdict: " in err
     assert f"Results saved to {fitted_run.path}" in err and "Next: " in err
+    assert "data warning" not in err  # this fixture's data has enough images per class
+
+
+def test_fit_closing_block_repeats_the_data_warnings_before_the_verdict(fitted_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    from kdefect.cli.train import _echo_verdict
+
+    run = shutil.copytree(fitted_run.path, tmp_path / "run")
+    profile = json.loads((run / "data_profile.json").read_text())
+    (run / "data_profile.json").write_text(json.dumps({**profile, "warnings": ["few images: 'x' 3 train"]}))
+    _echo_verdict(run)
+    err = capsys.readouterr().err
+    assert "data warning: few images: 'x' 3 train" in err
+    assert err.index("data warning: ") < err.index("verdict: ")  # read before the verdict it qualifies
 
 
 def test_tflite_on_a_folder_that_is_not_a_run(tmp_path):

@@ -19,6 +19,7 @@ from kdefect.errors import ConfigError, DataError
 
 from .images import check_images, is_image_name, list_files
 from .index import DatasetIndex  # re-exported: the index every source returns
+from .masks import drop_masks
 from .split import SPLIT_FOLDERS, split_subdirs
 from .voc import ImageLookup, image_label, parse_voc, voc_annotation_dir
 
@@ -107,7 +108,7 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
                         "subfolder, e.g. good/ and scratch/.")
     order = {"train": 0, "val": 1, "test": 2, "": 0}  # train first: of identical files the training copy is kept
     entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: order[e[0]])
-               for p in list_files(d)]
+               for p in drop_masks(list_files(d), d)]
     return _index_labelled(root, classes, entries, [], data_cfg, "class folder")
 
 

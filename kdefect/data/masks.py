@@ -13,6 +13,10 @@ file is a mask, and left out with a warning, when:
 3. it shares its stem with another image in the same folder and has at most two grey levels while the other
    has more (a binary mask beside its photo).
 
+A whole class folder is a mask folder (AITEX ships ``Defect_images/``, ``NODefect_images/`` and ``Mask_images/``)
+when its name says so (a mask-folder name, or one containing "mask") and every image sampled from it has at most
+two grey levels: ``is_mask_folder``.
+
 TF-free; only the files of rule 3's pairs are decoded.
 """
 
@@ -41,6 +45,16 @@ def _grey_levels(path: Path, cap: int = 3) -> int:
     except (OSError, ValueError):
         return cap
     return min(cap, sum(1 for h in hist if h))
+
+
+def is_mask_folder(folder: Path, files: list[Path], sample: int = 8) -> bool:
+    """True when a would-be class folder holds masks: a mask-like name and only binary images in a sample."""
+    name = folder.name.lower()
+    if name not in MASK_DIRS and "mask" not in name:
+        return False
+    images = [f for f in files if is_image_name(f)]
+    picked = images[:: max(1, len(images) // sample)][:sample]
+    return bool(picked) and all(_grey_levels(f) <= 2 for f in picked)
 
 
 def split_masks(files: list[Path], class_dir: Path) -> tuple[list[Path], list[Path]]:

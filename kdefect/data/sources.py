@@ -19,7 +19,7 @@ from kdefect.errors import ConfigError, DataError
 
 from .images import check_images, is_image_name, list_files
 from .index import DatasetIndex  # re-exported: the index every source returns
-from .masks import drop_masks
+from .masks import MASK_DIRS, drop_masks, is_mask_folder
 from .split import SPLIT_FOLDERS, split_subdirs
 from .voc import ImageLookup, image_label, parse_voc, voc_annotation_dir
 
@@ -100,6 +100,12 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
     layout = _split_layout(root)
     if layout is None:
         layout = [("", d) for d in _subdirs(root)]
+    files = {d: list_files(d) for _, d in layout}
+    if masks := sorted({d.name for d, f in files.items() if is_mask_folder(d, f)}):
+        log.warning("folder(s) %s in '%s' hold segmentation masks (a mask folder's name, only two grey levels), "
+                    "not a class: left out", ", ".join(f"'{m}/'" for m in masks), root)
+        layout = [(part, d) for part, d in layout if d.name not in masks]
+    _warn_nested_classes(files)
     classes = sorted({d.name for _, d in layout})
     if not classes:
         loose = [p for p in root.iterdir() if p.is_file() and is_image_name(p)]
@@ -108,8 +114,23 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
                         "subfolder, e.g. good/ and scratch/.")
     order = {"train": 0, "val": 1, "test": 2, "": 0}  # train first: of identical files the training copy is kept
     entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: order[e[0]])
-               for p in drop_masks(list_files(d), d)]
+               for p in drop_masks(files[d], d)]
     return _index_labelled(root, classes, entries, [], data_cfg, "class folder")
+
+
+def _warn_nested_classes(files: dict[Path, list[Path]]) -> None:
+    """Warn when a class folder holds no images itself, only two or more image folders: those may be the classes.
+
+    Why: SDNET2018 keeps ``D/CD`` (cracked) and ``D/UD`` (uncracked) under a surface type ``D``. Read at the top,
+    the model learns surface types while the user believes it finds cracks.
+    """
+    for d, fs in files.items():
+        subs = {f.relative_to(d).parts[0] for f in fs if is_image_name(f) and len(f.relative_to(d).parts) > 1}
+        subs -= {s for s in subs if s.lower() in MASK_DIRS}
+        if len(subs) >= 2 and not any(f.parent == d and is_image_name(f) for f in fs):
+            log.warning("class folder '%s' holds no images itself, only the folders %s: all are read as class '%s'. "
+                        "If those folders are the classes, point data.source at '%s', or list the images in a "
+                        "label table (csv:FILE)", d.name, ", ".join(f"{s}/" for s in sorted(subs)), d.name, d)
 
 
 def _index_labelled(root: Path, classes: list[str], entries: list[tuple[str, int, str]], bad: list[tuple[str, str]],

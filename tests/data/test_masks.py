@@ -64,3 +64,38 @@ def test_mask_suffixes_in_any_case(tmp_path, name):
     _photo(tmp_path / name, 1)  # the suffix decides, whatever the pixels
     images, masks = split_masks(sorted(tmp_path.iterdir()), tmp_path)
     assert [m.name for m in masks] == [name] and [i.name for i in images] == ["x.jpg"]
+
+
+def test_a_class_folder_of_masks_is_left_out(tmp_path, caplog):
+    root = tmp_path / "aitex"
+    for i in range(6):
+        _photo(root / "Defect_images" / f"{i}.png", i)
+        _photo(root / "NODefect_images" / f"{i}.png", 10 + i)
+        _mask(root / "Mask_images" / f"{i}_mask.png", i)
+    with caplog.at_level("WARNING"):
+        idx = index_dataset(DataConfig(source=str(root)))
+    assert idx.classes == ["Defect_images", "NODefect_images"] and len(idx) == 12
+    assert "'Mask_images/'" in caplog.text and "not a class: left out" in caplog.text
+
+
+def test_a_mask_named_class_of_real_images_stays_a_class(tmp_path):
+    root = tmp_path / "ds"
+    for i in range(6):
+        _photo(root / "good" / f"{i}.png", i)
+        _photo(root / "mask_print_defect" / f"{i}.png", 10 + i)  # a defect class whose name says "mask"
+    assert index_dataset(DataConfig(source=str(root))).classes == ["good", "mask_print_defect"]
+
+
+def test_classes_one_level_down_are_warned_about(tmp_path, caplog):
+    root = tmp_path / "sdnet"
+    for k, (surface, cls) in enumerate([("D", "CD"), ("D", "UD"), ("P", "CP"), ("P", "UP")]):
+        for i in range(3):
+            _photo(root / surface / cls / f"{i}.jpg", 10 * k + i)
+    with caplog.at_level("WARNING"):
+        idx = index_dataset(DataConfig(source=str(root)))
+    assert idx.classes == ["D", "P"]  # read as asked, but not silently
+    assert "class folder 'D' holds no images itself, only the folders CD/, UD/" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert index_dataset(DataConfig(source=str(root / "D"))).classes == ["CD", "UD"]  # as the warning says
+    assert "holds no images itself" not in caplog.text

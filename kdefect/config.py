@@ -199,7 +199,7 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "task": ("classify", "detect"),
-    "data.format": ("auto", "folder", "voc", "yolo", "coco", "csv", "synthetic", "tfds"),
+    "data.format": ("auto", "folder", "voc", "yolo", "coco", "csv", "names", "synthetic", "tfds"),
     "data.cache": ("auto", "memory", "none"),
     "data.on_bad_image": ("fail", "skip"),
     "data.label_rule": ("largest_area", "most_boxes", "first", "filename"),

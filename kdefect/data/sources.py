@@ -111,7 +111,8 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
         loose = [p for p in root.iterdir() if p.is_file() and is_image_name(p)]
         hint = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise DataError(f"data folder '{root}' has no class subfolders{hint}. Put each class's images in its own "
-                        "subfolder, e.g. good/ and scratch/.")
+                        "subfolder, e.g. good/ and scratch/; or name them <class>_<number> (Cr_12.bmp) and use "
+                        f"data.source=names:{root}; or list them in a label table (csv:FILE).")
     order = {"train": 0, "val": 1, "test": 2, "": 0}  # train first: of identical files the training copy is kept
     entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: order[e[0]])
                for p in drop_masks(files[d], d)]
@@ -353,6 +354,22 @@ def index_elpv(location: str, data_cfg, image_labels: bool = True) -> DatasetInd
     return idx
 
 
+@register_source("names")
+def index_names(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
+    """``names:DIR``: one folder of images whose names carry the class (``Cr_12.bmp``; ``kdefect.data.name_labels``)."""
+    from .name_labels import named_images
+
+    root = Path(location).expanduser().resolve()
+    if not image_labels:
+        raise DataError(f"'{location}' has classes in its file names, and no boxes; detection needs VOC, YOLO or COCO.")
+    if not root.is_dir():
+        raise DataError(f"data folder '{location}' does not exist.")
+    rows, bad = named_images(root)
+    classes = sorted({c for _, c in rows})
+    return _index_labelled(root, classes, [(p, classes.index(c), "") for p, c in rows], bad, data_cfg,
+                           "file-name class")
+
+
 @register_source("tfrecord")
 def index_tfrecord(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """``source: tfrecord:DIR``: a data set packed by ``kdefect data pack`` (checked, split and profiled once)."""
@@ -362,7 +379,8 @@ def index_tfrecord(location: str, data_cfg, image_labels: bool = True) -> Datase
 
 
 def _guess_format(p: Path) -> str:
-    """The layout of a local data set: voc, yolo, coco or (class-per-)folder."""
+    """The layout of a local data set: voc, yolo, coco, a label table, names (classes in flat file names) or
+    (class-per-)folder."""
     from .coco import coco_files
     from .yolo import is_yolo
 
@@ -374,7 +392,11 @@ def _guess_format(p: Path) -> str:
         return "voc"
     if is_yolo(p):
         return "yolo"
-    return "coco" if coco_files(p) else "folder"
+    if coco_files(p):
+        return "coco"
+    from .name_labels import looks_named
+
+    return "names" if looks_named(p) else "folder"
 
 
 def resolve_source(data_cfg) -> tuple[str, str]:
@@ -382,7 +404,7 @@ def resolve_source(data_cfg) -> tuple[str, str]:
     src, fmt = str(data_cfg.source), data_cfg.format
     if src in ("neu", "elpv"):
         return src, ""
-    for prefix in ("voc", "yolo", "coco", "csv", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
+    for prefix in ("voc", "yolo", "coco", "csv", "names", "tfds", "folder", "synthetic", "elpv", "tfrecord"):
         if src.startswith(prefix + ":"):
             return prefix, src[len(prefix) + 1:]
     if src == "synthetic" or fmt == "synthetic":

@@ -1,0 +1,51 @@
+"""``names:DIR``: one folder of images whose file names carry the class, as ``<class><sep><number>``.
+
+Why: some of the most used defect sets ship flat. NEU-CLS has ``Cr_1.bmp`` ... ``Sc_300.bmp`` in one folder,
+others ``crazing_12.jpg`` or ``scratch (3).png``. Without this, kdefect asked the user to sort 1,800 files
+into class folders by hand. The class is the stem with its trailing number (and the ``_``, ``-``, ``.``, space
+or brackets around it) removed; ``rolled-in_scale_3`` is class ``rolled-in_scale``. A file whose name has no
+trailing number is a bad entry (``data.on_bad_image`` decides). A plain folder path is read this way when it
+holds images and no class folders, and its names give at least two classes of two images or more
+(``looks_named``). TF-free.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from .images import is_image_name, list_files
+
+_NAMED = re.compile(r"^(?P<cls>.*?[^\W\d_].*?)[\s_.\-]*\(?\d+\)?$")
+
+
+def class_of(name: str) -> str | None:
+    """The class in a file name (``Cr_12.bmp`` -> ``Cr``), or None when it does not end in a number."""
+    m = _NAMED.match(Path(name).stem)
+    return m.group("cls") if m else None
+
+
+def named_images(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """([(path, class), ...], [(path, reason), ...]) for the images below ``root``."""
+    rows, bad = [], []
+    for f in list_files(root):
+        if not is_image_name(f):
+            continue
+        cls = class_of(f.name)
+        if cls is None:
+            bad.append((str(f), "its name does not end in a number after the class (expected e.g. Cr_12.bmp)"))
+        else:
+            rows.append((str(f), cls))
+    return rows, bad
+
+
+def looks_named(root: Path) -> bool:
+    """True for a folder of loose images only, whose names give >= 2 classes with >= 2 images each."""
+    if any(d.is_dir() and not d.name.startswith(".") for d in root.iterdir()):
+        return False
+    names = [p.name for p in root.iterdir() if p.is_file() and is_image_name(p)]
+    classes = Counter(class_of(n) for n in names)
+    if not names or classes.pop(None, 0) > len(names) // 10:  # most names must follow the pattern
+        return False
+    return len(classes) >= 2 and min(classes.values()) >= 2

@@ -25,13 +25,16 @@ Rules (documented in docs/own-data.md):
   below that is warned about (``small_box_warning``);
 - ``train.monitor``: ``val_frr_at_escape`` with a good class, else ``val_macro_recall``.
 
-Not a setting but a warning (``few_images_warning``): a class with fewer than ``FEW_TRAIN`` training or
+Not settings but warnings: a class that looks defect-free (``ok``, ``normal``, ``MT_Free``, ``NODefect_images``)
+while ``data.good_label`` names no class (``good_label_warning``: without a good class there is no escape rate and
+no operating point), and (``few_images_warning``): a class with fewer than ``FEW_TRAIN`` training or
 ``FEW_TEST`` test images can hardly be learnt, and its test recall proves little (1 of 1 found has a 95 %
 lower bound of 2.5 %), whatever the verdict says of it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +43,11 @@ IMBALANCE_BALANCE = 3.0
 MIN_BOX_PX = 8.0
 DETECT_MIN_SIZE = 128
 DETECT_SIZE_FACTOR = 4  # detection may go to 4 x data.max_auto_size (512 by default): small defects need pixels
+# class names that usually mean "defect-free": whole words (or a prefix such as NODefect_images), any case
+GOOD_NAME = re.compile(r"(^|[_\-\s])(good|ok|okay|normal|free|pass|passed|clean|intact|healthy|negative|"
+                       r"no[_\-\s]?defects?|non[_\-\s]?defective|defect[_\-\s]?free|undamaged)($|[_\-\s])",
+                       re.IGNORECASE)
+NOT_GOOD = re.compile(r"(^|[_\-\s])(not|bad|ng|fail|failed|reject|rejected)($|[_\-\s])", re.IGNORECASE)  # not_ok
 FEW_TRAIN = 20  # training images of a class below which it is hardly learnt from scratch
 FEW_TEST = 10  # test images of a class below which its recall is anecdotal (10 of 10: 95 % lower bound 0.69)
 ASPECT_SPREAD = 1.25
@@ -154,3 +162,15 @@ def few_images_warning(profile: dict[str, Any]) -> str | None:
     return (f"few images: {listed}. A class needs about {FEW_TRAIN}+ training images to be learnt and "
             f"{FEW_TEST}+ test images for its recall to mean something ({proof}). Add images of these classes, "
             "or merge a rare class into a related one.")
+
+
+def good_label_warning(classes: list[str], good_label: str | None) -> str | None:
+    """A warning when ``data.good_label`` is not a class but one looks defect-free, else None."""
+    if not good_label or good_label in classes:
+        return None
+    likely = [c for c in classes if GOOD_NAME.search(c) and not NOT_GOOD.search(c)]
+    if not likely:
+        return None
+    return (f"data.good_label '{good_label}' is not a class, but {', '.join(repr(c) for c in likely)} looks "
+            "defect-free: without a good class there is no escape rate, no operating point and no pass/fail rule. "
+            f"Set data.good_label={likely[0]} (or data.good_label=null if no class is defect-free).")

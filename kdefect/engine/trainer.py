@@ -53,7 +53,13 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
     plan, so a user sees how kdefect reads a data set (format, classes, split, recipe) before training on it.
     """
     from kdefect.data.profile import FileScan, check_split_leaks, dedupe_index, profile_index
-    from kdefect.data.recipe import Choice, few_images_warning, resolve_auto, small_box_warning
+    from kdefect.data.recipe import (
+        Choice,
+        few_images_warning,
+        good_label_warning,
+        resolve_auto,
+        small_box_warning,
+    )
     from kdefect.data.sources import index_dataset, subsample_indices
     from kdefect.data.split import split_index
 
@@ -87,10 +93,12 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
         cfg.data.split_folders = folders[0]
         choices.insert(0, Choice("data.split_folders", folders[0], folders[1]))
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
-    warn = few_images_warning(profile) if image_labels else small_box_warning(profile, cfg.data.image_size)
-    if warn:
-        log.warning("%s", warn)
-        profile["warnings"] = [warn]
+    warns = ([good_label_warning(index.classes, cfg.data.good_label), few_images_warning(profile)] if image_labels
+             else [small_box_warning(profile, cfg.data.image_size)])
+    if warns := [w for w in warns if w]:
+        for w in warns:
+            log.warning("%s", w)
+        profile["warnings"] = warns
     _preflight(cfg, split, index)
     return RunPlan(index, split, profile, choices)
 

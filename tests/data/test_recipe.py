@@ -97,3 +97,17 @@ def test_few_images_are_named_with_what_their_recall_can_prove():
     assert "not measured at all" in few_images_warning(prof(30, 0))
     assert "'rare' 12 train" in few_images_warning(prof(12, 20))  # enough to judge, too few to learn
     assert few_images_warning({"classes": ["a"]}) is None  # no split yet: nothing to say
+
+
+def test_a_defect_free_looking_class_is_named_when_good_label_misses():
+    from kdefect.data.recipe import good_label_warning
+
+    for classes, likely in [(["MT_Blowhole", "MT_Free"], "MT_Free"), (["Defect_images", "NODefect_images"],
+                            "NODefect_images"), (["def_front", "ok_front"], "ok_front"), (["crack", "Normal"], "Normal"),
+                            (["non_defective", "defective"], "non_defective")]:
+        warn = good_label_warning(classes, "good")
+        assert f"Set data.good_label={likely} " in warn and "no escape rate" in warn, classes
+    assert good_label_warning(["crazing", "inclusion"], "good") is None  # NEU: no class is defect-free
+    assert good_label_warning(["not_good", "not_ok", "goods_damaged"], "good") is None
+    assert good_label_warning(["ok", "scratch"], "ok") is None  # set right
+    assert good_label_warning(["ok", "scratch"], None) is None  # null: the user said there is none

@@ -105,7 +105,9 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
         log.warning("folder(s) %s in '%s' hold segmentation masks (a mask folder's name, only two grey levels), "
                     "not a class: left out", ", ".join(f"'{m}/'" for m in masks), root)
         layout = [(part, d) for part, d in layout if d.name not in masks]
-    _warn_nested_classes(files)
+    inner = _inner_splits(files) if all(not part for part, _ in layout) else None
+    if inner is None:
+        _warn_nested_classes(files)
     classes = sorted({d.name for _, d in layout})
     if not classes:
         loose = [p for p in root.iterdir() if p.is_file() and is_image_name(p)]
@@ -116,7 +118,28 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
     order = {"train": 0, "val": 1, "test": 2, "": 0}  # train first: of identical files the training copy is kept
     entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: order[e[0]])
                for p in drop_masks(files[d], d)]
+    if inner is not None:  # <class>/<split>/: each file's split from its folder, train first as above
+        entries = sorted(((p, c, inner[p]) for p, c, _ in entries), key=lambda e: order[e[2]])
     return _index_labelled(root, classes, entries, [], data_cfg, "class folder")
+
+
+def _inner_splits(files: dict[Path, list[Path]]) -> dict[str, str] | None:
+    """{image path: split} when every class folder holds only split-named folders of images (``<class>/train/``,
+    ``<class>/test/``: DAGM and some Kaggle sets split inside each class), else None."""
+    out: dict[str, str] = {}
+    for d, fs in files.items():
+        for f in fs:
+            parts = f.relative_to(d).parts
+            if not is_image_name(f) or (len(parts) > 1 and parts[0].lower() in MASK_DIRS):
+                continue
+            if len(parts) < 2 or parts[0].lower() not in SPLIT_FOLDERS:
+                return None
+            out[str(f)] = SPLIT_FOLDERS[parts[0].lower()]
+    if not out:
+        return None
+    log.info("each class folder is split inside (<class>/%s/): the split is kept as given",
+             "/, <class>/".join(sorted({s for s in out.values()})))
+    return out
 
 
 def _warn_nested_classes(files: dict[Path, list[Path]]) -> None:
@@ -128,7 +151,10 @@ def _warn_nested_classes(files: dict[Path, list[Path]]) -> None:
     for d, fs in files.items():
         subs = {f.relative_to(d).parts[0] for f in fs if is_image_name(f) and len(f.relative_to(d).parts) > 1}
         subs -= {s for s in subs if s.lower() in MASK_DIRS}
-        if len(subs) >= 2 and not any(f.parent == d and is_image_name(f) for f in fs):
+        if subs and all(x.lower() in SPLIT_FOLDERS for x in subs):
+            log.warning("class folder '%s' is split inside (%s) but not every class folder is: the split is not "
+                        "kept; data.split splits all images", d.name, ", ".join(f"{x}/" for x in sorted(subs)))
+        elif len(subs) >= 2 and not any(f.parent == d and is_image_name(f) for f in fs):
             log.warning("class folder '%s' holds no images itself, only the folders %s: all are read as class '%s'. "
                         "If those folders are the classes, point data.source at '%s', or list the images in a "
                         "label table (csv:FILE)", d.name, ", ".join(f"{s}/" for s in sorted(subs)), d.name, d)

@@ -167,3 +167,33 @@ def test_cross_validation_pools_split_folders_and_says_so(tmp_path, caplog):
         cross_validate(cfg, folds=3, fit_fn=fake_fit)
     assert "pools the data set's own split folders (test, train)" in caplog.text
     assert sorted(np.concatenate(tests).tolist()) == list(range(18))  # every image a test image once
+
+
+def test_a_split_inside_each_class_folder_is_kept(tmp_path, caplog):
+    root = tmp_path / "d"
+    v = 0
+    for cls in ("good", "crack"):
+        for part, n in (("Train", 8), ("Test", 3)):
+            for i in range(n):
+                v += 1
+                _img(root / cls / part / f"{i}.png", v)
+        _img(root / cls / "Train" / "Label" / "0.png", 0)  # a DAGM-like mask folder inside the split
+    with caplog.at_level("INFO"):
+        idx, _ = dedupe_index(index_dataset(DataConfig(source=str(root))), "drop")
+    assert idx.classes == ["crack", "good"] and len(idx) == 22  # no "Train"/"Test" classes, no masks
+    assert "<class>/test/, <class>/train/" in caplog.text and "holds no images itself" not in caplog.text
+    split, mode, _ = split_index(idx, DataConfig(source=str(root)))
+    assert mode == "keep" and len(split["test"]) == 6
+    assert all("/Test/" in idx.paths[i] for i in split["test"])
+
+
+def test_a_split_inside_only_some_class_folders_is_not_kept(tmp_path, caplog):
+    root = tmp_path / "d"
+    for i in range(4):
+        _img(root / "good" / "train" / f"{i}.png", i + 1)
+        _img(root / "good" / "test" / f"{i}.png", i + 11)
+        _img(root / "crack" / f"{i}.png", i + 21)
+    with caplog.at_level("WARNING"):
+        idx = index_dataset(DataConfig(source=str(root)))
+    assert idx.split_names is None and idx.classes == ["crack", "good"]
+    assert "class folder 'good' is split inside (test/, train/) but not every class folder is" in caplog.text

@@ -29,6 +29,10 @@ SourceFn = Callable[[str, object, bool], "DatasetIndex"]
 SOURCES = Registry("data source")  # name -> indexer
 
 
+# files are read train first: of identical files in two splits the training copy is kept ('' = no split given)
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "": 0}
+
+
 def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
     """Decorator: ``@register_source('folder')`` on ``fn(location, data_cfg, image_labels) -> DatasetIndex``."""
     return SOURCES.register(name)
@@ -109,17 +113,21 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
     if inner is None:
         _warn_nested_classes(files)
     classes = sorted({d.name for _, d in layout})
+    if classes and all(c.lower() in SPLIT_FOLDERS for c in classes):  # train/ test/ holding images, no classes
+        raise DataError(f"'{root}' holds only split folders ({', '.join(c + '/' for c in classes)}) with images "
+                        "directly in them: read as classes, kdefect would learn train against test. Put class "
+                        "folders inside each split folder, name the images <class>_<number> (Cr_12.bmp: read "
+                        f"as names:{root}), or list them in a label table (csv:FILE).")
     if not classes:
         loose = [p for p in root.iterdir() if p.is_file() and is_image_name(p)]
         hint = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise DataError(f"data folder '{root}' has no class subfolders{hint}. Put each class's images in its own "
                         "subfolder, e.g. good/ and scratch/; or name them <class>_<number> (Cr_12.bmp) and use "
                         f"data.source=names:{root}; or list them in a label table (csv:FILE).")
-    order = {"train": 0, "val": 1, "test": 2, "": 0}  # train first: of identical files the training copy is kept
-    entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: order[e[0]])
+    entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: SPLIT_ORDER[e[0]])
                for p in drop_masks(files[d], d)]
     if inner is not None:  # <class>/<split>/: each file's split from its folder, train first as above
-        entries = sorted(((p, c, inner[p]) for p, c, _ in entries), key=lambda e: order[e[2]])
+        entries = sorted(((p, c, inner[p]) for p, c, _ in entries), key=lambda e: SPLIT_ORDER[e[2]])
     return _index_labelled(root, classes, entries, [], data_cfg, "class folder")
 
 
@@ -391,9 +399,9 @@ def index_names(location: str, data_cfg, image_labels: bool = True) -> DatasetIn
     if not root.is_dir():
         raise DataError(f"data folder '{location}' does not exist.")
     rows, bad = named_images(root)
-    classes = sorted({c for _, c in rows})
-    return _index_labelled(root, classes, [(p, classes.index(c), "") for p, c in rows], bad, data_cfg,
-                           "file-name class")
+    classes = sorted({c for _, c, _ in rows})
+    entries = sorted(((p, classes.index(c), part) for p, c, part in rows), key=lambda e: SPLIT_ORDER[e[2]])
+    return _index_labelled(root, classes, entries, bad, data_cfg, "file-name class")
 
 
 @register_source("tfrecord")

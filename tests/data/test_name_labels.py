@@ -50,3 +50,28 @@ def test_a_name_without_a_number_follows_the_bad_input_policy(tmp_path):
         index_dataset(DataConfig(source=f"names:{root}"))
     idx = index_dataset(DataConfig(source=f"names:{root}", on_bad_image="skip"))
     assert idx.classes == ["a", "b"] and len(idx) == 4 and len(idx.skipped) == 1
+
+
+def test_class_named_files_in_split_folders_keep_their_split(tmp_path):
+    from kdefect.data.profile import dedupe_index
+    from kdefect.data.split import split_index
+
+    root = tmp_path / "d"
+    _flat(root / "train", [f"{c}_{i}.bmp" for c in ("Cr", "Sc") for i in range(1, 7)])
+    _flat(root / "test", [f"{c}_{i}.bmp" for c in ("Cr", "Sc") for i in range(7, 9)])
+    for k, f in enumerate(sorted((root / "test").iterdir())):  # distinct bytes from the training images
+        Image.fromarray(np.full((10, 10), 200 + k, np.uint8)).save(f)
+    assert resolve_source(DataConfig(source=str(root)))[0] == "names"
+    idx, _ = dedupe_index(index_dataset(DataConfig(source=str(root))), "drop")
+    assert idx.classes == ["Cr", "Sc"] and sorted(set(idx.split_names)) == ["test", "train"]
+    split, mode, _ = split_index(idx, DataConfig(source=str(root)))
+    assert mode == "keep" and sorted(Path(idx.paths[i]).name for i in split["test"]) == [
+        "Cr_7.bmp", "Cr_8.bmp", "Sc_7.bmp", "Sc_8.bmp"]
+
+
+def test_split_folders_of_loose_images_are_never_classes(tmp_path):
+    root = tmp_path / "d"
+    _flat(root / "train", [f"IMG_{i:04d}_{i}.png" for i in range(6)])  # names that carry no class
+    _flat(root / "test", [f"IMG_{i:04d}_{i}.png" for i in range(6, 9)])
+    with pytest.raises(DataError, match=r"only split folders \(test/, train/\).*learn train against test"):
+        index_dataset(DataConfig(source=str(root)))

@@ -9,6 +9,7 @@ bad-input policy (``data.on_bad_image``) is applied once, here.  TF-free.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def _check_classes(classes: list[str], counts: np.ndarray, root: Path, what: str
             f"only one class ({classes[0]!r}) found in '{root}'; a classifier needs at least two "
             "(e.g. a 'good' folder beside the defect folders)."
         )
+    alike: dict[str, list[str]] = {}
+    for c in classes:  # 'Crack' in train/, 'crack' in test/; 'OK' and 'ok ' in a label table
+        alike.setdefault(re.sub(r"[\s_\-]+", "", c.lower()), []).append(c)
+    for group in (g for g in alike.values() if len(g) > 1):
+        log.warning("%ss %s in '%s' differ only in case, spaces, '_' or '-': they are trained as different classes. "
+                    "Rename them to one name if they are the same.", what, " and ".join(repr(c) for c in group), root)
 
 
 @register_source("folder")

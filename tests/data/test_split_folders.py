@@ -197,3 +197,11 @@ def test_a_split_inside_only_some_class_folders_is_not_kept(tmp_path, caplog):
         idx = index_dataset(DataConfig(source=str(root)))
     assert idx.split_names is None and idx.classes == ["crack", "good"]
     assert "class folder 'good' is split inside (test/, train/) but not every class folder is" in caplog.text
+
+
+def test_class_names_that_differ_only_in_case_are_warned_about(tmp_path, caplog):
+    root = _presplit(tmp_path / "d", {"train": {"good": 6, "Crack": 6}, "test": {"good": 2, "crack": 2}})
+    with caplog.at_level("WARNING"):
+        idx = index_dataset(DataConfig(source=str(root)))
+    assert idx.classes == ["Crack", "crack", "good"]  # read as given, but not silently
+    assert "class folders 'Crack' and 'crack' in" in caplog.text and "differ only in case" in caplog.text

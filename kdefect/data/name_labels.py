@@ -12,12 +12,15 @@ give at least two classes of two images or more (``looks_named``). TF-free.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from pathlib import Path
 
 from .images import is_image_name, list_files
 from .split import SPLIT_FOLDERS
+
+log = logging.getLogger(__name__)
 
 _NAMED = re.compile(r"^(?P<cls>.*?[^\W\d_].*?)[\s_.\-]*\(?\d+\)?$")
 
@@ -47,6 +50,9 @@ def named_images(root: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str
             bad.append((str(f), "its name does not end in a number after the class (expected e.g. Cr_12.bmp)"))
         else:
             rows.append((str(f), cls, split))
+    if any(r[2] for r in rows) and (loose := [r for r in rows if not r[2]]):  # beside split folders: no split
+        log.warning("%d image(s) lie directly in '%s', beside its split folders, and are left out", len(loose), root)
+        rows = [r for r in rows if r[2]]
     return rows, bad
 
 

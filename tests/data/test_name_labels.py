@@ -67,6 +67,8 @@ def test_class_named_files_in_split_folders_keep_their_split(tmp_path):
     split, mode, _ = split_index(idx, DataConfig(source=str(root)))
     assert mode == "keep" and sorted(Path(idx.paths[i]).name for i in split["test"]) == [
         "Cr_7.bmp", "Cr_8.bmp", "Sc_7.bmp", "Sc_8.bmp"]
+    Image.fromarray(np.full((10, 10), 250, np.uint8)).save(root / "Cr_99.bmp")  # beside the split folders
+    assert len(index_dataset(DataConfig(source=f"names:{root}"))) == len(idx)  # left out, with a warning
 
 
 def test_split_folders_of_loose_images_are_never_classes(tmp_path):

@@ -46,7 +46,11 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         "auto_loss": ["data.sampling=shuffle", "loss.class_weights=effective"],
         # against overfitting on a small set: random crops, label smoothing, decoupled weight decay
         "regularised": ["data.augment.crop_min_area=0.6", "loss.label_smoothing=0.1", "train.optimizer=adamw",
-                        "train.weight_decay=0.0005"]}
+                        "train.weight_decay=0.0005"],
+        # ELPV cells all lie one way (busbars vertical): quarter turns make parts the line never shows
+        "no_rot90": ["data.augment.rot90=false"],
+        # twice the width (model.alpha 1.0; the ELPV config uses 0.5): short of features, or of capacity?
+        "wide": ["model.alpha=1.0"]}
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",
            "op_escape_rate", "op_escape_upper95", "op_false_reject_rate", "review_share", "verdict",
            "train_accuracy", "val_accuracy", "epochs", "wall_seconds")  # the fit-gap pair: only sections that have it

@@ -47,7 +47,7 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         # against overfitting on a small set: random crops, label smoothing, decoupled weight decay
         "regularised": ["data.augment.crop_min_area=0.6", "loss.label_smoothing=0.1", "train.optimizer=adamw",
                         "train.weight_decay=0.0005"],
-        # ELPV cells all lie one way (busbars vertical): quarter turns make parts the line never shows
+        # ELPV cells all lie one way (their busbars run the same way): quarter turns make parts the line never shows
         "no_rot90": ["data.augment.rot90=false"],
         # twice the width (model.alpha 1.0; the ELPV config uses 0.5): short of features, or of capacity?
         "wide": ["model.alpha=1.0"]}

@@ -19,10 +19,6 @@ from .split import SPLIT_FOLDERS, split_subdirs
 
 log = logging.getLogger(__name__)
 
-# files are read train first: of identical files in two splits the training copy is kept ('' = no split given)
-SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "": 0}
-
-
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
@@ -50,7 +46,7 @@ def _split_layout(root: Path) -> list[tuple[str, Path]] | None:
 
 
 def class_folder_entries(root: Path) -> tuple[list[str], list[tuple[str, int, str]]]:
-    """(classes, [(path, class index, split or ''), ...]) of a class-folder data set; train files first."""
+    """(classes, [(path, class index, split or ''), ...]) of a class-folder data set."""
     layout = _split_layout(root)
     if layout is None:
         layout = [("", d) for d in _subdirs(root)]
@@ -74,10 +70,9 @@ def class_folder_entries(root: Path) -> tuple[list[str], list[tuple[str, int, st
         raise DataError(f"data folder '{root}' has no class subfolders{hint}. Put each class's images in its own "
                         "subfolder, e.g. good/ and scratch/; or name them <class>_<number> (Cr_12.bmp) and use "
                         f"data.source=names:{root}; or list them in a label table (csv:FILE).")
-    entries = [(str(p), classes.index(d.name), part) for part, d in sorted(layout, key=lambda e: SPLIT_ORDER[e[0]])
-               for p in drop_masks(files[d], d)]
-    if inner is not None:  # <class>/<split>/: each file's split from its folder, train first as above
-        entries = sorted(((p, c, inner[p]) for p, c, _ in entries), key=lambda e: SPLIT_ORDER[e[2]])
+    entries = [(str(p), classes.index(d.name), part) for part, d in layout for p in drop_masks(files[d], d)]
+    if inner is not None:  # <class>/<split>/: each file's split from its folder
+        entries = [(p, c, inner[p]) for p, c, _ in entries]
     return classes, entries
 
 

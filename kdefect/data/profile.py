@@ -27,6 +27,8 @@ import numpy as np
 
 from kdefect.errors import ConfigError, DataError
 
+from .split import SPLIT_RANK
+
 if TYPE_CHECKING:
     from .sources import DatasetIndex
 
@@ -136,7 +138,8 @@ def dedupe_index(index: DatasetIndex, policy: str, scan: FileScan | None = None
                  ) -> tuple[DatasetIndex, list[dict]]:
     """Apply ``data.duplicates`` before splitting; returns (new index, records of dropped files).
 
-    ``drop``: of identical files with the same label keep the first; identical
+    ``drop``: of identical files with the same label keep the first (in a data set that comes split, the one in
+    the earliest split: train, val, test), so a test copy of a training image never reaches the test split; identical
     files with *different* labels (a label conflict) are all dropped.  Records:
     ``{path, duplicate_of, label, reason}``.  ``fail``: any identical files raise.
     """
@@ -145,6 +148,8 @@ def dedupe_index(index: DatasetIndex, policy: str, scan: FileScan | None = None
     groups = find_duplicates(index.paths, scan)
     if not groups:
         return index, []
+    if index.split_names is not None:  # a data set split by its makers: the training copy is the one kept
+        groups = [sorted(g, key=lambda i: (SPLIT_RANK.get(index.split_names[i], 3), i)) for g in groups]
     conflict = [len({_annotation_key(index, i) for i in g}) > 1 for g in groups]
     if policy == "fail":
         lines = []

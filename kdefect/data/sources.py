@@ -18,7 +18,7 @@ import numpy as np
 from kdefect.core.registry import Registry
 from kdefect.errors import ConfigError, DataError
 
-from .folders import SPLIT_ORDER, class_folder_entries
+from .folders import class_folder_entries
 from .images import check_images, is_image_name, list_files
 from .index import DatasetIndex  # re-exported: the index every source returns
 from .split import split_subdirs
@@ -315,8 +315,8 @@ def index_names(location: str, data_cfg, image_labels: bool = True) -> DatasetIn
         raise DataError(f"data folder '{location}' does not exist.")
     rows, bad = named_images(root)
     classes = sorted({c for _, c, _ in rows})
-    entries = sorted(((p, classes.index(c), part) for p, c, part in rows), key=lambda e: SPLIT_ORDER[e[2]])
-    return _index_labelled(root, classes, entries, bad, data_cfg, "file-name class")
+    return _index_labelled(root, classes, [(p, classes.index(c), part) for p, c, part in rows], bad, data_cfg,
+                           "file-name class")
 
 
 @register_source("tfrecord")

@@ -28,6 +28,10 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "
                  "dev": "val", "test": "test", "testing": "test"}
 
 
+# which copy of identical files in two given splits is kept: the training one ('' = no split given)
+SPLIT_RANK = {"train": 0, "val": 1, "test": 2, "": 3}
+
+
 def split_subdirs(root: Path) -> list[tuple[str, Path]]:
     """``[(split, folder), ...]`` for the split-named subfolders of ``root`` (train/, valid/, test/ ...), sorted."""
     return [(SPLIT_FOLDERS[d.name.lower()], d) for d in sorted(root.iterdir())

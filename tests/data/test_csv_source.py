@@ -69,3 +69,21 @@ def test_a_table_of_missing_files_says_so(tmp_path):
         index_dataset(DataConfig(source=str(table)))
     with pytest.raises(DataError, match="lists no usable image"):
         index_dataset(DataConfig(source=str(table), on_bad_image="skip"))
+
+
+def test_the_training_copy_is_kept_whatever_the_row_order(tmp_path):
+    """A test row listed before an identical training row: dedupe keeps the training copy, not the first row."""
+    from kdefect.data.profile import dedupe_index
+
+    root = tmp_path / "t"
+    rows = ["path,label,split", "dup_test.png,crack,test"]
+    _img(root / "dup_test.png", 7)
+    _img(root / "dup_train.png", 7)  # the same bytes
+    for i in range(8):
+        _img(root / f"q{i}.png", 20 + i)
+        rows.append(f"q{i}.png,{'crack' if i % 2 else 'ok'},{'test' if i >= 6 else 'train'}")
+    rows.append("dup_train.png,crack,train")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    idx, dropped = dedupe_index(index_dataset(DataConfig(source=str(root / "labels.csv"))), "drop")
+    assert [Path(d["path"]).name for d in dropped] == ["dup_test.png"]
+    assert "dup_train.png" in {Path(p).name for p in idx.paths}

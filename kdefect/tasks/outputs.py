@@ -56,19 +56,23 @@ def _outputs_key(run: Any, split: str) -> str:
                           .encode()).hexdigest()
 
 
-def _cached(run: Any, split: str, key: str) -> dict[str, Any] | None:
+def _cached(run: Any, split: str, key: str, arrays: bool = True) -> dict[str, Any] | None:
+    """The cached outputs when the cache's key is ``key`` (``arrays=False``: only whether it is, reading the key
+    member alone), else None."""
     cache = outputs_cache(run, split)
     if not cache.is_file():
         return None
     with np.load(cache, allow_pickle=False) as z:
         if str(z["key"]) != key:
             return None
+        if not arrays:
+            return {}
         return {"paths": [str(p) for p in z["paths"]], "y": z["y"], "logits": z["logits"], "features": z["features"]}
 
 
 def outputs_fresh(run: Any, split: str) -> bool:
     """True when ``split_outputs`` would answer from its cache (same model, same split), without the model."""
-    return _cached(run, split, _outputs_key(run, split)) is not None
+    return _cached(run, split, _outputs_key(run, split), arrays=False) is not None
 
 
 def split_outputs(run: Any, split: str, model: Any = None, batch_size: int = 64) -> dict[str, Any]:

@@ -13,5 +13,5 @@ from kdefect.tasks.outputs import (
     split_outputs,
 )
 
-__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "outputs_fresh", "predict_heads", "split_images",
-           "split_outputs"]
+__all__ = ["feature_output", "head_model", "load_model", "outputs_cache", "outputs_fresh", "predict_heads",
+           "split_images", "split_outputs"]

@@ -95,9 +95,7 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     warns = ([good_label_warning(index.classes, cfg.data.good_label), few_images_warning(profile)] if image_labels
              else [small_box_warning(profile, cfg.data.image_size)])
-    if warns := [w for w in warns if w]:
-        for w in warns:
-            log.warning("%s", w)
+    if warns := [w for w in warns if w]:  # shown by the caller: fit logs them, `data check` prints them
         profile["warnings"] = warns
     _preflight(cfg, split, index)
     return RunPlan(index, split, profile, choices)
@@ -127,6 +125,8 @@ def prepare_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> tupl
     log.info("data profile:\n%s", format_profile(profile))
     for c in plan.choices:
         log.info("auto: %s", c)
+    for w in profile.get("warnings", []):
+        log.warning("%s", w)
     log.info("run folder %s: %d classes, split %s", run.path, len(index.classes),
              {k: len(v) for k, v in split.items()})
     return run, index, split

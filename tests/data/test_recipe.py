@@ -77,7 +77,7 @@ def test_detection_sizes_the_input_for_its_smallest_boxes():
     cfg = load_config(None, ["task=detect", "data.max_auto_size=256"])  # the cap follows data.max_auto_size
     resolve_auto(cfg, _det_profile(0.001))
     assert cfg.data.image_size == [1024, 1024]
-    assert small_box_warning(_det_profile(0.085), [256, 256]) is None  # NEU-DET at its config's 256 px
+    assert small_box_warning(_det_profile(0.085), [256, 256]) is None  # NEU-DET at 256 px
     warn = small_box_warning(_det_profile(0.01), [256, 256])
     assert "under 2.6 px" in warn and "[800, 800]" in warn
     assert small_box_warning(_profile(), [64, 64]) is None  # classification profiles have no boxes

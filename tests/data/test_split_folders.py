@@ -104,13 +104,15 @@ def test_a_test_copy_of_a_training_image_is_dropped_not_leaked(tmp_path):
     assert not any("leak" in idx.paths[i] for i in split["test"])
 
 
-def test_fit_records_the_given_split(tmp_path):
+def test_fit_records_the_given_split(tmp_path, caplog):
     from kdefect.engine.trainer import prepare_run
 
     root = _presplit(tmp_path / "ds", {"train": {"ok": 12, "def": 12}, "test": {"ok": 4, "def": 4}})
     cfg = load_config(None, [f"runs_dir={tmp_path / 'runs'}", f"data.source={root}", "data.good_label=ok",
                              "data.batch_size=4", "data.image_size=[32, 32]"])
-    run, _, _ = prepare_run(cfg)
+    with caplog.at_level("WARNING"):
+        run, _, _ = prepare_run(cfg)
+    assert caplog.text.count("few images: ") == 1  # fit logs the data warnings once, at the start
     tests = load_split(run.path)["test"][0]
     assert sorted(Path(p).parent.parent.name for p in tests) == ["test"] * 8
     assert "split_folders: keep" in run.config_path.read_text()

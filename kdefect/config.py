@@ -140,6 +140,11 @@ class DetectConfig:
     augment_mosaic: bool = False
     jitter: list[float] = field(default_factory=lambda: [0.75, 1.25])  # JitteredResize scale range; [] = off
     head_convs: int = 3  # RetinaNet head depth (3 = the paper; 1-2 for CPU budgets)
+    # RetinaNet anchors (one size per pyramid level P3-P7, each at 3 scales and these aspect ratios h/w) and the IoU
+    # that makes an anchor background (below match_iou[0]) or positive (at or above match_iou[1]); YOLOv8 is anchor-free
+    anchor_sizes: list[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])
+    anchor_aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    match_iou: list[float] = field(default_factory=lambda: [0.4, 0.5])
     max_boxes: int = 50  # boxes per image after padding (more are dropped in training)
     class_agnostic_nms: bool = False
     eval_score_threshold: float = 0.001  # candidates kept for COCO mAP (recall is reported at score_threshold)
@@ -252,6 +257,23 @@ def _split_rule(value: list[float]) -> str | None:
                             "summing to 1, with train > 0 and val + test > 0 (a split to evaluate on)")
 
 
+def _anchor_sizes_rule(value: list[float]) -> str | None:
+    ok = len(value) == 5 and all(math.isfinite(v) and v > 0 for v in value)
+    return None if ok else (f"{value!r} is not allowed; use five positive anchor sizes in pixels, one per pyramid "
+                            "level P3-P7 (default [32, 64, 128, 256, 512])")
+
+
+def _ratios_rule(value: list[float]) -> str | None:
+    ok = 1 <= len(value) <= 9 and all(math.isfinite(v) and v > 0 for v in value) and len(set(value)) == len(value)
+    return None if ok else f"{value!r} is not allowed; use 1 to 9 distinct positive aspect ratios (h/w), e.g. [0.5, 1, 2]"
+
+
+def _match_iou_rule(value: list[float]) -> str | None:
+    ok = len(value) == 2 and all(math.isfinite(v) for v in value) and 0 < value[0] <= value[1] <= 1
+    return None if ok else (f"{value!r} is not allowed; use [background_below, positive_from] with "
+                            "0 < background_below <= positive_from <= 1 (default [0.4, 0.5])")
+
+
 def _jitter_rule(value: list[float]) -> str | None:
     ok = not value or (len(value) == 2 and all(math.isfinite(v) and v > 0 for v in value) and value[0] <= value[1])
     return None if ok else f"{value!r} is not allowed; use [] (off) or [min_scale, max_scale] with 0 < min <= max"
@@ -302,6 +324,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "detect.max_detections": _COUNT,
     "detect.jitter": _jitter_rule,
     "detect.head_convs": _COUNT,
+    "detect.anchor_sizes": _anchor_sizes_rule,
+    "detect.anchor_aspect_ratios": _ratios_rule,
+    "detect.match_iou": _match_iou_rule,
     "detect.max_boxes": _COUNT,
     "detect.eval_score_threshold": _FRACTION,
     "detect.backbone_min_match": Range(0, 1, lo_open=True),

@@ -222,9 +222,17 @@ DECODERS.add("retinanet", BoxDecoder(
              "aspect_ratios": list(RETINA_RATIOS), "box_variance": list(RETINA_VARIANCE)}, _retina))
 
 
-def decoding_params(architecture: str, size: tuple[int, int]) -> dict[str, Any]:
-    """What ``decode`` needs besides thresholds (the sidecar's ``detection``), for one architecture and size."""
-    return {"architecture": architecture, "input_size": list(size), **DECODERS.get(architecture).layout()}
+def decoding_params(architecture: str, size: tuple[int, int], layout: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``decode`` needs besides thresholds (the sidecar's ``detection``), for one architecture and size.
+
+    ``layout`` replaces entries of the architecture's default anchor layout (RetinaNet: ``anchor_sizes``,
+    ``aspect_ratios``), so a detector trained on other anchors decodes with the anchors it learned.
+    """
+    default = DECODERS.get(architecture).layout()
+    unknown = sorted(set(layout or {}) - set(default))
+    if unknown:
+        raise ValueError(f"{architecture} has no anchor setting {', '.join(unknown)}; it has {', '.join(default)}")
+    return {"architecture": architecture, "input_size": list(size), **default, **(layout or {})}
 
 
 def decode(outputs: dict[str, np.ndarray], params: dict[str, Any], score_threshold: float | None = None) -> Detections:

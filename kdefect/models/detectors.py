@@ -93,28 +93,67 @@ def build_backbone_pyramid(name: str, size: tuple[int, int], weights: str = "non
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """One keras-cv detector family: how to build it on a backbone pyramid, its losses, and its raw head."""
+class Anchors:
+    """RetinaNet's anchor boxes and how ground truth is assigned to them (``detect.anchor_*``, ``detect.match_iou``).
 
-    build: Callable[[keras.Model, int, int, int], keras.Model]  # (backbone, num_classes, fpn_depth, head_convs)
+    Why configurable: the defaults come from COCO, and defect boxes are often long and thin (scratches, rolled-in
+    scale), which 1:2 to 2:1 anchors overlap too little to be assigned. YOLOv8 is anchor-free and ignores them.
+    """
+
+    sizes: tuple[float, ...] = dd.RETINA_SIZES
+    aspect_ratios: tuple[float, ...] = dd.RETINA_RATIOS
+    match_iou: tuple[float, float] = (0.4, 0.5)  # background below the first, positive from the second
+
+    @classmethod
+    def from_config(cls, d: Any) -> Anchors:
+        """From a ``DetectConfig``."""
+        return cls(tuple(map(float, d.anchor_sizes)), tuple(map(float, d.anchor_aspect_ratios)),
+                   (float(d.match_iou[0]), float(d.match_iou[1])))
+
+    @property
+    def per_location(self) -> int:
+        return len(dd.RETINA_SCALES) * len(self.aspect_ratios)
+
+    def layout(self) -> dict[str, Any]:
+        """The sidecar entries the numpy decoder needs to regenerate these anchors."""
+        return {"anchor_sizes": list(self.sizes), "aspect_ratios": list(self.aspect_ratios)}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One keras-cv detector family: how to build it on a backbone pyramid, its losses, its raw head, and which
+    anchor settings its decoder needs (none for anchor-free YOLOv8)."""
+
+    build: Callable[[keras.Model, int, int, int, Anchors], keras.Model]  # (backbone, classes, fpn, head, anchors)
     losses: dict[str, str]
     raw_head: Callable[[keras.Model], keras.Model]
+    layout: Callable[[Anchors], dict[str, Any]] = lambda anchors: {}
 
 
-def _build_yolov8(bb: keras.Model, num_classes: int, fpn_depth: int, head_convs: int) -> keras.Model:
+def _build_yolov8(bb: keras.Model, num_classes: int, fpn_depth: int, head_convs: int, anchors: Anchors
+                  ) -> keras.Model:
     return keras_cv().models.YOLOV8Detector(backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
                                             fpn_depth=fpn_depth)
 
 
-def _build_retinanet(bb: keras.Model, num_classes: int, fpn_depth: int, head_convs: int) -> keras.Model:
+def _build_retinanet(bb: keras.Model, num_classes: int, fpn_depth: int, head_convs: int, anchors: Anchors
+                     ) -> keras.Model:
     import numpy as np
     from keras_cv.src.models.object_detection.retinanet import PredictionHead  # lazy: keras-cv loads on use
+    from keras_cv.src.models.object_detection.retinanet.retinanet import BOX_VARIANCE, RetinaNetLabelEncoder
 
+    generator = keras_cv().layers.AnchorGenerator(
+        bounding_box_format=BOX_FORMAT, sizes=list(anchors.sizes), aspect_ratios=list(anchors.aspect_ratios),
+        scales=list(dd.RETINA_SCALES), strides=list(dd.RETINA_STRIDES), clip_boxes=True)
+    encoder = RetinaNetLabelEncoder(bounding_box_format=BOX_FORMAT, anchor_generator=generator,
+                                    negative_threshold=anchors.match_iou[0], positive_threshold=anchors.match_iou[1],
+                                    box_variance=BOX_VARIANCE)
     prior = keras.initializers.Constant(-np.log((1 - 0.01) / 0.01))
+    k = anchors.per_location
     return keras_cv().models.RetinaNet(
-        backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
-        classification_head=PredictionHead(9 * num_classes, prior, num_conv_layers=head_convs),
-        box_head=PredictionHead(9 * 4, keras.initializers.Zeros(), num_conv_layers=head_convs))
+        backbone=bb, num_classes=num_classes, bounding_box_format=BOX_FORMAT, label_encoder=encoder,
+        classification_head=PredictionHead(k * num_classes, prior, num_conv_layers=head_convs),
+        box_head=PredictionHead(k * 4, keras.initializers.Zeros(), num_conv_layers=head_convs))
 
 
 def _yolov8_raw_head(model: keras.Model) -> keras.Model:
@@ -139,14 +178,16 @@ DETECTORS = Registry("detect.architecture")
 DETECTORS.add("yolov8", Architecture(_build_yolov8, {"box_loss": "ciou", "classification_loss": "binary_crossentropy"},
                                      _yolov8_raw_head))
 DETECTORS.add("retinanet", Architecture(_build_retinanet, {"box_loss": "smoothl1", "classification_loss": "focal"},
-                                        _retinanet_raw_head))
+                                        _retinanet_raw_head, Anchors.layout))
 
 
 def build_detector(architecture: str, backbone: str, num_classes: int, size: tuple[int, int],
-                   fpn_depth: int = 1, weights: str = "none", head_convs: int = 3) -> keras.Model:
+                   fpn_depth: int = 1, weights: str = "none", head_convs: int = 3,
+                   anchors: Anchors | None = None) -> keras.Model:
     """A trainable keras-cv detector (``xyxy`` pixel boxes) at a fixed input size."""
     arch = DETECTORS.get(architecture)
-    return arch.build(build_backbone_pyramid(backbone, size, weights), num_classes, fpn_depth, head_convs)
+    return arch.build(build_backbone_pyramid(backbone, size, weights), num_classes, fpn_depth, head_convs,
+                      anchors or Anchors())
 
 
 def compile_detector(model: keras.Model, architecture: str, learning_rate: float) -> None:
@@ -164,7 +205,7 @@ def raw_head(model: keras.Model, architecture: str) -> keras.Model:
     return DETECTORS.get(architecture).raw_head(model)
 
 
-def decoding_params(architecture: str, size: tuple[int, int]) -> dict[str, Any]:
+def decoding_params(architecture: str, size: tuple[int, int], anchors: Anchors | None = None) -> dict[str, Any]:
     """What ``kdefect.core.detect_decode`` needs besides thresholds (the sidecar's ``detection``)."""
-    DETECTORS.get(architecture)  # a ConfigError naming the valid architectures, before the decoder's lookup
-    return dd.decoding_params(architecture, size)
+    arch = DETECTORS.get(architecture)  # a ConfigError naming the valid architectures, before the decoder's lookup
+    return dd.decoding_params(architecture, size, arch.layout(anchors or Anchors()))

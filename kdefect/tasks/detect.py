@@ -38,11 +38,11 @@ def input_size(cfg: Config) -> tuple[int, int]:
 
 def build_from_config(cfg: Config, num_classes: int) -> keras.Model:
     """The trainable detector ``cfg`` describes (no weights loaded unless ``model.weights`` is a file)."""
-    from kdefect.models.detectors import build_detector
+    from kdefect.models.detectors import Anchors, build_detector
 
     d = cfg.detect
     return build_detector(d.architecture, d.backbone, num_classes, input_size(cfg), d.fpn_depth,
-                          cfg.model.weights, d.head_convs)
+                          cfg.model.weights, d.head_convs, Anchors.from_config(d))
 
 
 def load_detector(run: str | Path | RunDir) -> tuple[keras.Model, Config, list[str]]:

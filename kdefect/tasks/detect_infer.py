@@ -32,11 +32,11 @@ QAT_UNSUPPORTED = (
 
 def decode_params(cfg: Config, score_threshold: float | None = None) -> dict[str, Any]:
     """The ``detection`` dict (sidecar) for a run's config."""
-    from kdefect.models.detectors import decoding_params
+    from kdefect.models.detectors import Anchors, decoding_params
     from kdefect.tasks.detect import input_size
 
     d = cfg.detect
-    p = decoding_params(d.architecture, input_size(cfg))
+    p = decoding_params(d.architecture, input_size(cfg), Anchors.from_config(d))
     p.update(score_threshold=d.score_threshold if score_threshold is None else score_threshold,
              iou_threshold=d.iou_threshold, max_detections=d.max_detections, class_agnostic=d.class_agnostic_nms,
              outputs={"boxes": 0, "scores": 1})

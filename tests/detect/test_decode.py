@@ -59,6 +59,28 @@ def test_retina_anchors_and_deltas_match_keras_cv():
         np.testing.assert_allclose(dd.retina_boxes(deltas, mine), np.asarray(kc)[0], rtol=1e-4, atol=1e-3)
 
 
+def test_retinanet_with_its_own_anchors_matches_keras_cv_and_its_sidecar_layout():
+    """detect.anchor_sizes / anchor_aspect_ratios / match_iou reach the keras-cv model, its raw head and the
+    sidecar, and the numpy decoder regenerates the very anchors the model was trained on."""
+    from kdefect.models.detectors import Anchors, build_detector, decoding_params, raw_head
+
+    size, anchors = (64, 96), Anchors((16.0, 32.0, 64.0, 128.0, 256.0), (0.25, 0.5, 1.0, 2.0, 4.0), (0.3, 0.45))
+    model = build_detector("retinanet", "resnet_tiny_v1", 3, size, head_convs=1, anchors=anchors)
+    enc = model.label_encoder
+    assert (enc.negative_threshold, enc.positive_threshold) == (0.3, 0.45)
+    ref = np.concatenate([np.asarray(a) for a in model.anchor_generator(image_shape=(*size, 3)).values()])
+    params = decoding_params("retinanet", size, anchors)
+    assert params["anchor_sizes"] == [16, 32, 64, 128, 256] and params["aspect_ratios"] == [0.25, 0.5, 1, 2, 4]
+    mine = dd.retina_anchors(size, sizes=params["anchor_sizes"], ratios=params["aspect_ratios"])
+    assert len(mine) == len(ref) == len(dd.retina_anchors(size)) // 9 * 15  # 3 scales x 5 ratios per location
+    np.testing.assert_allclose(mine, ref, atol=1e-4)
+    boxes, logits = raw_head(model, "retinanet")(np.zeros((1, *size, 3), np.float32), training=False)
+    assert boxes.shape == (1, len(ref), 4) and logits.shape == (1, len(ref), 3)
+    assert decoding_params("yolov8", size, anchors) == dd.decoding_params("yolov8", size)  # anchor-free
+    with pytest.raises(ValueError, match="no anchor setting aspect_ratios"):
+        dd.decoding_params("yolov8", size, {"aspect_ratios": [1.0]})
+
+
 def test_classwise_nms_keeps_overlapping_boxes_of_other_classes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [30, 30, 40, 40]], np.float32)
     scores = np.zeros((4, 2), np.float32)
@@ -105,3 +127,16 @@ def test_decoding_only_candidate_anchors_equals_decoding_every_anchor(arch, agno
     np.testing.assert_array_equal(got.scores, ref.scores)
     np.testing.assert_array_equal(got.anchors, ref.anchors)
     assert not dd.yolo_anchor_points(size)[0].flags.writeable  # the cached anchors cannot be changed by a caller
+
+
+def test_sidecar_detection_params_carry_the_configured_anchors():
+    """What `kdefect tflite` writes into the sidecar for a RetinaNet run trained on its own anchors."""
+    from kdefect.config import load_config
+    from kdefect.tasks.detect_infer import decode_params
+
+    cfg = load_config(None, ["task=detect", "detect.architecture=retinanet", "data.image_size=[64,64]",
+                             "detect.anchor_aspect_ratios=[0.2,1,5]", "detect.match_iou=[0.3,0.4]"])
+    p = decode_params(cfg)
+    assert p["aspect_ratios"] == [0.2, 1.0, 5.0] and p["anchor_sizes"] == [32, 64, 128, 256, 512]
+    assert "match_iou" not in p  # a training setting: the decoder does not need it
+    assert "aspect_ratios" not in decode_params(load_config(None, ["task=detect", "data.image_size=[64,64]"]))

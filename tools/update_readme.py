@@ -26,7 +26,9 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("detect_rare.md", "Detection: rare classes, repeat-factor sampling on and off (issue 16)"),
          ("detect_rare_synthetic.md", "Detection: repeat-factor sampling on synthetic data (issue 16)"),
          ("detect_tricks.md", "Detection: training tricks on and off at one budget (issue 16)"),
-         ("detect_160.md", "Detection: 160 px at the 60-minute budget, more epochs (issue 16)")]
+         ("detect_160.md", "Detection: 160 px at the 60-minute budget, more epochs (issue 16)"),
+         ("detect_128.md", "Detection: 128 px at the 60-minute budget, and NMS IoU 0.7 (issue 16)"),
+         ("detect_retina_anchors.md", "Detection: RetinaNet anchor shapes, sizes and match IoU (issue 16)")]
 
 
 def section() -> str:

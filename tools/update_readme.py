@@ -28,6 +28,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("detect_tricks.md", "Detection: training tricks on and off at one budget (issue 16)"),
          ("detect_160.md", "Detection: 160 px at the 60-minute budget, more epochs (issue 16)"),
          ("detect_128.md", "Detection: 128 px at the 60-minute budget, and NMS IoU 0.7 (issue 16)"),
+         ("anchor_coverage.md", "Detection: which NEU-DET boxes RetinaNet's anchors can reach (issue 16)"),
          ("detect_retina_anchors.md", "Detection: RetinaNet anchor shapes, sizes and match IoU (issue 16)")]
 
 

@@ -157,6 +157,19 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
+def best_anchor_iou(boxes: np.ndarray, size: tuple[int, int], sizes=RETINA_SIZES, ratios=RETINA_RATIOS,
+                    chunk: int = 256) -> np.ndarray:
+    """Each xyxy box's (in input pixels) best IoU with any RetinaNet anchor at ``size``.
+
+    Why: keras-cv's matcher gives a box no positive anchor when none reaches the positive IoU (it forces no match),
+    so such a box is never learned; long thin defects at 1:2..2:1 anchors are the common case.
+    """
+    anchors = retina_anchors(size, sizes=sizes, ratios=ratios)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.concatenate([iou_matrix(anchors, boxes[i:i + chunk]).max(axis=0)
+                           for i in range(0, len(boxes), chunk)] or [np.zeros(0, np.float32)])
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy NMS; indices kept, best first."""
     order = np.argsort(-scores, kind="stable")

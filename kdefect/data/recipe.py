@@ -29,7 +29,8 @@ Not settings but warnings: a class that looks defect-free (``ok``, ``normal``, `
 while ``data.good_label`` names no class (``good_label_warning``: without a good class there is no escape rate and
 no operating point), and (``few_images_warning``): a class with fewer than ``FEW_TRAIN`` training or
 ``FEW_TEST`` test images can hardly be learnt, and its test recall proves little (1 of 1 found has a 95 %
-lower bound of 2.5 %), whatever the verdict says of it.
+lower bound of 2.5 %), whatever the verdict says of it. RetinaNet only (``anchor_warning``): a class of which
+under ``ANCHOR_MIN_COVER`` of the boxes reach an anchor at the positive IoU is never learned.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 IMBALANCE_BALANCE = 3.0
 # a box below 8 px at the input is smaller than one cell of the detectors' finest feature map (stride 8)
 MIN_BOX_PX = 8.0
+ANCHOR_MIN_COVER = 0.8  # RetinaNet: share of a class's boxes that must reach an anchor at the positive IoU
 DETECT_MIN_SIZE = 128
 DETECT_SIZE_FACTOR = 4  # detection may go to 4 x data.max_auto_size (512 by default): small defects need pixels
 # class names that usually mean "defect-free": whole words (or a prefix such as NODefect_images), any case
@@ -146,6 +150,39 @@ def small_box_warning(profile: dict[str, Any], image_size: list[int]) -> str | N
     return (f"at {side} px input, 10% of the boxes are under {share * side:.1f} px, smaller than one cell of the "
             f"detector's finest feature map ({MIN_BOX_PX:.0f} px): small defects may vanish. Set data.image_size "
             f"to [{want}, {want}] (or auto) if the machine allows, or crop the images into tiles.")
+
+
+def anchor_warning(detect: Any, image_size: list[int], boxes: list[np.ndarray], box_labels: list[np.ndarray],
+                   image_sizes: list[tuple[int, int]], classes: list[str]) -> str | None:
+    """RetinaNet only: a warning naming the classes of which under ``ANCHOR_MIN_COVER`` of the boxes (squashed to
+    the input) have an anchor at ``detect.match_iou[1]``: those boxes get no positive anchor, so they are never
+    learned (NEU-DET's scratches at the default anchors: 21 %, tools/results/anchor_coverage.md)."""
+    from kdefect.core.detect_decode import best_anchor_iou
+
+    if detect.architecture != "retinanet":
+        return None
+    h, w = int(image_size[0]), int(image_size[-1])
+    scaled, labels = [], []
+    for b, c, (iw, ih) in zip(boxes, box_labels, image_sizes):
+        b = np.asarray(b, np.float32).reshape(-1, 4)
+        if len(b) and iw > 0 and ih > 0:
+            scaled.append(b * np.array([w / iw, h / ih, w / iw, h / ih], np.float32))
+            labels.append(np.asarray(c, np.int64).reshape(-1))
+    if not scaled:
+        return None
+    best = best_anchor_iou(np.concatenate(scaled), (h, w), detect.anchor_sizes, detect.anchor_aspect_ratios)
+    covered, labels = best >= detect.match_iou[1], np.concatenate(labels)
+    poor = {classes[k]: covered[labels == k].mean() for k in np.unique(labels)
+            if covered[labels == k].mean() < ANCHOR_MIN_COVER}
+    if not poor:
+        return None
+    names = ", ".join(f"{c} {v:.0%}" for c, v in sorted(poor.items(), key=lambda kv: kv[1]))
+    return (f"RetinaNet anchors (aspect ratios {list(detect.anchor_aspect_ratios)}, positive IoU "
+            f"{detect.match_iou[1]:g}, smallest size {detect.anchor_sizes[0]:g} px) reach only this share of the boxes "
+            f"of: {names}; the others get no positive anchor and are never learned. For long thin boxes add longer "
+            "anchors (detect.anchor_aspect_ratios=[0.25,0.5,1,2,4]); for small ones smaller anchors "
+            "(detect.anchor_sizes=[16,32,64,128,256]) or a larger data.image_size; or lower detect.match_iou "
+            "(e.g. [0.3,0.4]), or use the anchor-free detect.architecture=yolov8.")
 
 
 def few_images_warning(profile: dict[str, Any]) -> str | None:

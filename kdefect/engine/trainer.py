@@ -55,6 +55,7 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
     from kdefect.data.profile import FileScan, check_split_leaks, dedupe_index, profile_index
     from kdefect.data.recipe import (
         Choice,
+        anchor_warning,
         few_images_warning,
         good_label_warning,
         resolve_auto,
@@ -95,6 +96,10 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
     warns = ([good_label_warning(index.classes, cfg.data.good_label), few_images_warning(profile)] if image_labels
              else [small_box_warning(profile, cfg.data.image_size)])
+    if cfg.task == "detect" and index.packed is None:  # boxes the detector's anchors can never learn
+        sizes = [(f.width, f.height) for f in scan.infos(index.paths)]
+        warns.append(anchor_warning(cfg.detect, cfg.data.image_size, index.boxes, index.box_labels, sizes,
+                                    index.classes))
     if warns := [w for w in warns if w]:  # shown by the caller: fit logs them, `data check` prints them
         profile["warnings"] = warns
     _preflight(cfg, split, index)

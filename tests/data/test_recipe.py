@@ -111,3 +111,24 @@ def test_a_defect_free_looking_class_is_named_when_good_label_misses():
     assert good_label_warning(["not_good", "not_ok", "goods_damaged"], "good") is None
     assert good_label_warning(["ok", "scratch"], "ok") is None  # set right
     assert good_label_warning(["ok", "scratch"], None) is None  # null: the user said there is none
+
+
+def test_retinanet_anchors_that_reach_too_few_boxes_of_a_class_are_named():
+    """An 8:1 scratch reaches no default (1:2..2:1) anchor at IoU 0.5, so RetinaNet would never learn it; longer
+    anchors cover it, and YOLOv8 (anchor-free) is never warned about."""
+    import numpy as np
+
+    from kdefect.data.recipe import anchor_warning
+
+    boxes = [np.array([[64, 148, 256, 172]], np.float32), np.array([[24, 24, 280, 280]], np.float32)]
+    labels, sizes = [np.array([0]), np.array([1])], [(320, 320), (320, 320)]  # squashed to 160 px: halved
+
+    def warn(*overrides):
+        cfg = load_config(None, ["task=detect", "detect.architecture=retinanet", *overrides])
+        return anchor_warning(cfg.detect, [160, 160], boxes, labels, sizes, ["scratch", "patch"])
+
+    msg = warn()
+    assert msg and "scratch 0%" in msg and "patch" not in msg and "anchor_aspect_ratios" in msg
+    assert warn("detect.anchor_aspect_ratios=[0.25,0.5,1,2,4]") is None
+    assert anchor_warning(load_config(None, ["task=detect"]).detect, [160, 160], boxes, labels, sizes,
+                          ["scratch", "patch"]) is None

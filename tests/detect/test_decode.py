@@ -42,10 +42,10 @@ def test_yolo_boxes_and_scores_match_keras_cv(tiny_yolo):
 
 
 def test_retina_anchors_and_deltas_match_keras_cv():
-    from keras_cv.src.bounding_box.converters import _decode_deltas_to_boxes
-    from keras_cv.src.models.object_detection.retinanet.retinanet import RetinaNet
+    from kdefect.keras import tf  # first: it sets the Keras switch that keras-cv reads at import
 
-    from kdefect.keras import tf
+    from keras_cv.src.bounding_box.converters import _decode_deltas_to_boxes  # isort: skip
+    from keras_cv.src.models.object_detection.retinanet.retinanet import RetinaNet  # isort: skip
 
     for size in ((64, 64), (160, 96)):
         gen = RetinaNet.default_anchor_generator("xyxy")
@@ -140,3 +140,13 @@ def test_sidecar_detection_params_carry_the_configured_anchors():
     assert p["aspect_ratios"] == [0.2, 1.0, 5.0] and p["anchor_sizes"] == [32, 64, 128, 256, 512]
     assert "match_iou" not in p  # a training setting: the decoder does not need it
     assert "aspect_ratios" not in decode_params(load_config(None, ["task=detect", "data.image_size=[64,64]"]))
+
+
+def test_best_anchor_iou_finds_thin_boxes_only_with_long_anchors():
+    boxes = np.array([[32, 74, 128, 86], [12, 12, 140, 140]], np.float32)  # 8:1 and square, at 160 px
+    default = dd.best_anchor_iou(boxes, (160, 160))
+    longer = dd.best_anchor_iou(boxes, (160, 160), ratios=(0.25, 0.5, 1.0, 2.0, 4.0), chunk=1)
+    assert default[0] < 0.4 and longer[0] > 0.5 and default[1] == pytest.approx(longer[1]) and default[1] > 0.8
+    ref = dd.iou_matrix(dd.retina_anchors((160, 160)), boxes).max(axis=0)  # chunking changes nothing
+    np.testing.assert_allclose(default, ref)
+    assert dd.best_anchor_iou(boxes[:0], (160, 160)).shape == (0,)

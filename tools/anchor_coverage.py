@@ -54,7 +54,7 @@ def main() -> int:
     rows = []
     for name, (sizes, ratios, pos) in SETTINGS.items():
         anchors = dd.retina_anchors((args.size, args.size), sizes=sizes, ratios=ratios)
-        best = dd.iou_matrix(anchors, gt).max(axis=0)  # each box's best anchor IoU
+        best = dd.best_anchor_iou(gt, (args.size, args.size), sizes, ratios)  # what `kdefect data check` warns on
         covered = best >= pos
         per = defaultdict(list)
         for c, ok in zip(labels, covered):

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench import RESULTS, header, md_table, write_md
 
 from kdefect.core import detect_decode as dd
+from kdefect.data.boxes import scale_boxes
 from kdefect.data.voc import ImageLookup, parse_voc, voc_annotation_dir
 from kdefect.utils.io import write_json
 
@@ -47,20 +48,18 @@ def main() -> int:
     boxes, labels = [], []
     for xml in sorted(ann.glob("*.xml")):
         rec = parse_voc(xml, lookup=lookup)
-        scale = np.array([args.size / rec.width, args.size / rec.height] * 2, np.float32)
-        boxes.append(rec.boxes * scale)
+        boxes.append(scale_boxes(rec.boxes, (rec.width, rec.height), (args.size, args.size)))
         labels += rec.labels
     gt = np.concatenate(boxes)
     rows = []
     for name, (sizes, ratios, pos) in SETTINGS.items():
-        anchors = dd.retina_anchors((args.size, args.size), sizes=sizes, ratios=ratios)
         best = dd.best_anchor_iou(gt, (args.size, args.size), sizes, ratios)  # what `kdefect data check` warns on
         covered = best >= pos
         per = defaultdict(list)
         for c, ok in zip(labels, covered):
             per[c].append(ok)
         rows.append({"setting": name, "anchor_sizes": list(sizes), "aspect_ratios": list(ratios), "positive_iou": pos,
-                     "anchors": len(anchors), "boxes_covered": float(covered.mean()),
+                     "anchors": len(dd.retina_anchors((args.size, args.size), sizes=sizes, ratios=ratios)), "boxes_covered": float(covered.mean()),
                      "median_best_iou": float(np.median(best)),
                      **{f"covered_{c}": float(np.mean(v)) for c, v in sorted(per.items())}})
         print(rows[-1], flush=True)

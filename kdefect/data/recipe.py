@@ -158,22 +158,19 @@ def anchor_warning(detect: Any, image_size: list[int], boxes: list[np.ndarray], 
     the input) have an anchor at ``detect.match_iou[1]``: those boxes get no positive anchor, so they are never
     learned (NEU-DET's scratches at the default anchors: 21 %, tools/results/anchor_coverage.md)."""
     from kdefect.core.detect_decode import best_anchor_iou
+    from kdefect.data.boxes import scale_boxes
 
     if detect.architecture != "retinanet":
         return None
     h, w = int(image_size[0]), int(image_size[-1])
-    scaled, labels = [], []
-    for b, c, (iw, ih) in zip(boxes, box_labels, image_sizes):
-        b = np.asarray(b, np.float32).reshape(-1, 4)
-        if len(b) and iw > 0 and ih > 0:
-            scaled.append(b * np.array([w / iw, h / ih, w / iw, h / ih], np.float32))
-            labels.append(np.asarray(c, np.int64).reshape(-1))
-    if not scaled:
+    keep = [i for i, (b, (iw, ih)) in enumerate(zip(boxes, image_sizes)) if len(b) and iw > 0 and ih > 0]
+    if not keep:
         return None
-    best = best_anchor_iou(np.concatenate(scaled), (h, w), detect.anchor_sizes, detect.anchor_aspect_ratios)
-    covered, labels = best >= detect.match_iou[1], np.concatenate(labels)
-    poor = {classes[k]: covered[labels == k].mean() for k in np.unique(labels)
-            if covered[labels == k].mean() < ANCHOR_MIN_COVER}
+    scaled = np.concatenate([scale_boxes(boxes[i], image_sizes[i], (w, h)) for i in keep])
+    labels = np.concatenate([np.asarray(box_labels[i], np.int64).reshape(-1) for i in keep])
+    covered = best_anchor_iou(scaled, (h, w), detect.anchor_sizes, detect.anchor_aspect_ratios) >= detect.match_iou[1]
+    share = {classes[k]: float(covered[labels == k].mean()) for k in np.unique(labels)}
+    poor = {c: v for c, v in share.items() if v < ANCHOR_MIN_COVER}
     if not poor:
         return None
     names = ", ".join(f"{c} {v:.0%}" for c, v in sorted(poor.items(), key=lambda kv: kv[1]))

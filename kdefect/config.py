@@ -212,7 +212,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.sampling": ("auto", "shuffle", "balanced"),
     "data.duplicates": ("drop", "fail"),
     "data.split_folders": ("auto", "keep", "pool"),
-    "train.monitor": ("auto", "val_loss", "val_macro_recall", "val_frr_at_escape"),
+    "train.monitor": ("auto", "val_loss", "val_macro_recall", "val_frr_at_escape", "val_map50"),
     "model.attention": ("none", "se", "cbam"),
     "model.pooling": ("avg", "max"),
     "loss.name": ("crossentropy", "focal"),

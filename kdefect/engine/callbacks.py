@@ -265,7 +265,8 @@ def standard_callbacks(train: Any, batch_size: int, history_path: str | Path, mo
     start = time.perf_counter() if start is None else start
     history, counter = HistoryCSV(history_path, rows=history_rows), ImageCounter(batch_size)
     best = KeepBest(monitor, keys=keys, path=checkpoint, restore=checkpoint is None)
-    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), history, counter, *(before_best or []), best]
+    # before_best (e.g. EMA, val mAP) may change the weights or add log keys: the history records them too
+    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), counter, *(before_best or []), history, best]
     if tensorboard is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(tensorboard)))
     budget = (make_budget or TimeBudget)(train.time_budget_s, start=start) if train.time_budget_s else None

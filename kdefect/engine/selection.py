@@ -8,7 +8,9 @@ epoch is kept, and when early stopping fires, is decided by ``train.monitor``:
   rate at the P(good) threshold that keeps the validation escape rate under
   ``trust.target_escape``, i.e. the cost of being safe;
 - ``val_macro_recall`` (default otherwise): the mean recall over classes;
-- ``val_loss``: the old behaviour.
+- ``val_loss``: the old behaviour;
+- ``val_map50`` (detection only): the validation mAP@0.5, computed after each epoch by
+  ``kdefect.tasks.detect_tricks.ValMAP``.
 
 Both safety metrics are streaming Keras metrics, so they come out of the same
 validation pass as the loss (no second pass over the data).  Ties (common on
@@ -25,7 +27,8 @@ from kdefect.errors import ConfigError
 from kdefect.keras import keras, tf
 
 MONITORS = ("val_loss", "val_macro_recall", "val_frr_at_escape")
-_DIRECTION = {"loss": "min", "macro_recall": "max", "frr_at_escape": "min"}
+DETECT_MONITORS = ("val_loss", "val_map50")
+_DIRECTION = {"loss": "min", "macro_recall": "max", "frr_at_escape": "min", "map50": "max"}
 
 
 @keras.utils.register_keras_serializable(package="kdefect")
@@ -97,6 +100,9 @@ def resolve_monitor(monitor: str, good_index: int | None, has_val: bool) -> str:
         return "loss"
     if monitor == "auto":
         return "val_frr_at_escape" if good_index is not None else "val_macro_recall"
+    if monitor not in MONITORS:
+        raise ConfigError(f"train.monitor={monitor} is for detection; a classifier keeps its epoch by "
+                          f"{', '.join(MONITORS)} (or auto).")
     if monitor == "val_frr_at_escape" and good_index is None:
         raise ConfigError("train.monitor=val_frr_at_escape needs a good class (data.good_label); "
                           "use val_macro_recall or val_loss.")

@@ -87,10 +87,14 @@ def _detect_image_scores(target: str | Path, split: str = "test", data: str | No
 
 
 def _detect_preflight(cfg: Any, split: dict[str, Any], index: Any = None) -> None:
+    from kdefect.engine.selection import DETECT_MONITORS
     from kdefect.errors import ConfigError
     from kdefect.models.detectors import backbone_names  # lazy: keras-cv loads only for detection
     from kdefect.tasks.warm_start import check_held_out
 
+    if cfg.train.monitor not in ("auto", *DETECT_MONITORS):
+        raise ConfigError(f"train.monitor={cfg.train.monitor} scores image labels; a detector keeps its epoch by "
+                          f"{' or '.join(DETECT_MONITORS)} (or auto).")
     if cfg.detect.backbone not in backbone_names():
         raise ConfigError(f"detect.backbone '{cfg.detect.backbone}' is unknown. Available: {', '.join(backbone_names())}.")
     if index is not None and cfg.detect.backbone_weights not in ("none", "") and len(split.get("test", [])):

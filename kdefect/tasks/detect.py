@@ -94,9 +94,13 @@ def train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     compile_detector(model, d.architecture, cfg.train.learning_rate)
     t0 = time.perf_counter()
     # no checkpoint: the best weights are kept in memory (a detector's .keras is slow to save)
-    cbs = make_callbacks(cfg.train, cfg.data.batch_size, run.path / "history.csv",
-                         "val_loss" if val is not None else "loss", start=t0,
-                         before_best=_tricks(cfg, len(arrays["train"].images), switch))
+    monitor = _monitor(cfg, val is not None)
+    tricks = _tricks(cfg, len(arrays["train"].images), switch)
+    if monitor == "val_map50":
+        tricks.append(_val_map(cfg, index.classes, arrays["val"]))
+    cbs = make_callbacks(cfg.train, cfg.data.batch_size, run.path / "history.csv", monitor, loss_key=
+                         "val_loss" if val is not None else "loss", keys=[(monitor, -1.0 if monitor == "val_map50"
+                                                                           else 1.0)], start=t0, before_best=tricks)
     history, counter, best, budget = cbs.history, cbs.counter, cbs.best, cbs.budget
     model.fit(train, validation_data=val, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
               callbacks=cbs.callbacks, verbose=0 if quiet else 2)
@@ -111,7 +115,8 @@ def train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     stats = {"train_seconds": round(train_s, 2), "epochs_run": len(history.rows), "best_epoch": max(best.best_epoch, 0) + 1,
              "train_images": counter.images,
              "train_images_per_s": round(counter.images / max(counter.seconds, 1e-9), 2),
-             "time_budget_exhausted": bool(budget and budget.exhausted), "params": int(model.count_params())}
+             "time_budget_exhausted": bool(budget and budget.exhausted), "params": int(model.count_params()),
+             "monitor": best.monitor, "best_value": best.best}
     if warm is not None:
         stats["warm_start"] = {k: warm[k] for k in ("source", "matched_layers", "layers", "matched_share")}
     metrics = {"training": stats}
@@ -121,6 +126,24 @@ def train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     run.write_manifest()
     log.info("detection run %s done: %s", run.path, {k: metrics.get(k) for k in ("map50", "map", "recall")})
     return run
+
+
+def _monitor(cfg: Config, has_val: bool) -> str:
+    """The log key that picks the kept epoch: ``train.monitor`` (auto = val_loss); the loss without validation."""
+    if not has_val:
+        return "loss"
+    return "val_loss" if cfg.train.monitor in ("auto", "val_loss") else cfg.train.monitor
+
+
+def _val_map(cfg: Config, classes: list[str], val: Any) -> keras.callbacks.Callback:
+    """``train.monitor: val_map50``: score every epoch's weights by validation mAP@0.5 (the device's decoder)."""
+    from kdefect.models.detectors import raw_head
+    from kdefect.tasks.detect_infer import decode_params, map50_of
+    from kdefect.tasks.detect_tricks import ValMAP
+
+    params = decode_params(cfg)
+    return ValMAP(lambda raw: map50_of(raw, cfg, classes, val, params),
+                  lambda model: raw_head(model, cfg.detect.architecture))
 
 
 def _tricks(cfg: Config, n_train: int, mosaic_switch: Any = None) -> list[keras.callbacks.Callback]:

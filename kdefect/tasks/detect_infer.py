@@ -82,13 +82,32 @@ def evaluate_arrays(model_or_tflite: Any, cfg: Config, classes: list[str], arr: 
         extra["latency_ms_p95"] = float(np.percentile(lat, 95))
     else:
         raws = keras_raw_outputs(raw_head(model_or_tflite, cfg.detect.architecture), arr.images)
-    h, w = params["input_size"]
-    dets = [dd.decode(r, params, score_threshold=cfg.detect.eval_score_threshold).scaled(ow / w, oh / h)
-            for r, (ow, oh) in zip(raws, arr.sizes)]
-    gt = [b * np.array([ow / w, oh / h] * 2, np.float32) for b, (ow, oh) in zip(arr.boxes, arr.sizes)]
+    gt, dets = _in_image_pixels(raws, arr, params, cfg.detect.eval_score_threshold)
     m = detection_metrics(gt, arr.labels, dets, arr.sizes, classes, params["score_threshold"], pr_dir=out_dir)
     m.update(extra)
     return m
+
+
+def _in_image_pixels(raws: list[dict[str, np.ndarray]], arr: Any, params: dict[str, Any], score_threshold: float
+                     ) -> tuple[list[np.ndarray], list[dd.Detections]]:
+    """Ground truth and decoded detections, both scaled from the input size back to each original image."""
+    h, w = params["input_size"]
+    dets = [dd.decode(r, params, score_threshold=score_threshold).scaled(ow / w, oh / h)
+            for r, (ow, oh) in zip(raws, arr.sizes)]
+    gt = [b * np.array([ow / w, oh / h] * 2, np.float32) for b, (ow, oh) in zip(arr.boxes, arr.sizes)]
+    return gt, dets
+
+
+def map50_of(raw: keras.Model, cfg: Config, classes: list[str], arr: Any, params: dict[str, Any]) -> float:
+    """COCO mAP@0.5 of a raw-head model on a loaded split: the number ``train.monitor: val_map50`` keeps.
+
+    Only the mAP (no sweep, no plots), so it is cheap enough to run after every epoch.
+    """
+    from kdefect.tasks.detect_metrics import coco_eval
+
+    gt, dets = _in_image_pixels(keras_raw_outputs(raw, arr.images), arr, params, cfg.detect.eval_score_threshold)
+    ev = coco_eval(gt, arr.labels, dets, arr.sizes, classes)
+    return float(ev.stats[1]) if ev is not None else -1.0
 
 
 def split_arrays(cfg: Config, run: RunDir | None, data: str | None, split: str = "test") -> tuple[Any, list[str]]:

@@ -7,6 +7,9 @@
   over the first steps, so a from-scratch detector's large early gradients do not wreck its BatchNorm.
 - ``MosaicOff`` (``detect.mosaic_epochs``): Mosaic for the first epochs only, then the real image statistics
   (YOLOv8 closes mosaic for its last epochs; under a time budget the last epochs are unknown, the first are not).
+- ``ValMAP`` (``train.monitor: val_map50``): the validation mAP@0.5 after every epoch, as ``val_map50`` in the
+  logs, so the epoch kept is the one that finds defects best, not the one with the lowest loss (a detector's
+  validation loss can rise from over-confident boxes while its mAP still climbs).
 
 None is on by default: a trick becomes a default only after a measured benchmark, and at a 10-minute CPU budget
 each one lowered NEU-DET mAP@0.5 (tools/results/detect_tricks.md).
@@ -15,6 +18,7 @@ each one lowered NEU-DET mAP@0.5 (tools/results/detect_tricks.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from kdefect.keras import keras, tf
@@ -109,6 +113,24 @@ class MosaicOff(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if epoch >= self.epochs and bool(self.switch.numpy()):
             self.switch.assign(False)
+
+
+class ValMAP(keras.callbacks.Callback):
+    """Add ``val_map50`` (``score(raw_head_model)``) to each epoch's logs; put it after ``WeightEMA``, before
+    ``KeepBest`` and the history, so the averages are scored and the value is kept and recorded."""
+
+    def __init__(self, score: Callable[[keras.Model], float], make_raw: Callable[[keras.Model], keras.Model]
+                 ) -> None:
+        super().__init__()
+        self.score, self.make_raw = score, make_raw
+        self._raw: keras.Model | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._raw = self.make_raw(self.model)  # shares the layers: always scores the current weights
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None and self._raw is not None:
+            logs["val_map50"] = self.score(self._raw)
 
 
 def warmup_steps(epochs: float, n_train: int, batch_size: int, steps_per_epoch: int | None) -> int:

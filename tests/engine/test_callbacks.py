@@ -12,12 +12,23 @@ def test_every_rule_is_in_the_set_and_named_by_role(tmp_path):
     cbs = standard_callbacks(train, 8, tmp_path / "history.csv", "val_macro_recall", loss_key="val_loss",
                              checkpoint=tmp_path / "best.keras", start=0.0, tensorboard=tmp_path / "tb")
     assert isinstance(cbs.callbacks[0], StopOnNonFiniteLoss)  # first: nothing is written for a diverged epoch
-    assert cbs.callbacks[1:4] == [cbs.history, cbs.counter, cbs.best]
+    assert cbs.callbacks[1:4] == [cbs.counter, cbs.history, cbs.best]
     assert set(cbs.roles()) == {"best_checkpoint", "image_counter", "time_budget", "early_stopping", "plateau"}
     stop, plateau = cbs.roles()["early_stopping"], cbs.roles()["plateau"]
     assert stop.monitor == "val_macro_recall" and stop.monitor_op(1.0, 0.0)  # selection drives it; higher is better
     assert plateau.monitor == "val_loss"  # the loss drives the learning rate
     assert cbs.budget.start == 0.0 and not cbs.best.restore  # the caller reloads the checkpoint
+
+
+def test_before_best_callbacks_run_before_the_history_and_the_selection(tmp_path):
+    """A callback that changes the weights (EMA) or adds a log key (val mAP) must do it before the epoch's history
+    row is written and before KeepBest picks."""
+    extra = keras.callbacks.Callback()
+    cbs = standard_callbacks(TrainConfig(patience=2, lr_schedule="constant"), 8, tmp_path / "h.csv", "val_map50",
+                             before_best=[extra])
+    order = cbs.callbacks
+    assert order.index(cbs.counter) < order.index(extra) < order.index(cbs.history) < order.index(cbs.best)
+    assert cbs.roles()["early_stopping"].monitor_op(0.6, 0.5)  # mAP: higher is better
 
 
 def test_without_checkpoint_the_best_weights_come_back_in_memory(tmp_path):

@@ -122,9 +122,9 @@ def test_val_map50_monitor_keeps_the_epoch_with_the_best_validation_map(tiny_det
 
     from kdefect import fit
     from kdefect.core.run import RunDir
+    from kdefect.models.detectors import raw_head
     from kdefect.tasks.detect import load_detector
     from kdefect.tasks.detect_infer import decode_params, map50_of, split_arrays
-    from kdefect.models.detectors import raw_head
 
     cfg = dataclasses.replace(tiny_det_cfg, runs_dir=str(tmp_path), name="map_monitor")
     cfg.train = dataclasses.replace(cfg.train, monitor="val_map50", epochs=3)

@@ -129,7 +129,7 @@ def test_val_map50_monitor_keeps_the_epoch_with_the_best_validation_map(tiny_det
     cfg = dataclasses.replace(tiny_det_cfg, runs_dir=str(tmp_path), name="map_monitor")
     cfg.train = dataclasses.replace(cfg.train, monitor="val_map50", epochs=3)
     run = fit(cfg, quiet=True)
-    rows = list(csv.DictReader(open(run.path / "history.csv")))
+    rows = list(csv.DictReader((run.path / "history.csv").read_text().splitlines()))
     maps = [float(r["val_map50"]) for r in rows]
     assert len(maps) == 3 and all(-1.0 <= m <= 1.0 for m in maps)
     training = json.loads((run.path / "metrics.json").read_text())["training"]

@@ -49,6 +49,8 @@ ARMS = {"previous": PREVIOUS, "auto": [],
                         "train.weight_decay=0.0005"],
         # ELPV cells all lie one way (their busbars run the same way): quarter turns make parts the line never shows
         "no_rot90": ["data.augment.rot90=false"],
+        # balanced sampling forced on, whatever the imbalance (auto turns it on from 3:1)
+        "balanced": ["data.sampling=balanced"],
         # twice the width (model.alpha 1.0; the ELPV config uses 0.5): short of features, or of capacity?
         "wide": ["model.alpha=1.0"]}
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",

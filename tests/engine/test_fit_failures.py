@@ -26,6 +26,12 @@ def test_too_few_images_for_one_batch_is_a_clear_data_error(tmp_path, make_confi
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_detection_monitor_on_a_classifier_leaves_no_folder(tmp_path, make_config):
+    with pytest.raises(ConfigError, match="train.monitor=val_map50 is for detection"):
+        _fit(make_config(tmp_path, "train.monitor=val_map50", "data.synthetic.n_per_class=12"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_values_set_in_code_are_checked_too(tmp_path, make_config):
     cfg = make_config(tmp_path, "data.synthetic.n_per_class=12")
     cfg.train.epochs = -1

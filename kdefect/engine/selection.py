@@ -27,7 +27,6 @@ from kdefect.errors import ConfigError
 from kdefect.keras import keras, tf
 
 MONITORS = ("val_loss", "val_macro_recall", "val_frr_at_escape")
-DETECT_MONITORS = ("val_loss", "val_map50")
 _DIRECTION = {"loss": "min", "macro_recall": "max", "frr_at_escape": "min", "map50": "max"}
 
 

@@ -86,8 +86,10 @@ def _detect_image_scores(target: str | Path, split: str = "test", data: str | No
     return image_scores(target, split=split, data=data)
 
 
+DETECT_MONITORS = ("val_loss", "val_map50")  # train.monitor values a detector accepts (besides auto)
+
+
 def _detect_preflight(cfg: Any, split: dict[str, Any], index: Any = None) -> None:
-    from kdefect.engine.selection import DETECT_MONITORS
     from kdefect.errors import ConfigError
     from kdefect.models.detectors import backbone_names  # lazy: keras-cv loads only for detection
     from kdefect.tasks.warm_start import check_held_out

@@ -25,7 +25,7 @@ class KeepBest(keras.callbacks.Callback):
 
     Why: the last epoch is not reliably the best one, and the validation split can tell. "Best" compares
     ``keys`` in order ((log key, sign), lower signed value wins; ``kdefect.engine.selection``), by default the
-    ``monitor`` alone, lower is better; an epoch whose monitored value is missing or not finite never counts.
+    ``monitor`` alone, in its direction (``selection.direction``); an epoch whose monitored value is missing or not finite never counts.
     ``path``: also save the best model there, atomically, so a crash never leaves half a checkpoint.
     ``restore``: put the best weights back when training ends (kept in memory only then).
     """
@@ -34,7 +34,7 @@ class KeepBest(keras.callbacks.Callback):
                  path: str | Path | None = None, restore: bool = True) -> None:
         super().__init__()
         self.monitor = monitor
-        self.keys = keys or [(monitor, 1.0)]
+        self.keys = keys or [(monitor, 1.0 if direction(monitor) == "min" else -1.0)]
         self.path = Path(path) if path is not None else None
         self.restore = restore
         self.best: float | None = None

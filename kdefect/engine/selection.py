@@ -93,15 +93,20 @@ class FalseRejectAtEscape(keras.metrics.Metric):
         return {**super().get_config(), "good_index": self.good_index, "target": self.target, "bins": self.bins}
 
 
+def check_classifier_monitor(monitor: str) -> None:
+    """A ConfigError for a ``train.monitor`` that only a detector has (``val_map50``)."""
+    if monitor not in ("auto", *MONITORS):
+        raise ConfigError(f"train.monitor={monitor} is for detection; a classifier keeps its epoch by "
+                          f"{', '.join(MONITORS)} (or auto).")
+
+
 def resolve_monitor(monitor: str, good_index: int | None, has_val: bool) -> str:
     """``train.monitor`` with ``auto`` resolved; without a validation split the training loss decides."""
     if not has_val:
         return "loss"
     if monitor == "auto":
         return "val_frr_at_escape" if good_index is not None else "val_macro_recall"
-    if monitor not in MONITORS:
-        raise ConfigError(f"train.monitor={monitor} is for detection; a classifier keeps its epoch by "
-                          f"{', '.join(MONITORS)} (or auto).")
+    check_classifier_monitor(monitor)
     if monitor == "val_frr_at_escape" and good_index is None:
         raise ConfigError("train.monitor=val_frr_at_escape needs a good class (data.good_label); "
                           "use val_macro_recall or val_loss.")

@@ -25,7 +25,7 @@ from kdefect.core.run import RunDir
 from kdefect.engine.callbacks import standard_callbacks
 from kdefect.engine.optimizers import build_optimizer
 from kdefect.engine.resume import STATE_DIR, ResumePoint, ResumeState
-from kdefect.engine.selection import MONITORS, resolve_monitor, selection_keys
+from kdefect.engine.selection import check_classifier_monitor, resolve_monitor, selection_keys
 from kdefect.engine.strategy import make_strategy
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
@@ -146,9 +146,7 @@ def _preflight(cfg: Config, split: dict[str, np.ndarray], index: Any = None) -> 
         return
     from kdefect.models.backbones import check_backbone
 
-    if cfg.train.monitor not in ("auto", *MONITORS):
-        raise ConfigError(f"train.monitor={cfg.train.monitor} is for detection; a classifier keeps its epoch by "
-                          f"{', '.join(MONITORS)} (or auto).")
+    check_classifier_monitor(cfg.train.monitor)
     m = cfg.model
     check_backbone(m.backbone, min(cfg.data.image_size), weights=m.weights, alpha=m.alpha, attention=m.attention,
                    attention_in_blocks=m.attention_in_blocks)

@@ -98,9 +98,8 @@ def train_detector(cfg: Config, run: RunDir, index: Any, split: dict[str, Any],
     tricks = _tricks(cfg, len(arrays["train"].images), switch)
     if monitor == "val_map50":
         tricks.append(_val_map(cfg, index.classes, arrays["val"]))
-    cbs = make_callbacks(cfg.train, cfg.data.batch_size, run.path / "history.csv", monitor, loss_key=
-                         "val_loss" if val is not None else "loss", keys=[(monitor, -1.0 if monitor == "val_map50"
-                                                                           else 1.0)], start=t0, before_best=tricks)
+    cbs = make_callbacks(cfg.train, cfg.data.batch_size, run.path / "history.csv", monitor,
+                         loss_key="val_loss" if val is not None else "loss", start=t0, before_best=tricks)
     history, counter, best, budget = cbs.history, cbs.counter, cbs.best, cbs.budget
     model.fit(train, validation_data=val, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
               callbacks=cbs.callbacks, verbose=0 if quiet else 2)

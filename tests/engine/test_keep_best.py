@@ -34,3 +34,14 @@ def test_non_finite_epochs_never_count():
     snapshots = _epochs(cb, model, [{"loss": float("nan")}, {"loss": 2.0}, {"loss": float("inf")}, {}])
     assert cb.best_epoch == 1
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), snapshots[1], strict=True))
+
+
+def test_without_keys_the_monitor_counts_in_its_own_direction():
+    """val_map50 is better higher, val_loss lower: KeepBest takes the direction from engine.selection."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    up = KeepBest("val_map50")
+    _epochs(up, model, [{"val_map50": 0.2}, {"val_map50": 0.6}, {"val_map50": 0.4}])
+    assert (up.best_epoch, up.best) == (1, 0.6) and np.all(model.get_weights()[1] == 1.0)
+    down = KeepBest("val_loss")
+    _epochs(down, model, [{"val_loss": 0.9}, {"val_loss": 0.3}, {"val_loss": 0.5}])
+    assert (down.best_epoch, down.best) == (1, 0.3)

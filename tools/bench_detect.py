@@ -16,13 +16,12 @@ import argparse
 import datetime as dt
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import write_md  # keeps the hand notes below HAND_NOTES when a page is rewritten
+from _bench import machine, write_md  # write_md keeps the hand notes below HAND_NOTES when a page is rewritten
 
 from kdefect.utils.io import write_json, write_text
 
@@ -60,11 +59,27 @@ def run_one(arch: str, args: argparse.Namespace) -> dict:
             "image_size": args.image_size, "command": "python " + " ".join(sys.argv), "float": metrics,
             "int8": {k: q[k] for k in ("map50", "map", "recall", "missed", "latency_ms_p50", "latency_ms_p95")},
             "int8_per_class_ap50": {c: v["ap50"] for c, v in q["per_class"].items()},
-            "wall_s": round(time.perf_counter() - t0, 1)}
+            "wall_s": round(time.perf_counter() - t0, 1), "machine": machine_label()}
+
+
+def machine_label() -> str:
+    """The CPU model and core count: budgeted rows compare only on one machine (epochs per hour differ 2-3x)."""
+    m = machine()
+    return f"{m['machine']}, {m['cpu'] or 'cpu'}, {m['cpu_count']} cores"
+
+
+def machines_line(res: dict) -> str:
+    """The page's machine line; rows appended on another machine (``--append``) are named with theirs."""
+    labels: dict[str, list[str]] = {}
+    for name, r in res["results"].items():
+        labels.setdefault(r.get("machine") or res["machine"], []).append(name)
+    if len(labels) <= 1:
+        return next(iter(labels), res["machine"])
+    return "; ".join(f"{m} (rows {', '.join(rows)})" for m, rows in labels.items())
 
 
 def markdown(res: dict) -> str:
-    lines = [f"# Detection benchmark: {res['title']}", "", f"- date: {res['date']}", f"- machine: {res['machine']}",
+    lines = [f"# Detection benchmark: {res['title']}", "", f"- date: {res['date']}", f"- machine: {machines_line(res)}",
              f"- command: `{res['command']}`", f"- full-budget command: `{res['full_command']}`",
              f"- status: {res['status']}", "",
              "| detector | budget min | px | params | train s | epochs | train img/s | mAP@0.5 | mAP@0.5:0.95 | recall@thr | missed "
@@ -159,7 +174,7 @@ def main() -> int:
         return 2
     res = {"title": f"NEU-DET, {args.budget_min:g} min budget per detector, {args.image_size} px, from scratch",
            "date": dt.datetime.now().isoformat(timespec="minutes"),
-           "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, shared 2-core CPU",
+           "machine": machine_label(),
            "command": "python " + " ".join(sys.argv),
            "full_command": "python tools/bench_detect.py --budget-min 60 --image-size 256 --out detect",
            "status": "proof run with a tiny budget: numbers are NOT the 60-minute benchmark" if args.budget_min < 60
@@ -168,6 +183,8 @@ def main() -> int:
     if args.append and out.with_suffix(".json").is_file():
         old = json.loads(out.with_suffix(".json").read_text())
         res["results"] = old.get("results", {})
+        for r in res["results"].values():  # rows from before rows named their machine keep the page's
+            r.setdefault("machine", old.get("machine", "?"))
     for arch in args.archs.split(","):
         res["results"][args.label or arch] = run_one(arch, args)
         budgets = {r.get("budget_min", 0) for r in res["results"].values()}

@@ -19,6 +19,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("edge_bench_neu_knn_gate.md", "On-device runtime: cost of the kNN unknown-defect gate"), ("edge_aarch64.md", "aarch64 (Raspberry Pi) emulated check"),
          ("edge_bench_detect.md", "On-device runtime: the NEU-DET detector in kdefect-edge (issue 16)"),
          ("quickstart.md", "Quick start, repeated (issue 10)"),
+         ("quickstart_epyc.md", "Quick start on a slower 2-core machine (issue 10)"),
          ("scale.md", "Scale: 50,000 images, packs, batch predict, two workers (issue 12)"),
          ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)"),
          ("detect_warm.md", "Detection: in-domain warm start vs scratch (issue 16)"),
@@ -28,6 +29,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("detect_tricks.md", "Detection: training tricks on and off at one budget (issue 16)"),
          ("detect_160.md", "Detection: 160 px at the 60-minute budget, more epochs (issue 16)"),
          ("detect_128.md", "Detection: 128 px at the 60-minute budget, and NMS IoU 0.7 (issue 16)"),
+         ("detect_128_epyc.md", "Detection: the 128 px config's 60 minutes on a slower 2-core machine (issue 16)"),
          ("anchor_coverage.md", "Detection: which NEU-DET boxes RetinaNet's anchors can reach (issue 16)"),
          ("detect_retina_anchors.md", "Detection: RetinaNet anchor shapes, sizes and match IoU (issue 16)")]
 

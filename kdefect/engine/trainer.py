@@ -29,6 +29,7 @@ from kdefect.engine.selection import check_classifier_monitor, resolve_monitor, 
 from kdefect.engine.strategy import make_strategy
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
+from kdefect.models.compiled import build_training_state
 from kdefect.tasks.base import get_task
 from kdefect.tasks.heads import load_model
 from kdefect.utils.io import atomic_dir, atomic_path
@@ -183,6 +184,7 @@ def _compile(model: keras.Model, cfg: Config, loss: Any, lr: float, good_index: 
                *selection_metrics(int(model.output_shape[-1]), good_index, cfg.trust.target_escape)]
     optimizer = build_optimizer(cfg.train.optimizer, lr, cfg.train.weight_decay)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    build_training_state(model)  # one trace of the train step, not two
 
 
 def _verbose(quiet: bool) -> int:

@@ -22,6 +22,7 @@ from kdefect.data.boxes import BOX_FORMAT
 from kdefect.errors import ConfigError, ModelError
 from kdefect.keras import keras, keras_cv
 from kdefect.models.backbones.yolo import YOLO_V8
+from kdefect.models.compiled import build_training_state
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ def compile_detector(model: keras.Model, architecture: str, learning_rate: float
     """The standard keras-cv losses: CIoU + BCE (YOLOv8), smooth-L1 + focal (RetinaNet); clipped Adam."""
     opt = keras.optimizers.Adam(learning_rate, global_clipnorm=10.0)
     model.compile(**DETECTORS.get(architecture).losses, optimizer=opt, jit_compile=False)
+    build_training_state(model)  # one trace of the train step, not two
 
 
 def raw_head(model: keras.Model, architecture: str) -> keras.Model:

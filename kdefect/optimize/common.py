@@ -8,6 +8,7 @@ import numpy as np
 
 from kdefect.errors import ExportError
 from kdefect.keras import keras, tf
+from kdefect.models.compiled import build_training_state
 
 
 def as_dataset(data: Any, batch_size: int = 32) -> Any:
@@ -42,6 +43,7 @@ def compile_for(model: Any, ds: Any, learning_rate: float) -> None:
     """Compile ``model`` for fine-tuning on ``ds`` (Adam, accuracy metric)."""
     metric = "sparse_categorical_accuracy" if sparse_labels(ds) else "categorical_accuracy"
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=classification_loss(ds), metrics=[metric])
+    build_training_state(model)  # one trace of the train step, not two
 
 
 def count_steps(ds: Any, steps_per_epoch: int | None) -> int:

@@ -32,7 +32,11 @@ def tiny_det_cfg(det_voc_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_det_run(tiny_det_cfg):
     """Trained through the shared lifecycle (the detect task's train hook), so it also has its reject threshold and
-    verdict (calibration.json)."""
+    verdict (calibration.json). It keeps the epoch with the best validation mAP (``train.monitor=val_map50``), so
+    the one fit also covers that monitor (test_train_export.py); the default monitor trains in the other fits."""
+    import dataclasses
+
     from kdefect import fit
 
-    return fit(tiny_det_cfg, quiet=True)
+    cfg = dataclasses.replace(tiny_det_cfg, train=dataclasses.replace(tiny_det_cfg.train, monitor="val_map50"))
+    return fit(cfg, quiet=True)

@@ -30,10 +30,11 @@ def _to_yolo(voc_root: Path, out: Path) -> Path:
     return out
 
 
-def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, tmp_path):
+def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, tmp_path, monkeypatch):
     from kdefect import fit
     from kdefect.config import load_config
     from kdefect.data.split import load_split
+    from kdefect.keras import keras_cv
     from kdefect.tasks.detect_infer import split_arrays
 
     root = _to_yolo(det_voc_root, tmp_path / "yolo")
@@ -41,7 +42,16 @@ def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, t
         "task=detect", "name=yolo-src", f"runs_dir={tmp_path / 'runs'}", f"data.source={root}",
         "data.image_size=[64,64]", "data.batch_size=8", "detect.backbone=yolo_v8_tiny", "detect.jitter=[]",
         "train.epochs=1", "train.steps_per_epoch=2", "trust.calibrate=false"])
+    traces = []
+    step = keras_cv().models.YOLOV8Detector.train_step
+
+    def counted(self, *args, **kwargs):  # runs only while the train function is traced
+        traces.append(1)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras_cv().models.YOLOV8Detector, "train_step", counted)
     run = fit(cfg, quiet=True)
+    assert len(traces) == 1  # the optimizer and loss trackers exist before the first step (models.compiled)
     tests = load_split(run.path)["test"][0]
     assert tests and {Path(p).parent.parent.name for p in tests} == {"test"}
     assert len(tests) == len(list((root / "test" / "images").iterdir()))

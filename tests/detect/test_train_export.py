@@ -194,3 +194,25 @@ def test_detector_export_refuses_classifier_only_options_before_converting(tiny_
     with pytest.raises(ExportError, match="detectors have no OOD gate"):
         export_run(str(tiny_det_run.path), out=tmp_path / "knn.tflite", ood_gate="knn")
     assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_val_map50_monitor_keeps_the_epoch_with_the_best_validation_map(tiny_det_run):
+    """train.monitor=val_map50: every epoch is scored by validation mAP@0.5, recorded in history.csv, and the
+    weights kept are those of the best-scoring epoch (their test metrics come from those weights)."""
+    from kdefect.core.run import RunDir
+    from kdefect.models.detectors import raw_head
+    from kdefect.tasks.detect import load_detector
+    from kdefect.tasks.detect_infer import decode_params, map50_of, split_arrays
+
+    run = tiny_det_run
+    rows = list(csv.DictReader((run.path / "history.csv").read_text().splitlines()))
+    maps = [float(r["val_map50"]) for r in rows]
+    assert len(maps) == 4 and all(0.0 <= m <= 1.0 for m in maps)
+    training = json.loads((run.path / "metrics.json").read_text())["training"]
+    assert training["monitor"] == "val_map50"
+    assert training["best_epoch"] == 1 + max(range(4), key=lambda i: (maps[i], -i))  # first of equal bests
+    assert training["best_value"] == pytest.approx(max(maps), abs=1e-6)
+    model, rcfg, classes = load_detector(run.path)  # the saved weights score what the kept epoch scored
+    arr, _ = split_arrays(rcfg, RunDir.open(run.path), None, split="val")
+    got = map50_of(raw_head(model, rcfg.detect.architecture), rcfg, classes, arr, decode_params(rcfg))
+    assert got == pytest.approx(max(maps), abs=1e-4)

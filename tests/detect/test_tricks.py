@@ -113,35 +113,6 @@ def test_mosaic_switch_turns_mosaic_off_after_the_first_epochs():
     assert all(im.tobytes() in originals for im in next(iter(ds))[0].numpy())  # untouched images once off
 
 
-def test_val_map50_monitor_keeps_the_epoch_with_the_best_validation_map(tiny_det_cfg, tmp_path):
-    """train.monitor=val_map50: every epoch is scored by validation mAP@0.5, recorded in history.csv, and the
-    weights kept are those of the best-scoring epoch (their test metrics come from those weights)."""
-    import csv
-    import dataclasses
-    import json
-
-    from kdefect import fit
-    from kdefect.core.run import RunDir
-    from kdefect.models.detectors import raw_head
-    from kdefect.tasks.detect import load_detector
-    from kdefect.tasks.detect_infer import decode_params, map50_of, split_arrays
-
-    cfg = dataclasses.replace(tiny_det_cfg, runs_dir=str(tmp_path), name="map_monitor")
-    cfg.train = dataclasses.replace(cfg.train, monitor="val_map50", epochs=3)
-    run = fit(cfg, quiet=True)
-    rows = list(csv.DictReader((run.path / "history.csv").read_text().splitlines()))
-    maps = [float(r["val_map50"]) for r in rows]
-    assert len(maps) == 3 and all(0.0 <= m <= 1.0 for m in maps)
-    training = json.loads((run.path / "metrics.json").read_text())["training"]
-    assert training["monitor"] == "val_map50"
-    assert training["best_epoch"] == 1 + max(range(3), key=lambda i: (maps[i], -i))  # first of equal bests
-    assert training["best_value"] == pytest.approx(max(maps), abs=1e-6)
-    model, rcfg, classes = load_detector(run.path)  # the saved weights score what the kept epoch scored
-    arr, _ = split_arrays(rcfg, RunDir.open(run.path), None, split="val")
-    got = map50_of(raw_head(model, rcfg.detect.architecture), rcfg, classes, arr, decode_params(rcfg))
-    assert got == pytest.approx(max(maps), abs=1e-4)
-
-
 def test_val_map_scores_pick_the_weights_kept(tmp_path):
     """ValMAP in the standard callback set: the weights kept are those of the epoch with the highest score (scripted
     here, so the choice is real), and history.csv records every score."""

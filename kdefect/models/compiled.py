@@ -2,8 +2,8 @@
 
 Why: ``tf.function`` traces a function twice when its first call creates variables (once creating them, once
 more without). A tf_keras train step creates the optimizer's slots and the loss trackers on its first call, so
-every ``fit`` paid for a second trace of the whole train step: 12 of 32 s in a tiny YOLOv8 fit on a 2-core CPU
-(tests/models/test_compiled.py counts the traces). Building both up front leaves one trace.
+every ``fit`` paid for a second trace of the whole train step (a YOLOv8-xs first epoch: 33.5 s against 28.8 s on a
+2-core CPU, tools/results/first_step.md). Building both up front leaves one trace (tests/models/test_compiled.py).
 """
 
 from __future__ import annotations

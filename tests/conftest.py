@@ -248,3 +248,22 @@ def calibrated(trust_run):
     from kdefect.trust.calibrate import calibrate_run
 
     return trust_run, calibrate_run(trust_run, target_risk=0.02)
+
+
+@pytest.fixture
+def train_step_traces(monkeypatch):
+    """``count(cls)`` -> a list that grows by one each time ``cls.train_step`` is traced (its Python body runs only
+    while ``tf.function`` traces the train function); the patch is undone after the test."""
+
+    def count(cls: type) -> list[int]:
+        traces: list[int] = []
+        step = cls.train_step
+
+        def counted(self, *args, **kwargs):
+            traces.append(1)
+            return step(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "train_step", counted)
+        return traces
+
+    return count

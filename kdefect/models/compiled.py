@@ -22,9 +22,8 @@ def _loss_structure(model: keras.Model) -> Any:
 
 def build_training_state(model: keras.Model) -> None:
     """Build the optimizer's slot variables and the compiled loss's trackers of a freshly compiled ``model``."""
-    opt = model.optimizer
-    if hasattr(opt, "build") and not getattr(opt, "_built", False):
-        opt.build(model.trainable_variables)
+    if hasattr(model.optimizer, "build"):  # a no-op once built
+        model.optimizer.build(model.trainable_variables)
     losses = getattr(model, "compiled_loss", None)
     if losses is not None and not losses.built:
         losses.build(_loss_structure(model))

@@ -30,7 +30,7 @@ def _to_yolo(voc_root: Path, out: Path) -> Path:
     return out
 
 
-def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, tmp_path, monkeypatch):
+def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, tmp_path, train_step_traces):
     from kdefect import fit
     from kdefect.config import load_config
     from kdefect.data.split import load_split
@@ -42,14 +42,7 @@ def test_detector_fits_on_a_yolo_export_and_keeps_its_test_split(det_voc_root, t
         "task=detect", "name=yolo-src", f"runs_dir={tmp_path / 'runs'}", f"data.source={root}",
         "data.image_size=[64,64]", "data.batch_size=8", "detect.backbone=yolo_v8_tiny", "detect.jitter=[]",
         "train.epochs=1", "train.steps_per_epoch=2", "trust.calibrate=false"])
-    traces = []
-    step = keras_cv().models.YOLOV8Detector.train_step
-
-    def counted(self, *args, **kwargs):  # runs only while the train function is traced
-        traces.append(1)
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(keras_cv().models.YOLOV8Detector, "train_step", counted)
+    traces = train_step_traces(keras_cv().models.YOLOV8Detector)
     run = fit(cfg, quiet=True)
     assert len(traces) == 1  # the optimizer and loss trackers exist before the first step (models.compiled)
     tests = load_split(run.path)["test"][0]

@@ -48,6 +48,11 @@ def header() -> dict[str, Any]:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
 
 
+def section_lines(name: str, section: dict[str, Any], *extra: str) -> list[str]:
+    """A results page's section heading: its command, date and machine (from ``header()``), then ``extra`` lines."""
+    return [f"## {name}", "", f"Command: `{section['command']}`  ", f"Date: {section['date']}  ", *extra]
+
+
 def merge_results(path: Path, key: str, value: Any) -> dict[str, Any]:
     """Add one section to a results file, keeping the others (benchmarks run in parts)."""
     data = read_json(path) if path.is_file() else {}

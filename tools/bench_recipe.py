@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import RESULTS, md_table, merge_results, write_md
+from _bench import RESULTS, md_table, merge_results, section_lines, write_md
 
 from kdefect.config import load_config
 
@@ -156,9 +156,9 @@ def write_page(data: dict[str, Any]) -> None:
              "`op_*`: at the operating point chosen on validation for a 1 % escape target. "
              "ELPV: Deitsch et al. 2019, Buerhop-Lutz et al. 2018 (CC BY-NC-SA 4.0).", ""]
     for sec, val in data.items():
-        lines += [f"## {sec}", "", f"Command: `{val['command']}`  ", f"Date: {val['date']}  ",
-                  f"Base config: `{Path(val.get('config', QUICKSTART)).name}`, extra: `{' '.join(val['extra'])}`  ",
-                  f"Machine: {val['machine']['cpu']}, {val['machine']['cpu_count']} cores", "",
+        lines += [*section_lines(
+                      sec, val, f"Base config: `{Path(val.get('config', QUICKSTART)).name}`, extra: "
+                      f"`{' '.join(val['extra'])}`  ", f"Machine: {val['machine']['cpu']}, {val['machine']['cpu_count']} cores", ""),
                   md_table(val["rows"], [c for c in COLUMNS if any(c in r for r in val["rows"])]),
                   "Verdict reasons:", ""]
         lines += [f"- {r['dataset']} / {r['arm']}: " + ("; ".join(r["reasons"]) or "none") for r in val["rows"]]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import RESULTS, md_table, merge_results, write_md
+from _bench import RESULTS, md_table, merge_results, section_lines, write_md
 from bench_recipe import QUICKSTART, sources
 
 from kdefect.config import load_config
@@ -49,20 +49,20 @@ def frr_at(p_good: np.ndarray, y: np.ndarray, gi: int, allowed: int) -> float:
 
 def val_stats(p: np.ndarray, y: np.ndarray, gi: int, target: float) -> dict[str, float]:
     """What each rule reads from one epoch's validation probabilities."""
+    from kdefect.trust.ood import auroc
+
     k = p.shape[1]
     pred = p.argmax(1)
     recall = [(pred[y == c] == c).mean() for c in range(k) if (y == c).any()]
     n_bad = int((y != gi).sum())
     a_t = math.floor(target * n_bad + 1e-6)
     pg = p[:, gi]
-    good, bad = pg[y == gi], pg[y != gi]
-    auc = float((good[:, None] > bad[None, :]).mean() + 0.5 * (good[:, None] == bad[None, :]).mean())
     return {"loss": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean()),
             "macro_recall": float(np.mean(recall)), "accuracy": float((pred == y).mean()),
             "frr_exact": frr_at(pg, y, gi, a_t),
             f"frr_floor{TAIL}": frr_at(pg, y, gi, max(a_t, TAIL)),
             f"frr_band{TAIL}": float(np.mean([frr_at(pg, y, gi, a) for a in range(a_t, max(a_t, TAIL) + 1)])),
-            "auc": auc}
+            "auc": auroc(pg[y != gi], pg[y == gi])}  # P(a good part scores above a defective one)
 
 
 # rule -> (primary key, sign: +1 lower is better); ties go to macro recall, then the loss (as kdefect's KeepBest)
@@ -204,9 +204,9 @@ def write_page(data: dict[str, Any]) -> None:
              "to N; `oracle` picks on test (a bound, not a rule). ELPV: Deitsch et al. 2019, Buerhop-Lutz et al. "
              "2018 (CC BY-NC-SA 4.0).", ""]
     for sec, val in data.items():
-        lines += [f"## {sec}", "", f"Command: `{val['command']}`  ", f"Date: {val['date']}  ",
-                  f"Machine: {val['machine']['cpu']}, {val['machine']['cpu_count']} cores  ",
-                  f"Extra overrides: `{' '.join(val['extra'])}`; epoch the fit itself kept: {val['kept_by_fit']}", "",
+        lines += [*section_lines(sec, val, f"Machine: {val['machine']['cpu']}, {val['machine']['cpu_count']} cores  ",
+                                 f"Extra overrides: `{' '.join(val['extra'])}`; epoch the fit itself kept: "
+                                 f"{val['kept_by_fit']}", ""),
                   md_table(val["rows"], COLUMNS)]
     write_md(OUT.with_suffix(".md"), "\n".join(lines))
 

@@ -119,7 +119,7 @@ def _with_image_verdict(task: Any, target: Path, data: str | None, metrics: dict
         return metrics
     from kdefect.trust.verdict import assess_images, targets_of
 
-    got = task.image_scores(target, "test", data)
+    got = task.image_scores(target, ("test",), data)["test"]
     if target.suffix == ".tflite":
         thr = got["params"].get("reject_min_score")
         src = read_sidecar(target).source_run

@@ -39,8 +39,8 @@ class Task:
     predict: Callable[..., list[dict[str, Any]]] | None = None
     export: Callable[..., Path] | None = None
     preflight: Callable[..., None] | None = None  # (cfg, split, index): checks before the run folder exists
-    # (target, split, data) -> {"scores", "contains", "classes", "params"}: each image's best box score, for a
-    # verdict on an image-level reject rule (``trust.calibrate`` picks its threshold; detection)
+    # (target, splits, data) -> {split: {"scores", "contains", "classes", "params"}}: each image's best box score,
+    # for a verdict on an image-level reject rule (``trust.calibrate`` picks its threshold; detection)
     image_scores: Callable[..., dict[str, Any]] | None = None
     qat: bool = True  # ``kdefect tflite --qat`` applies (fit's closing hint names it)
 
@@ -80,10 +80,11 @@ def _detect_export(run: str | Path, out: str | Path, mode: str = "int8",
     return export_detector(run, out, mode=mode, readiness=readiness)
 
 
-def _detect_image_scores(target: str | Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
+def _detect_image_scores(target: str | Path, splits: tuple[str, ...] = ("test",), data: str | None = None
+                         ) -> dict[str, dict[str, Any]]:
     from kdefect.tasks.detect_scores import image_scores  # lazy: keras-cv loads only for detection
 
-    return image_scores(target, split=split, data=data)
+    return image_scores(target, splits=splits, data=data)
 
 
 DETECT_MONITORS = ("val_loss", "val_map50")  # train.monitor values a detector accepts (besides auto)

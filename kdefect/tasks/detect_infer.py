@@ -113,16 +113,28 @@ def map50_of(raw: keras.Model, cfg: Config, classes: list[str], arr: Any, params
     return float(ev.stats[1]) if ev is not None else -1.0
 
 
-def split_arrays(cfg: Config, run: RunDir | None, data: str | None, split: str = "test") -> tuple[Any, list[str]]:
-    """The run's saved ``split`` (or every image of ``data``) loaded at the model's input size."""
-    from kdefect.data.detection_pipeline import load_arrays
+def source_index(cfg: Config, data: str | None) -> Any:
+    """The box index of the run's ``data.source`` (or of ``data``): indexed once, then cut per split."""
     from kdefect.data.sources import index_dataset
-    from kdefect.data.split import load_split, own_test_part
-    from kdefect.tasks.detect import input_size
 
     if data is not None:
         cfg.data.source = str(data)
-    index = index_dataset(cfg.data, image_labels=False)
+    return index_dataset(cfg.data, image_labels=False)
+
+
+def split_arrays(cfg: Config, run: RunDir | None, data: str | None, split: str = "test",
+                 index: Any = None) -> tuple[Any, list[str]]:
+    """The run's saved ``split`` (or every image of ``data``) loaded at the model's input size.
+
+    ``index``: ``source_index(cfg, data)`` when the caller loads several splits (indexing a VOC folder parses
+    every annotation file).
+    """
+    from kdefect.data.detection_pipeline import load_arrays
+    from kdefect.data.split import load_split, own_test_part
+    from kdefect.tasks.detect import input_size
+
+    if index is None:
+        index = source_index(cfg, data)
     if data is None:
         if run is None:
             raise DataError("no run folder known for this model: pass --data with a VOC folder to evaluate on.")

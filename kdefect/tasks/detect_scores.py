@@ -9,6 +9,7 @@ verdict live in ``kdefect.trust`` (``operating_point``, ``verdict``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,25 @@ def contains_matrix(labels: list[np.ndarray], k: int) -> np.ndarray:
     return out
 
 
-def image_scores(target: str | Path, split: str = "test", data: str | None = None) -> dict[str, Any]:
-    """``{"scores" (N,), "contains" (N, K), "classes", "params"}`` of a run folder or ``.tflite`` on ``split``.
+def image_scores(target: str | Path, splits: Sequence[str] = ("test",), data: str | None = None
+                 ) -> dict[str, dict[str, Any]]:
+    """``{split: {"scores" (N,), "contains" (N, K), "classes", "params"}}`` of a run folder or ``.tflite``.
 
-    ``data``: a VOC folder to score instead of the run's split. ``params``: the decoding dict the scores were
-    made with (a ``.tflite``'s sidecar ``detection``, which holds its ``reject_min_score`` when calibrated).
+    The model is loaded and the data set indexed once for all ``splits`` (calibration scores val and test).
+    ``data``: a VOC folder to score instead of the run's split (one split name, which keys the result).
+    ``params``: the decoding dict the scores were made with (a ``.tflite``'s sidecar ``detection``, which holds
+    its ``reject_min_score`` when calibrated).
     """
-    from kdefect.tasks.detect_infer import decode_params, keras_raw_outputs, split_arrays, tflite_raw_outputs
+    from kdefect.tasks.detect_infer import (
+        decode_params,
+        keras_raw_outputs,
+        source_index,
+        split_arrays,
+        tflite_raw_outputs,
+    )
 
+    if data is not None and len(splits) != 1:
+        raise ValueError(f"image_scores on a data folder scores one set, not {list(splits)}")
     target = Path(target)
     if target.suffix == ".tflite":
         from kdefect.core.sidecar import read_sidecar
@@ -51,12 +63,17 @@ def image_scores(target: str | Path, split: str = "test", data: str | None = Non
         run = RunDir.open(target)
         keras_model, cfg, classes = load_detector(run)
         model, params = raw_head(keras_model, cfg.detect.architecture), decode_params(cfg)
-    empty = {"scores": np.zeros(0), "contains": np.zeros((0, len(classes)), bool), "classes": classes,
-             "params": params}
-    if data is None and (run is None or not len(load_split(run.path).get(split, ([], []))[0])):
-        return empty
-    arr, _ = split_arrays(cfg, run, data, split)
-    raws = tflite_raw_outputs(model, arr.images, params)[0] if isinstance(model, Path) \
-        else keras_raw_outputs(model, arr.images)
-    return {"scores": np.asarray([dd.image_score(r) for r in raws], np.float64),
-            "contains": contains_matrix(arr.labels, len(classes)), "classes": classes, "params": params}
+    saved = load_split(run.path) if run is not None else {}
+    index, out = None, {}
+    for split in splits:
+        if data is None and not len(saved.get(split, ([], []))[0]):
+            out[split] = {"scores": np.zeros(0), "contains": np.zeros((0, len(classes)), bool), "classes": classes,
+                          "params": params}
+            continue
+        index = source_index(cfg, data) if index is None else index
+        arr, _ = split_arrays(cfg, run, data, split, index=index)
+        raws = tflite_raw_outputs(model, arr.images, params)[0] if isinstance(model, Path) \
+            else keras_raw_outputs(model, arr.images)
+        out[split] = {"scores": np.asarray([dd.image_score(r) for r in raws], np.float64),
+                      "contains": contains_matrix(arr.labels, len(classes)), "classes": classes, "params": params}
+    return out

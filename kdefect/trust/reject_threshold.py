@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def calibrate_image_run(run: Any, task: Any, target_escape: float, targets: Any) -> dict[str, Any]:
     """Choose the reject threshold on val, judge it on test; writes ``calibration.json`` and returns it."""
-    val, test = task.image_scores(run.path, "val"), task.image_scores(run.path, "test")
+    scores = task.image_scores(run.path, ("val", "test"))  # one model load for both splits
+    val, test = scores["val"], scores["test"]
     classes = val["classes"]
     thr = choose_reject_threshold(val["scores"], val["contains"].any(1), target_escape)
     source = "val"

@@ -165,10 +165,11 @@ def test_fit_chooses_the_reject_threshold_on_val_and_judges_it_on_test(tiny_det_
     assert tiny_det_run.verify_manifest() == []
 
 
-def test_not_ready_detector_is_refused(tiny_det_run, tmp_path):
+def test_not_ready_detector_is_refused(tiny_det_run, tmp_path, monkeypatch):
     """A copy of the run re-judged against an unreachable escape target: export stops before any conversion."""
     import shutil
 
+    import kdefect.tasks.detect as detect_mod
     from kdefect.config import TargetsConfig
     from kdefect.errors import ExportError
     from kdefect.export import export_run
@@ -176,8 +177,12 @@ def test_not_ready_detector_is_refused(tiny_det_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(tiny_det_run.path, run)  # the shared fixture keeps its own verdict
+    loads, load = [], detect_mod.load_detector
+    monkeypatch.setattr(detect_mod, "load_detector", lambda *a, **k: loads.append(1) or load(*a, **k))
     cal = calibrate_run(run, targets=TargetsConfig(max_escape_upper=0.001))  # needs > 3000 images
     assert cal["verdict"]["verdict"] == "NOT READY"
+    assert len(loads) == 1  # val and test are scored with one model load
+    assert cal["verdict"]["n"] == tiny_det_run.read_json("calibration.json")["verdict"]["n"]
     with pytest.raises(ExportError, match="NOT READY.*--allow-unready"):
         export_run(str(run), out=tmp_path / "refused.tflite")
     assert not (tmp_path / "refused.tflite").exists()

@@ -53,9 +53,28 @@ def run_once(seed: int, runs_dir: Path, extra: list[str]) -> dict[str, Any]:
             "reasons": "; ".join(verdict["reasons"])}
 
 
+# side-by-side arms (``--arms``): extra overrides on top of the config as shipped
+ARMS: dict[str, list[str]] = {
+    "shipped": [],
+    # the quick start's backbone choice: a full-resolution first block, or a stride-2 first convolution
+    "tiny_cnn": ["model.backbone=tiny_cnn"],
+    "tiny_cnn_s2": ["model.backbone=tiny_cnn_s2"],
+}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """READY count and wall-time median / max of one arm's runs."""
+    ok = [r for r in rows if r["rc"] == 0]
+    walls = sorted(r["wall_seconds"] for r in ok)
+    return {"runs": len(rows), "ready": sum(r.get("verdict") == "READY" for r in ok),
+            "wall_median_s": walls[len(walls) // 2] if walls else None, "wall_max_s": walls[-1] if walls else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--arms", nargs="+", default=["shipped"], choices=list(ARMS),
+                    help="run each seed once per arm, arms interleaved (so machine drift hits them alike)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override")
     ap.add_argument("--out", default="quickstart")
     args = ap.parse_args()
@@ -63,26 +82,27 @@ def main() -> None:
     try:
         rows = []
         for s in args.seeds:
-            rows.append(run_once(s, root, args.sets))
-            print(json.dumps(rows[-1]), flush=True)
+            for arm in args.arms:
+                rows.append({"arm": arm, **run_once(s, root, [*ARMS[arm], *args.sets])})
+                print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    ok = [r for r in rows if r["rc"] == 0]
-    walls = sorted(r["wall_seconds"] for r in ok)
-    summary = {"runs": len(rows), "ready": sum(r.get("verdict") == "READY" for r in ok),
-               "wall_median_s": walls[len(walls) // 2] if walls else None, "wall_max_s": walls[-1] if walls else None}
-    data = {**header(), "config": str(CONFIG.name), "extra": args.sets, "summary": summary, "rows": rows}
+    summaries = {arm: summarise([r for r in rows if r["arm"] == arm]) for arm in args.arms}
+    data = {**header(), "config": str(CONFIG.name), "extra": args.sets, "arms": {a: ARMS[a] for a in args.arms},
+            "summary": summaries[args.arms[0]] if len(args.arms) == 1 else summaries, "rows": rows}
     write_json(RESULTS / f"{args.out}.json", data)
-    cols = ["seed", "wall_seconds", "train_seconds", "epochs", "accuracy", "macro_recall", "escapes", "model_escapes", "escape_upper95",
-            "false_reject_rate", "review_share", "verdict"]
+    cols = (["arm"] if len(args.arms) > 1 else []) + [
+        "seed", "wall_seconds", "train_seconds", "epochs", "accuracy", "macro_recall", "escapes", "model_escapes",
+        "escape_upper95", "false_reject_rate", "review_share", "verdict"]
     m = data["machine"]
+    lines = [f"**{arm}** (`{' '.join(ARMS[arm]) or 'as shipped'}`): READY in {sm['ready']} of {sm['runs']} runs; "
+             f"wall time median {sm['wall_median_s']} s, max {sm['wall_max_s']} s." for arm, sm in summaries.items()]
     text = (f"# Quick start, repeated\n\nCommand: `{data['command']}`  \nDate: {data['date']}  \n"
             f"Machine: {m['cpu']}, {m['cpu_count']} cores  \nConfig: `configs/{CONFIG.name}` {' '.join(args.sets)}\n\n"
-            f"Each row is `kdefect fit --config configs/quickstart.yaml --set seed=N` in a fresh process (wall time "
-            f"includes the TensorFlow import, training, the SavedModel, calibration and the verdict).\n\n"
-            f"**READY in {summary['ready']} of {summary['runs']} runs; wall time median {summary['wall_median_s']} s, "
-            f"max {summary['wall_max_s']} s.**\n\n" + md_table(rows, cols))
-    reasons = [f"- seed {r['seed']}: {r['reasons']}" for r in ok if r.get("reasons")]
+            f"Each row is `kdefect fit --config configs/quickstart.yaml --set seed=N` (plus the arm's overrides) in a "
+            f"fresh process (wall time includes the TensorFlow import, training, the SavedModel, calibration and the "
+            f"verdict).\n\n" + "\n\n".join(lines) + "\n\n" + md_table(rows, cols))
+    reasons = [f"- {r['arm']} seed {r['seed']}: {r['reasons']}" for r in rows if r["rc"] == 0 and r.get("reasons")]
     if reasons:
         text += "\nVerdict reasons:\n\n" + "\n".join(reasons) + "\n"
     write_md(RESULTS / f"{args.out}.md", text)

@@ -52,7 +52,10 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         # balanced sampling forced on, whatever the imbalance (auto turns it on from 3:1)
         "balanced": ["data.sampling=balanced"],
         # twice the width (model.alpha 1.0; the ELPV config uses 0.5): short of features, or of capacity?
-        "wide": ["model.alpha=1.0"]}
+        "wide": ["model.alpha=1.0"],
+        # the quick start's backbone with a full-resolution first block, against its stride-2 stem (3x faster a step)
+        "tiny_cnn": ["model.backbone=tiny_cnn"],
+        "stem_s2": ["model.backbone=tiny_cnn_s2"]}
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",
            "op_escape_rate", "op_escape_upper95", "op_false_reject_rate", "review_share", "verdict",
            "train_accuracy", "val_accuracy", "epochs", "wall_seconds")  # the fit-gap pair: only sections that have it

@@ -12,6 +12,7 @@ from kdefect.tasks.classify import backbone_layers, build_classifier, build_clas
 
 FAST = [
     ("tiny_cnn", 1.0),
+    ("tiny_cnn_s2", 0.5),
     ("resnet_small", 0.25),
     ("mobilenet_v2", 0.35),
     ("mobilenet_v3_small", 0.75),
@@ -59,6 +60,17 @@ def test_preprocess_layers_match_metadata():
     pre = keras.Model(mnv2.input, mnv2.get_layer("preprocess").output)
     np.testing.assert_allclose(pre(x).numpy(), 1.0, atol=1e-6)  # tf: x/127.5-1
     np.testing.assert_allclose(pre(x * 0).numpy(), -1.0, atol=1e-6)
+
+
+def test_tiny_cnn_s2_differs_from_tiny_cnn_only_by_its_strided_first_convolution():
+    """Same layers and weights (a tiny_cnn checkpoint's shapes fit), the first block at half resolution."""
+    full, s2 = (build_classifier(5, b, (64, 64), attention="se", attention_in_blocks=True, pooling="max")
+                for b in ("tiny_cnn", "tiny_cnn_s2"))
+    assert [layer.name for layer in full.layers] == [layer.name for layer in s2.layers]
+    assert [w.shape for w in full.weights] == [w.shape for w in s2.weights]
+    assert full.get_layer("tiny_conv1").output.shape[1:3] == (64, 64)
+    assert s2.get_layer("tiny_conv1").output.shape[1:3] == (32, 32)
+    assert s2.get_layer("tiny_conv3").output.shape[1:3] == (8, 8)
 
 
 def test_resnet_small_attention_inside_blocks():

@@ -8,7 +8,7 @@ from kdefect.errors import ConfigError
 from kdefect.models import BACKBONES, Registry
 
 EXPECTED = {
-    "tiny_cnn", "resnet_small", "resnet50_v2", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "tiny_cnn", "tiny_cnn_s2", "resnet_small", "resnet50_v2", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
     "densenet121", "efficientnet_b0",
     "yolo_v8_tiny", "yolo_v8_n", "yolo_v8_xs", "yolo_v8_s", "yolo_v8_m",  # the detectors' family (warm start)
 }

@@ -23,7 +23,7 @@ from _bench import RESULTS, header, md_table, write_md
 from kdefect.utils.io import write_json
 
 MODELS = {"yolov8_xs_128": "YOLOv8-xs detector, 128 px, batch 16 (configs/neu_det_yolov8.yaml)",
-          "tiny_cnn_64": "tiny_cnn + SE classifier, 64 px, batch 32 (configs/quickstart.yaml)"}
+          "tiny_cnn_64": "tiny_cnn + SE classifier, 64 px, batch 32 (the quick start before tiny_cnn_s2)"}
 
 
 def arm(model: str, prebuild: bool, steps: int) -> dict:

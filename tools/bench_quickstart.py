@@ -56,7 +56,7 @@ def run_once(seed: int, runs_dir: Path, extra: list[str]) -> dict[str, Any]:
 # side-by-side arms (``--arms``): extra overrides on top of the config as shipped
 ARMS: dict[str, list[str]] = {
     "shipped": [],
-    # the quick start's backbone choice: a full-resolution first block, or a stride-2 first convolution
+    # the quick start's backbone before and after: a full-resolution first block, or a stride-2 first convolution
     "tiny_cnn": ["model.backbone=tiny_cnn"],
     "tiny_cnn_s2": ["model.backbone=tiny_cnn_s2"],
 }

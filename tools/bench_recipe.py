@@ -53,7 +53,7 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         "balanced": ["data.sampling=balanced"],
         # twice the width (model.alpha 1.0; the ELPV config uses 0.5): short of features, or of capacity?
         "wide": ["model.alpha=1.0"],
-        # the quick start's backbone with a full-resolution first block, against its stride-2 stem (3x faster a step)
+        # the quick start's backbone before and after: a full-resolution first block, or a stride-2 first conv
         "tiny_cnn": ["model.backbone=tiny_cnn"],
         "stem_s2": ["model.backbone=tiny_cnn_s2"]}
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",

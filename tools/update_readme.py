@@ -20,6 +20,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("edge_bench_detect.md", "On-device runtime: the NEU-DET detector in kdefect-edge (issue 16)"),
          ("quickstart.md", "Quick start, repeated (issue 10)"),
          ("quickstart_epyc.md", "Quick start on a slower 2-core machine (issue 10)"),
+         ("quickstart_stem.md", "Quick start: tiny_cnn vs tiny_cnn_s2 (stride-2 first convolution) side by side (issue 10)"),
          ("first_step.md", "A fit's first epoch: one trace of the train step instead of two"),
          ("scale.md", "Scale: 50,000 images, packs, batch predict, two workers (issue 12)"),
          ("trust_neu.md", "Trust on NEU-DET (issue 6)"), ("detect.md", "Detection on NEU-DET (issue 5)"),

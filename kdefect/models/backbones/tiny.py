@@ -1,10 +1,12 @@
 """``tiny_cnn`` and ``tiny_cnn_s2``: three conv-BN-ReLU blocks (~24k parameters) for CPUs, tests and smoke runs.
 
-``tiny_cnn_s2`` differs only in its first convolution, which strides 2: on a 2-core CPU the full-resolution first
-block is about half of a training step (a 3x3 kernel at stride 2 still reads every pixel, so a one-pixel scratch
-is not skipped), and the stride makes an epoch about three times as fast
-(``tools/results/quickstart_stem.md``).  It is the quick start's backbone; ``tiny_cnn`` keeps its full-resolution
-first block for the results measured with it.
+``tiny_cnn`` runs its first block at full resolution, then max-pools.  ``tiny_cnn_s2`` strides its first
+convolution by 2 instead of pooling after it: the same weights (one pooling layer fewer), and every later block
+sees the same resolution.  On a 2-core CPU the full-resolution first block is about half of a training step, so the
+stride makes the quick start about 1.5x as fast; a 3x3 kernel at stride 2 still reads every pixel, so a one-pixel
+scratch is not skipped.  Striding *and* pooling (a quarter of the resolution after block 1) was faster still but
+escaped more small synthetic defects.  Measured side by side: ``tools/results/quickstart_stem.md`` and the ``stem``
+section of ``tools/results/recipe.md``.  ``tiny_cnn_s2`` is the quick start's backbone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _tiny(name: str, stem_stride: int):
             x = keras.layers.ReLU(name=f"tiny_relu{i}")(x)
             if attention_in_blocks:
                 x = apply_attention(x, attention, name=f"tiny_att{i}")
-            if i < len(FILTERS):
+            if i < len(FILTERS) and not (i == 1 and stem_stride > 1):  # a strided stem replaces the first pool
                 x = keras.layers.MaxPooling2D(2, name=f"tiny_pool{i}")(x)
         return finish(inputs, x, weights, name)
 
@@ -51,6 +53,6 @@ build = register_backbone(
     attention_in_blocks=True,
 )(_tiny("tiny_cnn", 1))
 build_s2 = register_backbone(
-    "tiny_cnn_s2", preprocess="unit", default_size=64, min_size=32, supports_alpha=True, imagenet=False,
+    "tiny_cnn_s2", preprocess="unit", default_size=64, min_size=16, supports_alpha=True, imagenet=False,
     attention_in_blocks=True,
 )(_tiny("tiny_cnn_s2", 2))

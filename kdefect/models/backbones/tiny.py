@@ -28,7 +28,8 @@ def _tiny(name: str, stem_stride: int):
         attention: str = "none",
         attention_in_blocks: bool = False,
     ) -> tf.Tensor:
-        """Conv3x3-BN-ReLU blocks with max-pooling between them; attention after each block if asked.
+        """Conv3x3-BN-ReLU blocks with max-pooling between them (a strided stem replaces the first); attention
+        after each block if asked.
 
         BatchNorm momentum 0.9 (not 0.99): short smoke runs of a few dozen steps still end with
         usable moving statistics, so inference-mode predictions match training.

@@ -89,7 +89,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     summaries = {arm: summarise([r for r in rows if r["arm"] == arm]) for arm in args.arms}
     data = {**header(), "config": str(CONFIG.name), "extra": args.sets, "arms": {a: ARMS[a] for a in args.arms},
-            "summary": summaries[args.arms[0]] if len(args.arms) == 1 else summaries, "rows": rows}
+            "summary": summaries, "rows": rows}
     write_json(RESULTS / f"{args.out}.json", data)
     cols = (["arm"] if len(args.arms) > 1 else []) + [
         "seed", "wall_seconds", "train_seconds", "epochs", "accuracy", "macro_recall", "escapes", "model_escapes",

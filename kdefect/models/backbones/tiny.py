@@ -11,6 +11,8 @@ section of ``tools/results/recipe.md``.  ``tiny_cnn_s2`` is the quick start's ba
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kdefect.keras import keras, tf
 from kdefect.models.attention import apply_attention
 from kdefect.models.backbones._common import finish, width
@@ -19,7 +21,7 @@ from kdefect.models.registry import register_backbone
 FILTERS = (16, 32, 64)
 
 
-def _tiny(name: str, stem_stride: int):
+def _tiny(name: str, stem_stride: int) -> Callable[..., tf.Tensor]:
     def build(
         inputs: tf.Tensor,
         *,
@@ -49,11 +51,8 @@ def _tiny(name: str, stem_stride: int):
     return build
 
 
-build = register_backbone(
-    "tiny_cnn", preprocess="unit", default_size=64, min_size=16, supports_alpha=True, imagenet=False,
-    attention_in_blocks=True,
-)(_tiny("tiny_cnn", 1))
-build_s2 = register_backbone(
-    "tiny_cnn_s2", preprocess="unit", default_size=64, min_size=16, supports_alpha=True, imagenet=False,
-    attention_in_blocks=True,
-)(_tiny("tiny_cnn_s2", 2))
+# one registration per first-block variant: a full-resolution first block (stride 1), or a stride-2 stem
+for _name, _stride in (("tiny_cnn", 1), ("tiny_cnn_s2", 2)):
+    register_backbone(_name, preprocess="unit", default_size=64, min_size=16, supports_alpha=True, imagenet=False,
+                      attention_in_blocks=True)(_tiny(_name, _stride))
+del _name, _stride

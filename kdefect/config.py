@@ -123,6 +123,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     strategy: str = "default"
     time_budget_s: float | None = None
+    # resume snapshot (fit --resume) at the first epoch end this many seconds after the last one; 0 = every epoch
+    snapshot_every_s: float = 30.0
     # which epoch to keep (and early-stop on): auto = val_frr_at_escape with a good class, else val_macro_recall
     monitor: str = "auto"
 
@@ -318,6 +320,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "train.patience": Range(0),
     "train.steps_per_epoch": _COUNT,
     "train.time_budget_s": _POSITIVE,
+    "train.snapshot_every_s": Range(0),
     "detect.fpn_depth": _COUNT,
     "detect.score_threshold": _FRACTION,
     "detect.iou_threshold": _FRACTION,

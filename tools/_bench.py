@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,18 @@ def machine() -> dict[str, Any]:
         mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu,
             "cpu_count": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(), "tensorflow": tfv}
+
+
+def code_arm(spec: str) -> tuple[str, Path, str]:
+    """``NAME=DIR`` (a benchmark's ``--code`` arm: the kdefect source in DIR, e.g. a worktree of the parent commit,
+    run as its own arm so a code change is measured against its parent in one interleaved run) ->
+    (name, source tree, its commit)."""
+    name, _, folder = spec.partition("=")
+    src = Path(folder).resolve()
+    if not name or not (src / "kdefect" / "__init__.py").is_file():
+        raise SystemExit(f"--code {spec!r}: expected NAME=DIR with DIR a kdefect source tree (a git worktree)")
+    rev = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return name, src, rev.stdout.strip() or "unknown"
 
 
 def header() -> dict[str, Any]:

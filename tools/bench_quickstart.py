@@ -24,21 +24,26 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import RESULTS, header, md_table, write_md
+from _bench import RESULTS, code_arm, header, md_table, write_md
 
 from kdefect.utils.io import write_json
 
 CONFIG = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
 
 
-def run_once(seed: int, runs_dir: Path, extra: list[str]) -> dict[str, Any]:
-    """One quick start in a fresh process (what a newcomer runs), with ``seed`` for split and weights."""
+def run_once(seed: int, runs_dir: Path, extra: list[str], src: Path | None = None) -> dict[str, Any]:
+    """One quick start in a fresh process (what a newcomer runs), with ``seed`` for split and weights.
+
+    ``src``: run the kdefect package found in that source tree instead (another commit's worktree), so a code
+    change is measured against its parent in one interleaved run.
+    """
     exe = Path(sys.executable).with_name("kdefect")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "kdefect"]
+    cmd = [str(exe)] if exe.exists() and src is None else [sys.executable, "-m", "kdefect"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({"PYTHONPATH": str(src)} if src else {})}
     sets = [f"runs_dir={runs_dir}", f"name=qs-seed{seed}", f"seed={seed}", *extra]
     argv = [*cmd, "fit", "--config", str(CONFIG), *[a for s in sets for a in ("--set", s)]]
     t0 = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    r = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         return {"seed": seed, "rc": r.returncode, "wall_seconds": wall, "error": r.stderr[-500:]}
@@ -59,7 +64,10 @@ ARMS: dict[str, list[str]] = {
     # the quick start's backbone before and after: a full-resolution first block, or a stride-2 first convolution
     "tiny_cnn": ["model.backbone=tiny_cnn"],
     "tiny_cnn_s2": ["model.backbone=tiny_cnn_s2"],
+    # resume snapshots at every epoch end (before train.snapshot_every_s) or every 30 s (shipped)
+    "snapshot_every_epoch": ["train.snapshot_every_s=0"],
 }
+
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,27 +83,34 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--arms", nargs="+", default=["shipped"], choices=list(ARMS),
                     help="run each seed once per arm, arms interleaved (so machine drift hits them alike)")
+    ap.add_argument("--code", action="append", default=[], metavar="NAME=DIR",
+                    help="one more arm: the shipped config run by the kdefect source in DIR (e.g. a worktree of the "
+                         "parent commit), interleaved with --arms")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override")
     ap.add_argument("--out", default="quickstart")
     args = ap.parse_args()
+    code = {name: (src, rev) for name, src, rev in map(code_arm, args.code)}
+    arms = [*args.arms, *code]
+    described = {a: ARMS[a] for a in args.arms} | {n: [f"code at {rev}"] for n, (_, rev) in code.items()}
     root = Path(tempfile.mkdtemp(prefix="kdefect-qs-"))
     try:
         rows = []
         for s in args.seeds:
-            for arm in args.arms:
-                rows.append({"arm": arm, **run_once(s, root, [*ARMS[arm], *args.sets])})
+            for arm in arms:
+                extra, src = ([], code[arm][0]) if arm in code else (ARMS[arm], None)
+                rows.append({"arm": arm, **run_once(s, root, [*extra, *args.sets], src)})
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    summaries = {arm: summarise([r for r in rows if r["arm"] == arm]) for arm in args.arms}
-    data = {**header(), "config": str(CONFIG.name), "extra": args.sets, "arms": {a: ARMS[a] for a in args.arms},
+    summaries = {arm: summarise([r for r in rows if r["arm"] == arm]) for arm in arms}
+    data = {**header(), "config": str(CONFIG.name), "extra": args.sets, "arms": described,
             "summary": summaries, "rows": rows}
     write_json(RESULTS / f"{args.out}.json", data)
-    cols = (["arm"] if len(args.arms) > 1 else []) + [
+    cols = (["arm"] if len(arms) > 1 else []) + [
         "seed", "wall_seconds", "train_seconds", "epochs", "accuracy", "macro_recall", "escapes", "model_escapes",
         "escape_upper95", "false_reject_rate", "review_share", "verdict"]
     m = data["machine"]
-    lines = [f"**{arm}** (`{' '.join(ARMS[arm]) or 'as shipped'}`): READY in {sm['ready']} of {sm['runs']} runs; "
+    lines = [f"**{arm}** (`{' '.join(described[arm]) or 'as shipped'}`): READY in {sm['ready']} of {sm['runs']} runs; "
              f"wall time median {sm['wall_median_s']} s, max {sm['wall_max_s']} s." for arm, sm in summaries.items()]
     text = (f"# Quick start, repeated\n\nCommand: `{data['command']}`  \nDate: {data['date']}  \n"
             f"Machine: {m['cpu']}, {m['cpu_count']} cores  \nConfig: `configs/{CONFIG.name}` {' '.join(args.sets)}\n\n"

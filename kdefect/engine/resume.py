@@ -5,8 +5,8 @@ optimizer and the epoch of one ``model.fit`` call, but a kdefect run is up to
 two fit calls (head, then fine-tune) and its outcome also depends on the best
 checkpoint, early stopping, the plateau / cosine schedule, the time budget
 already spent, the history and the RNG.  ``ResumeState`` uses the same
-mechanism (a ``tf.train.Checkpoint`` of model + optimizer after every epoch)
-and adds all of that to ``resume/state.json``, written atomically *after* the
+mechanism (a ``tf.train.Checkpoint`` of model + optimizer at an epoch end, once
+every ``train.snapshot_every_s`` seconds) and adds all of that to ``resume/state.json``, written atomically *after* the
 checkpoint it names, so a ``kill -9`` at any moment leaves a consistent pair.
 The folder is removed once the run is complete.
 """
@@ -18,6 +18,7 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from kdefect.core.run import FAILED, MANIFEST, RunDir
+from kdefect.engine.callbacks import KeepBest
 from kdefect.errors import ConfigError, DataError
 from kdefect.keras import keras, tf
 from kdefect.tasks.base import get_task
@@ -134,7 +136,8 @@ def open_for_resume(run_path: str | Path, cfg: Any | None = None,
     state_path = run.path / STATE_DIR / STATE_FILE
     if not state_path.is_file():
         raise DataError(f"run '{run.path}' has no resume point ({STATE_DIR}/{STATE_FILE}): it stopped before its "
-                        "first epoch ended. Start it again with `kdefect fit`.")
+                        "first snapshot (the first epoch end after train.snapshot_every_s="
+                        f"{saved.train.snapshot_every_s:g} s of training). Start it again with `kdefect fit`.")
     s = read_json(state_path)
     point = ResumePoint(epoch=int(s["epoch"]), phase=int(s["phase"]), checkpoint=run.path / STATE_DIR / s["checkpoint"],
                         train_seconds=float(s["train_seconds"]), learning_rate=s.get("learning_rate"),
@@ -194,18 +197,27 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 class ResumeState(keras.callbacks.Callback):
-    """Snapshot model, optimizer, callback states, time spent and RNG after every epoch (keep it last).
+    """Snapshot model, optimizer, callback states, time spent and RNG at epoch ends (keep it last).
 
     Last in the callback list, so its snapshot sees every other callback's update for the epoch.
+    ``every_s``: snapshot at the first epoch end at least this many seconds after the last snapshot, and always at
+    the last epoch of a phase and when training stops early (0: every epoch). Why: a snapshot costs a checkpoint
+    write (tens of ms even for a tiny model), so with one-second epochs snapshotting each one was about 3 % of the
+    run, while a crash loses at most ``every_s`` plus one epoch. The best-epoch checkpoint (``KeepBest`` with
+    ``defer_write``) is flushed with each snapshot, so the pair on disk always agrees.
     """
 
     def __init__(self, run_path: Path, start: float, stateful: dict[str, keras.callbacks.Callback],
-                 point: ResumePoint | None = None) -> None:
+                 point: ResumePoint | None = None, every_s: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__()
         self.folder = Path(run_path) / STATE_DIR
         self.start = start
         self.stateful = stateful
         self.point = point
+        self.every_s = every_s
+        self.clock = clock
+        self._saved_at = clock()
         self.phase = 0
         self._restored = False
         self._same_phase = False
@@ -215,11 +227,17 @@ class ResumeState(keras.callbacks.Callback):
 
     # ---- saving ------------------------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.save(epoch + 1, phase_stopped=bool(self.model.stop_training))
+        stopped = bool(self.model.stop_training)
+        last = epoch + 1 >= int(self.params.get("epochs") or 0)  # the phase's last epoch
+        if stopped or last or self.every_s <= 0 or self.clock() - self._saved_at >= self.every_s:
+            self.save(epoch + 1, phase_stopped=stopped)
 
     def save(self, epoch: int, phase_stopped: bool = False, done: bool = False) -> None:
-        """Checkpoint (unless ``done``: the weights are the last epoch's), then the state naming it."""
+        """Best checkpoint, then the snapshot (unless ``done``: the weights are the last epoch's), then the state
+        naming it: each file is whole before the one that refers to it."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(best := self.stateful.get("best_checkpoint"), KeepBest):
+            best.flush()
         if done and self._last is not None:
             prefix = str(self._last)  # never rewrite the checkpoint the current state.json names
         else:
@@ -237,6 +255,7 @@ class ResumeState(keras.callbacks.Callback):
             for f in self.folder.glob(self._last.name + ".*"):
                 f.unlink(missing_ok=True)
         self._last = Path(prefix)
+        self._saved_at = self.clock()
 
     def _checkpoint(self) -> Any:
         """One Checkpoint per (model, optimizer): building one every epoch made each snapshot about 50 % dearer

@@ -228,10 +228,12 @@ def train_model(cfg: Config, run: RunDir, index: Any, split: dict[str, np.ndarra
                              keys=selection_keys(monitor), checkpoint=run.checkpoint_path, start=t0,
                              history_rows=list(resume.history) if resume else None,
                              tensorboard=run.path / "tensorboard",
-                             make_budget=(lambda s, start: AgreedTimeBudget(s, strategy, start)) if multi else None)
+                             make_budget=(lambda s, start: AgreedTimeBudget(s, strategy, start)) if multi else None,
+                             defer_checkpoint=not multi)
     history, counter, ckpt, budget = cbs.history, cbs.counter, cbs.best, cbs.budget
     callbacks = list(cbs.callbacks)
-    saver = ResumeState(run.path, t0, cbs.roles(), resume)
+    # multi-worker: every epoch, so no worker's clock can disagree with another's on when to snapshot
+    saver = ResumeState(run.path, t0, cbs.roles(), resume, every_s=0.0 if multi else cfg.train.snapshot_every_s)
     saver.restore_persistent()
     callbacks.append(saver)  # last: its snapshot sees the epoch's update of every other callback
     fit_kw = dict(validation_data=data.get("val"), steps_per_epoch=cfg.train.steps_per_epoch,

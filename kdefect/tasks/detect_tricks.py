@@ -29,6 +29,7 @@ class WeightEMA(keras.callbacks.Callback):
 
     def __init__(self, decay: float = 0.9999, tau: float = 2000.0) -> None:
         super().__init__()
+        self._supports_tf_logs = True  # its batch hook never reads the logs: no numpy copy (a sync) per step
         self.decay, self.tau = float(decay), float(tau)
         self.updates = 0
         self._shadow: list[tf.Variable] = []
@@ -82,6 +83,7 @@ class LinearWarmup(keras.callbacks.Callback):
 
     def __init__(self, steps: int) -> None:
         super().__init__()
+        self._supports_tf_logs = True  # its batch hooks never read the logs: no numpy copy (a sync) per step
         self.steps = int(steps)
         self.step = 0
         self._target: float | None = None

@@ -36,3 +36,24 @@ def test_without_checkpoint_the_best_weights_come_back_in_memory(tmp_path):
     assert isinstance(cbs.best, KeepBest) and cbs.best.restore and cbs.best.path is None
     assert set(cbs.roles()) == {"best_checkpoint", "image_counter"}
     assert not any(isinstance(c, (keras.callbacks.EarlyStopping, keras.callbacks.TensorBoard)) for c in cbs.callbacks)
+
+
+def test_no_callback_makes_keras_copy_the_logs_to_numpy_every_step(tmp_path):
+    """The cosine schedule and the time budget have batch hooks; if any of them wanted numpy logs, Keras would
+    synchronise after every step. They declare tensor logs, and TensorBoard skips its unrecorded batch scalars."""
+    import numpy as np
+
+    from kdefect.engine.callbacks import EpochTensorBoard
+
+    train = TrainConfig(patience=2, lr_schedule="cosine", time_budget_s=600.0, epochs=2)
+    cbs = standard_callbacks(train, 4, tmp_path / "h.csv", "val_loss", tensorboard=tmp_path / "tb")
+    listed = keras.callbacks.CallbackList(cbs.callbacks)
+    assert listed._should_call_train_batch_hooks and listed._batch_hooks_support_tf_logs
+    assert any(isinstance(c, EpochTensorBoard) for c in cbs.callbacks)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+    model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), batch_size=4, epochs=2, verbose=0,
+              callbacks=cbs.callbacks)
+    assert list((tmp_path / "tb" / "train").glob("events.out.tfevents.*"))  # the epoch summaries are still written
+    assert len(cbs.history.rows) == 2

@@ -45,3 +45,26 @@ def test_without_keys_the_monitor_counts_in_its_own_direction():
     down = KeepBest("val_loss")
     _epochs(down, model, [{"val_loss": 0.9}, {"val_loss": 0.3}, {"val_loss": 0.5}])
     assert (down.best_epoch, down.best) == (1, 0.3)
+
+
+def test_a_deferred_checkpoint_is_written_on_flush_with_the_best_weights(tmp_path):
+    """``defer_write``: nothing on disk until ``flush()`` (a resume snapshot); then the best epoch's weights,
+    while the model keeps training from its current ones."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "best.keras"
+    cb = KeepBest("val_loss", path=path, restore=False, defer_write=True)
+    cb.set_model(model)
+    for epoch, loss in enumerate([0.9, 0.3, 0.5]):
+        model.set_weights([np.full((2, 1), float(epoch)), np.full((1,), float(epoch))])
+        cb.on_epoch_end(epoch, {"val_loss": loss})
+    assert not path.exists()
+    cb.flush()
+    assert np.all(keras.models.load_model(path, compile=False).get_weights()[1] == 1.0)
+    assert np.all(model.get_weights()[1] == 2.0)  # the current weights are back
+    stamp = path.stat().st_mtime_ns
+    cb.flush()  # nothing new: no rewrite
+    cb.on_epoch_end(3, {"val_loss": 0.1})
+    model.set_weights([np.full((2, 1), 7.0), np.full((1,), 7.0)])
+    cb.on_train_end()  # the end of training flushes what is left
+    assert path.stat().st_mtime_ns != stamp
+    assert np.all(keras.models.load_model(path, compile=False).get_weights()[1] == 2.0)

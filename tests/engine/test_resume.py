@@ -11,7 +11,8 @@ from kdefect.engine.resume import ResumeState
 from kdefect.errors import ConfigError, DataError
 
 FAST = ("data.synthetic.n_per_class=20", "data.synthetic.size=32", "data.image_size=[32, 32]",
-        "train.epochs=5", "train.steps_per_epoch=3", "trust.calibrate=false", "train.patience=10")
+        "train.epochs=5", "train.steps_per_epoch=3", "trust.calibrate=false", "train.patience=10",
+        "train.snapshot_every_s=0")  # a snapshot after every epoch: the crash points below are exact
 
 
 class Crash(RuntimeError):
@@ -116,6 +117,47 @@ def test_restores_optimizer_and_best_checkpoint_state(tmp_path, make_config, mon
     fit(None, resume=tmp_path / "tiny", quiet=True)
     assert seen["iterations"] == 3
     assert seen["best"] == pytest.approx(saved["callbacks"]["best_checkpoint"]["best"])
+
+
+def test_snapshots_are_spaced_in_time_and_a_crash_resumes_from_the_last_one(tmp_path, make_config, monkeypatch):
+    """``train.snapshot_every_s``: a snapshot at the first epoch end that many seconds after the last (here one
+    clock tick per epoch, every 2): a crash after epoch 5 resumes after epoch 4, and history.csv's fifth row, which
+    no snapshot covers, is trained again."""
+    from kdefect.engine import fit
+
+    cfg = make_config(tmp_path, *FAST, "train.epochs=6", "train.snapshot_every_s=2")
+    ticks, snapshots = [0.0], []
+    init, end = ResumeState.__init__, ResumeState.on_epoch_end
+
+    def ticking_init(self, *a, **k):
+        init(self, *a, clock=lambda: ticks[0], **k)
+
+    def ticking_end(self, epoch, logs=None):
+        ticks[0] += 1.0
+        end(self, epoch, logs)
+        snapshots.append(json.loads((self.folder / "state.json").read_text())["epoch"] if self.folder.exists() else 0)
+        if epoch + 1 == 5:
+            raise Crash("simulated crash after epoch 5")
+
+    monkeypatch.setattr(ResumeState, "__init__", ticking_init)
+    monkeypatch.setattr(ResumeState, "on_epoch_end", ticking_end)
+    with pytest.raises(Crash):
+        fit(cfg, quiet=True)
+    monkeypatch.undo()
+    path = tmp_path / "tiny"
+    assert snapshots == [0, 2, 2, 4, 4]
+    before = _history(path)
+    assert len(before) == 5
+    best = json.loads((path / "resume" / "state.json").read_text())["callbacks"]["best_checkpoint"]
+    if best["best_epoch"] >= 0:  # the best epoch's checkpoint was flushed with the snapshot that names it
+        assert (path / "checkpoints" / "best.keras").is_file()
+    fit(None, resume=path, quiet=True)
+    after = _history(path)
+    assert [r["epoch"] for r in after] == ["1", "2", "3", "4", "5", "6"]
+    assert after[:4] == before[:4]
+    training = json.loads((path / "metrics.json").read_text())["training"]
+    assert training["resumed_at_epoch"] == 4 and training["epochs_run"] == 6
+    assert training["optimizer_steps"] == 6 * 3
 
 
 def test_nothing_to_resume_before_the_first_epoch(tmp_path, make_config):

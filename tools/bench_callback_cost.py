@@ -98,7 +98,9 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.child, args.sets, args.runs_dir)))
         return
-    arms: dict[str, tuple[Path | None, str]] = {"now": (None, "this tree")}
+    here = subprocess.run(["git", "-C", str(CONFIG.parents[1]), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    arms: dict[str, tuple[Path | None, str]] = {"now": (None, f"this tree ({here or 'no git'})")}
     arms |= {name: (src, f"code at {rev}") for name, src, rev in map(code_arm, args.code)}
     rows = []
     for seed in args.seeds:

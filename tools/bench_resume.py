@@ -29,7 +29,9 @@ from _bench import RESULTS, header, md_table, write_md
 
 from kdefect.utils.io import write_json
 
-SETTINGS = ["data.image_size=[64, 64]", "train.epochs=8", "trust.calibrate=false", "train.patience=0"]
+# a snapshot after every epoch (as before train.snapshot_every_s existed): each kill then tests an exact resume point
+SETTINGS = ["data.image_size=[64, 64]", "train.epochs=8", "trust.calibrate=false", "train.patience=0",
+            "train.snapshot_every_s=0"]
 
 
 def _rows(run: Path) -> list[dict[str, str]]:

@@ -52,8 +52,18 @@ def code_arm(spec: str) -> tuple[str, Path, str]:
     src = Path(folder).resolve()
     if not name or not (src / "kdefect" / "__init__.py").is_file():
         raise SystemExit(f"--code {spec!r}: expected NAME=DIR with DIR a kdefect source tree (a git worktree)")
-    rev = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return name, src, rev.stdout.strip() or "unknown"
+    return name, src, git_rev(src)
+
+
+def git_rev(tree: Path) -> str:
+    """The short commit of a source tree ("unknown" outside git)."""
+    r = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
+
+
+def arm_env(src: Path | None) -> dict[str, str]:
+    """The environment of a benchmark's child process: quiet TensorFlow, and a ``--code`` arm's source first."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({"PYTHONPATH": str(src)} if src else {})}
 
 
 def header() -> dict[str, Any]:

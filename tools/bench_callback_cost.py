@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import RESULTS, code_arm, header, md_table, write_md
+from _bench import RESULTS, arm_env, code_arm, git_rev, header, md_table, write_md
 
 from kdefect.utils.io import write_json
 
@@ -76,7 +75,7 @@ def child(seed: int, sets: list[str], runs_dir: str) -> dict[str, Any]:
 
 
 def run_arm(seed: int, sets: list[str], runs_dir: Path, src: Path | None) -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({"PYTHONPATH": str(src)} if src else {})}
+    env = arm_env(src)
     argv = [sys.executable, __file__, "--child", str(seed), "--runs-dir", str(runs_dir),
             *[a for s in sets for a in ("--set", s)]]
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -98,9 +97,7 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.child, args.sets, args.runs_dir)))
         return
-    here = subprocess.run(["git", "-C", str(CONFIG.parents[1]), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    arms: dict[str, tuple[Path | None, str]] = {"now": (None, f"this tree ({here or 'no git'})")}
+    arms: dict[str, tuple[Path | None, str]] = {"now": (None, f"this tree ({git_rev(CONFIG.parents[1])})")}
     arms |= {name: (src, f"code at {rev}") for name, src, rev in map(code_arm, args.code)}
     rows = []
     for seed in args.seeds:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import RESULTS, code_arm, header, md_table, write_md
+from _bench import RESULTS, arm_env, code_arm, header, md_table, write_md
 
 from kdefect.utils.io import write_json
 
@@ -39,11 +38,10 @@ def run_once(seed: int, runs_dir: Path, extra: list[str], src: Path | None = Non
     """
     exe = Path(sys.executable).with_name("kdefect")
     cmd = [str(exe)] if exe.exists() and src is None else [sys.executable, "-m", "kdefect"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({"PYTHONPATH": str(src)} if src else {})}
     sets = [f"runs_dir={runs_dir}", f"name=qs-seed{seed}", f"seed={seed}", *extra]
     argv = [*cmd, "fit", "--config", str(CONFIG), *[a for s in sets for a in ("--set", s)]]
     t0 = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    r = subprocess.run(argv, capture_output=True, text=True, env=arm_env(src))
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         return {"seed": seed, "rc": r.returncode, "wall_seconds": wall, "error": r.stderr[-500:]}

@@ -257,9 +257,11 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     """
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.update_freq == "epoch" and not self._should_write_train_graph and not self._should_trace:
-            return
-        super().on_train_batch_end(batch, logs)
+        if self.update_freq != "epoch" or self._should_trace:
+            super().on_train_batch_end(batch, logs)
+        elif self._should_write_train_graph:  # what the stock hook does once, without its scalars
+            self._write_keras_model_train_graph()
+            self._should_write_train_graph = False
 
 
 @dataclass

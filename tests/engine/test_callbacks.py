@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kdefect.config import TrainConfig
 from kdefect.engine.callbacks import KeepBest, StopOnNonFiniteLoss, standard_callbacks
-from kdefect.keras import keras
+from kdefect.keras import keras, tf
 
 
 def test_every_rule_is_in_the_set_and_named_by_role(tmp_path):
@@ -38,7 +38,7 @@ def test_without_checkpoint_the_best_weights_come_back_in_memory(tmp_path):
     assert not any(isinstance(c, (keras.callbacks.EarlyStopping, keras.callbacks.TensorBoard)) for c in cbs.callbacks)
 
 
-def test_no_callback_makes_keras_copy_the_logs_to_numpy_every_step(tmp_path):
+def test_no_callback_makes_keras_copy_the_logs_to_numpy_every_step(tmp_path, monkeypatch):
     """The cosine schedule and the time budget have batch hooks; if any of them wanted numpy logs, Keras would
     synchronise after every step. They declare tensor logs, and TensorBoard skips its unrecorded batch scalars."""
     import numpy as np
@@ -53,7 +53,16 @@ def test_no_callback_makes_keras_copy_the_logs_to_numpy_every_step(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     x = np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+    scalars: list[str] = []
+    real_scalar = tf.summary.scalar
+
+    def counting(name, *a, **k):
+        scalars.append(name)
+        return real_scalar(name, *a, **k)
+
+    monkeypatch.setattr(tf.compat.v2.summary, "scalar", counting)  # the module Keras' TensorBoard calls through
     model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), batch_size=4, epochs=2, verbose=0,
               callbacks=cbs.callbacks)
+    assert scalars and not any(n.startswith("batch_") for n in scalars)  # epoch scalars only, none per step
     assert list((tmp_path / "tb" / "train").glob("events.out.tfevents.*"))  # the epoch summaries are still written
     assert len(cbs.history.rows) == 2

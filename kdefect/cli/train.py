@@ -31,7 +31,6 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         epochs: int | None, name: str | None, on_bad_image: str | None, resume: str | None) -> None:
     """Train a model from a config; writes a complete run folder."""
     from kdefect.config import load_config
-    from kdefect.engine import fit as fit_
     from kdefect.tasks.base import get_task
 
     named = {"data.source": data, "train.epochs": epochs, "name": name, "data.on_bad_image": on_bad_image}
@@ -46,6 +45,8 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         if backbone:  # detectors keep their backbone under detect.*
             key = get_task(cfg.task).backbone_key
             cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
+    from kdefect.engine import fit as fit_  # lazy, after the config: a typo is reported before TensorFlow loads
+
     run = fit_(cfg, quiet=ctx.obj["quiet"], resume=resume)
     if run is None:  # a non-chief worker of a multi-worker run
         click.echo("worker done; the chief wrote the run folder")

@@ -19,10 +19,11 @@ from kdefect.cli import main
 def cv(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], folds: int, calibrate: bool) -> None:
     """Stratified K-fold cross-validation; each fold a run folder, plus cv_summary.json."""
     from kdefect.config import load_config
-    from kdefect.trust.cv import cross_validate
 
-    summary = cross_validate(load_config(config_path, list(sets)), folds, calibrate=calibrate,
-                             quiet=ctx.obj["quiet"])
+    cfg = load_config(config_path, list(sets))
+    from kdefect.trust.cv import cross_validate  # lazy, after the config: a typo is reported before TF loads
+
+    summary = cross_validate(cfg, folds, calibrate=calibrate, quiet=ctx.obj["quiet"])
     keys = ("accuracy", "macro_recall", "escape_rate", "calibration.test_ece_after")
     click.echo(json.dumps({"path": summary["path"], **{k: {s: summary["metrics"][k][s] for s in ("mean", "std")}
                                                        for k in keys if k in summary["metrics"]}}, indent=2))

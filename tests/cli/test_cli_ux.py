@@ -114,6 +114,25 @@ sys.meta_path.insert(0, _NoClick())
 """
 
 
+BLOCK_TF = BLOCK_CLICK.replace('"click"', '"tensorflow"').replace('"click."', '"tensorflow."')
+
+
+@pytest.mark.parametrize("args", [["fit"], ["cv"], ["data", "check", "synthetic"],
+                                  ["data", "pack", "synthetic", "packed"]])
+def test_a_config_typo_is_reported_before_tensorflow_loads(tmp_path, args):
+    """A mistyped key costs a user a second, not TensorFlow's start-up: no command imports TF before the config."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TF)
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    r = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0, "the blocker must hide TensorFlow, or this test proves nothing"
+    r = subprocess.run([sys.executable, "-m", "kdefect", *args, "--set", "run_dir=x"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip() == "error: unknown config key 'run_dir'. Did you mean 'runs_dir'?"
+
+
 def test_kdefect_without_click_says_what_to_install(tmp_path):
     """An edge-only install (no click): `kdefect --help` is one line and exit 2; `kdefect-edge --help` still works."""
     (tmp_path / "sitecustomize.py").write_text(BLOCK_CLICK)

@@ -55,7 +55,10 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         "wide": ["model.alpha=1.0"],
         # the quick start's backbone before and after: a full-resolution first block, or a stride-2 first conv
         "tiny_cnn": ["model.backbone=tiny_cnn"],
-        "stem_s2": ["model.backbone=tiny_cnn_s2"]}
+        "stem_s2": ["model.backbone=tiny_cnn_s2"],
+        # capacity: the from-scratch ResNet-18 layout at a quarter and half width instead of the 24k-weight CNN
+        "resnet_q": ["model.backbone=resnet_small", "model.alpha=0.25"],
+        "resnet_h": ["model.backbone=resnet_small", "model.alpha=0.5"]}
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",
            "op_escape_rate", "op_escape_upper95", "op_false_reject_rate", "review_share", "verdict",
            "train_accuracy", "val_accuracy", "epochs", "wall_seconds")  # the fit-gap pair: only sections that have it

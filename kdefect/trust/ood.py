@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
-from scipy.stats import rankdata
 
 from kdefect.core.knn import KNN as KNN  # re-export: one implementation for host and device
 
@@ -65,8 +64,9 @@ def auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
     a, b = np.asarray(scores_in, np.float64), np.asarray(scores_out, np.float64)
     if len(a) == 0 or len(b) == 0:
         return float("nan")
-    r = rankdata(np.r_[a, b])
-    return float((r[len(a):].sum() - len(b) * (len(b) + 1) / 2) / (len(a) * len(b)))
+    a = np.sort(a)  # per unknown part: known parts scored below it, plus half of those tied with it
+    below, upto = np.searchsorted(a, b, "left"), np.searchsorted(a, b, "right")
+    return float((below.sum() + 0.5 * (upto - below).sum()) / (len(a) * len(b)))
 
 
 def fpr_at_tpr(scores_in: np.ndarray, scores_out: np.ndarray, tpr: float = 0.95) -> float:

@@ -130,3 +130,16 @@ def test_knn_score_flags_unknown_between_known_clusters():
     assert ood.KNN.fit(a[:3], k=50).k == 3  # k never exceeds the bank
     with pytest.raises(ValueError, match="at least one"):
         ood.KNN.fit(np.zeros((0, 3)))
+
+
+def test_auroc_counts_ties_as_half_and_matches_the_rank_sum():
+    """AUROC by sorted search (no scipy.stats import in a fit) equals the Mann-Whitney rank-sum form."""
+    from scipy.stats import rankdata
+
+    assert ood.auroc(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0])) == 4.5 / 6  # 2: 1 below + half a tie; 4: 3
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a, b = rng.integers(0, 8, rng.integers(1, 40)).astype(float), rng.integers(0, 9, rng.integers(1, 40))
+        r = rankdata(np.r_[a, b])
+        want = (r[len(a):].sum() - len(b) * (len(b) + 1) / 2) / (len(a) * len(b))
+        assert ood.auroc(a, b.astype(float)) == pytest.approx(want, abs=1e-12)

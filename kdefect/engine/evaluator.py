@@ -54,13 +54,17 @@ def _per_class_csv(metrics: dict[str, Any]) -> str:
 
 def evaluate_model(model: keras.Model, paths: list[str], labels: np.ndarray, classes: list[str], cfg: Config,
                    out_dir: str | Path | None = None, good_label: str | None = None, skipped: int = 0,
-                   quiet: bool = True, judge: tuple[dict[str, Any] | None, Any, str] | None = None) -> dict[str, Any]:
+                   quiet: bool = True, judge: tuple[dict[str, Any] | None, Any, str] | None = None,
+                   probs: np.ndarray | None = None) -> dict[str, Any]:
     """Score ``model`` on labelled image files; write the confusion matrix and per-class CSV to ``out_dir``.
 
     ``judge``: (calibration thresholds in the sidecar layout or None, ``Targets``, split name) adds the
     READY / NOT READY ``verdict`` on these images, with the calibrated decision rule.
+    ``probs``: the model's probabilities for ``paths`` when already computed (``fit`` takes them from the
+    outputs cache that calibration reads too, so the test split is run through the model once, not twice).
     """
-    probs = predict_probs(model, paths, cfg, quiet=quiet)
+    if probs is None:
+        probs = predict_probs(model, paths, cfg, quiet=quiet)
     metrics = classification_metrics(np.asarray(labels), probs, classes, good_label, skipped=skipped)
     if judge is not None:
         from kdefect.trust.verdict import assess

@@ -350,9 +350,12 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
         save_model(model, run)
         paths = np.asarray(index.paths)
         eval_split = "test" if len(split.get("test", [])) else "val"
-        metrics = evaluate_model(model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
+        eval_paths = list(paths[split[eval_split]])
+        metrics = evaluate_model(model, eval_paths, index.labels[split[eval_split]],
                                  index.classes, cfg, out_dir=run.path, good_label=cfg.data.good_label,
-                                 skipped=len(index.skipped), quiet=quiet)
+                                 skipped=len(index.skipped), quiet=quiet,
+                                 probs=_cached_probs(run, model, eval_split, eval_paths) if cfg.trust.calibrate
+                                 else None)
         metrics.update({"split": eval_split, "training": stats})
         run.write_json("metrics.json", metrics)
         verdict = _judge(cfg, run, model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
@@ -365,6 +368,19 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
     log.info("verdict on the %s split: %s%s", verdict["split"], verdict["verdict"],
              "".join(f"; {r}" for r in verdict["reasons"]))
     return run
+
+
+def _cached_probs(run: RunDir, model: keras.Model, split: str, paths: list[str]) -> np.ndarray | None:
+    """The split's probabilities from the outputs cache that calibration reads next (``split_outputs``): one
+    inference pass over the split instead of two. None when the cache's images are not ``paths`` in order."""
+    from scipy.special import softmax  # lazy: scipy loads only when used
+
+    from kdefect.tasks.outputs import split_outputs
+
+    out = split_outputs(run, split, model=model)
+    if [str(p) for p in out["paths"]] != [str(p) for p in paths]:
+        return None
+    return softmax(np.asarray(out["logits"], np.float64), axis=1)
 
 
 def _judge_images(cfg: Config, run: RunDir) -> None:

@@ -184,3 +184,21 @@ def test_split_from_reuses_another_runs_split(fitted_run, tmp_path):
     mine, theirs = load_split(run.path), load_split(fitted_run.path)
     for name in ("train", "val", "test"):
         assert sorted(mine[name][0]) == sorted(theirs[name][0]) and mine[name][0], name
+
+
+def test_fit_runs_the_test_split_through_the_model_once(tmp_path, make_config, monkeypatch):
+    """The test metrics come from the outputs cache calibration reads too: no second inference pass."""
+    from kdefect.engine import evaluator, fit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fit predicted the test split a second time")
+
+    monkeypatch.setattr(evaluator, "predict_probs", refuse)
+    run = fit(make_config(tmp_path, "train.epochs=2"), quiet=True)
+    m = json.loads((run.path / "metrics.json").read_text())
+    with np.load(run.path / "trust" / "outputs-test.npz") as z:
+        y, pred = z["y"], z["logits"].argmax(1)
+    assert m["n"] == len(y) == 60
+    assert m["accuracy"] == pytest.approx(float((pred == y).mean()))
+    rows = list(csv.DictReader((run.path / "test_predictions.csv").read_text().splitlines()))
+    assert len(rows) == 60

@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "tools" / "results"
 ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (issue 10)"),
+         ("tta.md", "Test-time augmentation on ELPV: one view against flipped views, same weights (issue 10)"),
          ("classify.md", "Classification on NEU-DET (issue 2)"), ("export_neu.md", "INT8 export on NEU-DET (2 QAT epochs)"),
          ("export_neu_qat5.md", "INT8 export on NEU-DET (5 QAT epochs)"),
          ("qat_select_neu.md", "Which QAT epoch to export"),

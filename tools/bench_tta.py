@@ -1,0 +1,104 @@
+"""Would test-time augmentation pay? The same trained runs scored on one view, and averaged over flipped views.
+
+Why: on ELPV the false-reject rate at the operating point (issue 10) is the figure furthest from its target, and
+it depends only on how well the model ranks good parts above defective ones. Averaging a model's probabilities
+over flipped copies of each image is a known way to rank better without training again. Every arm scores the
+*same* weights on the *same* images, so the comparison has no training noise; it measures whether the device
+should run more than one view before kdefect builds it (it would cost that many inferences per part).
+
+Views: ``one`` (the image as trained), ``flips`` (left-right, up-down and both: 4 views), ``dihedral`` (the
+flips and their quarter turns: 8 views, square inputs only). Each arm averages softmax outputs, chooses the
+P(good) threshold on validation for each escape target (``kdefect.trust.operating_point``, as ``fit`` does),
+and reports it on the test split.
+
+    python tools/bench_tta.py RUN [RUN...] --label NAME --targets 0.01 0.05   -> tools/results/tta.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import RESULTS, md_table, merge_results, section_lines, write_md
+
+OUT = RESULTS / "tta.json"
+VIEWS = {"one": 1, "flips": 4, "dihedral": 8}
+
+
+def views(x: np.ndarray, n: int) -> list[np.ndarray]:
+    """The first ``n`` of: identity, left-right, up-down, both; then each of those turned a quarter."""
+    base = [x, x[:, :, ::-1], x[:, ::-1, :], x[:, ::-1, ::-1]]
+    return (base + [np.rot90(v, 1, axes=(1, 2)) for v in base])[:n]
+
+
+def mean_probs(model: Any, x: np.ndarray, n: int) -> np.ndarray:
+    return np.mean([model.predict(v.astype(np.float32), batch_size=64, verbose=0) for v in views(x, n)], axis=0)
+
+
+def auroc_good(p_good: np.ndarray, y: np.ndarray, good: int) -> float:
+    """P(a good part scores a higher P(good) than a defective one): the ranking every threshold lives on."""
+    from kdefect.trust.ood import auroc
+
+    return auroc(p_good[y != good], p_good[y == good])
+
+
+def score_run(run_path: Path, targets: list[float], arms: list[str]) -> list[dict[str, Any]]:
+    from kdefect.core.run import RunDir
+    from kdefect.engine.metrics import classification_metrics
+    from kdefect.tasks.heads import load_model
+    from kdefect.tasks.outputs import split_images
+    from kdefect.trust.operating_point import choose_threshold, evaluate_threshold
+
+    run = RunDir.open(run_path)
+    classes, _ = run.classes()
+    good = classes.index(run.config().data.good_label)
+    model = load_model(run.model_path)
+    (_, yv, xv), (_, yt, xt) = split_images(run, "val"), split_images(run, "test")
+    square = xv.shape[1] == xv.shape[2]
+    rows = []
+    for arm in arms:
+        if arm == "dihedral" and not square:
+            continue
+        pv, pt = mean_probs(model, xv, VIEWS[arm]), mean_probs(model, xt, VIEWS[arm])
+        m = classification_metrics(yt, pt, classes, good_label=classes[good])
+        row = {"run": run_path.name, "views": arm, "n_views": VIEWS[arm], "test_n": len(yt),
+               "accuracy": m["accuracy"], "macro_recall": m["macro_recall"],
+               "auroc_good": auroc_good(pt[:, good], yt, good)}
+        for t in targets:
+            op = evaluate_threshold(pt, yt, good, choose_threshold(pv[:, good], yv, good, t))
+            row[f"frr@{t:g}"] = op["false_reject_rate"]
+            row[f"escapes@{t:g}"] = f"{op['escapes']}/{op['defective']}"
+        rows.append(row)
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="classification run folders with a good class")
+    ap.add_argument("--label", required=True, help="results section name")
+    ap.add_argument("--targets", nargs="+", type=float, default=[0.01, 0.05], help="escape targets")
+    ap.add_argument("--arms", nargs="+", default=list(VIEWS), choices=list(VIEWS))
+    args = ap.parse_args()
+    rows = [r for p in args.runs for r in score_run(p, args.targets, args.arms)]
+    data = merge_results(OUT, args.label, {"targets": args.targets, "rows": rows})
+    lines = ["# Test-time augmentation: one view against the average of flipped views, same weights", "",
+             "Each run is scored as trained (`one`), and on the mean softmax over 4 flips (`flips`) or 8 flips and "
+             "quarter turns (`dihedral`). `frr@T` / `escapes@T`: test false-reject rate and escapes at the P(good) "
+             "threshold chosen on validation for escape target T. `auroc_good`: how well P(good) ranks good parts "
+             "above defective ones on test.", ""]
+    for name, sec in data.items():
+        cols = ["run", "views", "accuracy", "macro_recall", "auroc_good",
+                *[f"{k}@{t:g}" for t in sec["targets"] for k in ("frr", "escapes")]]
+        lines += [*section_lines(name, sec, f"Machine: {sec['machine']['cpu']}, {sec['machine']['cpu_count']} cores"),
+                  "", md_table(sec["rows"], cols)]
+    write_md(RESULTS / "tta.md", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

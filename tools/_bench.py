@@ -52,6 +52,7 @@ def code_arm(spec: str) -> tuple[str, Path, str]:
     src = Path(folder).resolve()
     if not name or not (src / "kdefect" / "__init__.py").is_file():
         raise SystemExit(f"--code {spec!r}: expected NAME=DIR with DIR a kdefect source tree (a git worktree)")
+    check_arm(src)
     return name, src, git_rev(src)
 
 
@@ -62,8 +63,24 @@ def git_rev(tree: Path) -> str:
 
 
 def arm_env(src: Path | None) -> dict[str, str]:
-    """The environment of a benchmark's child process: quiet TensorFlow, and a ``--code`` arm's source first."""
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({"PYTHONPATH": str(src)} if src else {})}
+    """The environment of a benchmark's child process: quiet TensorFlow, and a ``--code`` arm's source first.
+
+    ``PYTHONSAFEPATH``: without it ``python -m kdefect`` puts the working directory first on ``sys.path``, and a
+    kdefect checkout there (the usual place to run a benchmark from) shadows DIR: the arm silently runs the
+    current code. ``check_arm`` proves which source a child imports.
+    """
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+            **({"PYTHONPATH": str(src), "PYTHONSAFEPATH": "1"} if src else {})}
+
+
+def check_arm(src: Path) -> str:
+    """The ``kdefect`` package a ``--code`` arm's child imports; SystemExit unless it is the one in ``src``."""
+    r = subprocess.run([sys.executable, "-c", "import kdefect; print(kdefect.__file__)"], capture_output=True,
+                       text=True, env=arm_env(src))
+    found = Path(r.stdout.strip() or "?").resolve()
+    if not found.is_relative_to(Path(src).resolve()):
+        raise SystemExit(f"--code arm {src}: its child imports kdefect from {found}, not from {src}")
+    return str(found)
 
 
 def header() -> dict[str, Any]:

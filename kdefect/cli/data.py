@@ -24,9 +24,11 @@ def pack(source: str, out: str, config_path: str | None, sets: tuple[str, ...], 
          shard_mb: float) -> None:
     """Pack SOURCE (a folder, voc:PATH, synthetic...) into OUT; then train with data.source=tfrecord:OUT."""
     from kdefect.config import load_config
+    from kdefect.data.sources import check_location
 
     named = [f"data.source={source}"] + ([f"data.on_bad_image={on_bad_image}"] if on_bad_image else [])
     cfg = load_config(config_path, [*sets, *named])
+    check_location(cfg.data)
     from kdefect.data.tfrecord import pack_dataset  # lazy, after the config: a typo is reported before TF loads
 
     man = pack_dataset(cfg.data, out, seed=cfg.seed, shard_mb=shard_mb)
@@ -46,10 +48,12 @@ def check(source: str, config_path: str | None, sets: tuple[str, ...], task: str
           on_bad_image: str | None) -> None:
     """Show how kdefect reads SOURCE (format, classes, split, profile, auto settings) without training."""
     from kdefect.config import load_config
+    from kdefect.data.sources import check_location
 
     named = [f"data.source={source}"] + ([f"task={task}"] if task else []) + (
         [f"data.on_bad_image={on_bad_image}"] if on_bad_image else [])
     cfg = load_config(config_path, [*sets, *named])
+    check_location(cfg.data)
     from kdefect.data.profile import format_profile  # lazy, after the config: a typo is reported before TF loads
     from kdefect.data.sources import resolve_source
     from kdefect.engine.trainer import plan_run

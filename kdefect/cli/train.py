@@ -45,6 +45,10 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         if backbone:  # detectors keep their backbone under detect.*
             key = get_task(cfg.task).backbone_key
             cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
+    if cfg is not None:  # a mistyped data path, too, is reported before TensorFlow loads
+        from kdefect.data.sources import check_location
+
+        check_location(cfg.data)
     from kdefect.engine import fit as fit_  # lazy, after the config: a typo is reported before TensorFlow loads
 
     run = fit_(cfg, quiet=ctx.obj["quiet"], resume=resume)

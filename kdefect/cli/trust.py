@@ -19,8 +19,10 @@ from kdefect.cli import main
 def cv(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], folds: int, calibrate: bool) -> None:
     """Stratified K-fold cross-validation; each fold a run folder, plus cv_summary.json."""
     from kdefect.config import load_config
+    from kdefect.data.sources import check_location
 
     cfg = load_config(config_path, list(sets))
+    check_location(cfg.data)
     from kdefect.trust.cv import cross_validate  # lazy, after the config: a typo is reported before TF loads
 
     summary = cross_validate(cfg, folds, calibrate=calibrate, quiet=ctx.obj["quiet"])

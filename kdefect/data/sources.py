@@ -68,6 +68,34 @@ def _check_classes(classes: list[str], counts: np.ndarray, root: Path, what: str
                     "Rename them to one name if they are the same.", what, " and ".join(repr(c) for c in group), root)
 
 
+# What each local source says when its path is missing. ``check_location`` asks before TensorFlow loads (the CLI),
+# so a mistyped path is answered in a second; each indexer asks again through ``require_location``.
+MISSING = {
+    "folder": ("dir", "data folder '{}' does not exist. Pass a folder with one subfolder per class."),
+    "voc": ("dir", "VOC folder '{}' does not exist. It needs images/ and annotations/ subfolders."),
+    "yolo": ("dir", "YOLO folder '{}' does not exist."),
+    "coco": ("any", "COCO data '{}' does not exist."),
+    "csv": ("file", "label table '{}' does not exist."),
+    "names": ("dir", "data folder '{}' does not exist."),
+}
+
+
+def require_location(kind: str, location: str) -> Path:
+    """The resolved path of a ``kind`` source; DataError (``MISSING``'s message) when it is not there."""
+    path = Path(location).expanduser().resolve()
+    need, message = MISSING[kind]
+    if not (path.is_dir() if need == "dir" else path.is_file() if need == "file" else path.exists()):
+        raise DataError(message.format(location))
+    return path
+
+
+def check_location(data_cfg) -> None:
+    """DataError when ``data.source`` names a local path that is missing (TF-free: the CLI calls it first)."""
+    kind, location = resolve_source(data_cfg)
+    if kind in MISSING:
+        require_location(kind, location)
+
+
 @register_source("folder")
 def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
     """Class-per-folder images: ``<root>/<class>/**/<image>``, or already split:
@@ -76,9 +104,7 @@ def index_folder(location: str, data_cfg, image_labels: bool = True) -> DatasetI
     if not image_labels:
         raise DataError(f"'{location}' is a class-per-folder dataset, which has no boxes; detection needs VOC "
                         "folders (images/ + annotations/).")
-    root = Path(location).expanduser().resolve()
-    if not root.is_dir():
-        raise DataError(f"data folder '{location}' does not exist. Pass a folder with one subfolder per class.")
+    root = require_location("folder", location)
     classes, entries = class_folder_entries(root)
     return _index_labelled(root, classes, entries, [], data_cfg, "class folder")
 
@@ -197,9 +223,7 @@ def index_records(root: Path, records: list, bad: list[tuple[str, str]], data_cf
 
 @register_source("voc")
 def index_voc(location: str, data_cfg, image_labels: bool = True) -> DatasetIndex:
-    root = Path(location).expanduser().resolve()
-    if not root.is_dir():
-        raise DataError(f"VOC folder '{location}' does not exist. It needs images/ and annotations/ subfolders.")
+    root = require_location("voc", location)
     return index_voc_root(root, data_cfg, image_labels)
 
 
@@ -208,9 +232,7 @@ def index_yolo(location: str, data_cfg, image_labels: bool = True) -> DatasetInd
     """``yolo:DIR``: YOLO text labels (Ultralytics / Roboflow / Darknet layouts; see ``kdefect.data.yolo``)."""
     from .yolo import read_yolo
 
-    root = Path(location).expanduser().resolve()
-    if not root.is_dir():
-        raise DataError(f"YOLO folder '{location}' does not exist.")
+    root = require_location("yolo", location)
     records, bad, names, splits = read_yolo(root)
     used = {n for r in records for n in r.labels}
     classes = [n for n in names if n in used]  # the names file's order; a class without boxes is left out
@@ -225,9 +247,7 @@ def index_coco(location: str, data_cfg, image_labels: bool = True) -> DatasetInd
     """``coco:PATH``: COCO JSON boxes (a file, a folder holding one, or train/ valid/ test/ folders of them)."""
     from .coco import read_coco
 
-    root = Path(location).expanduser().resolve()
-    if not root.exists():
-        raise DataError(f"COCO data '{location}' does not exist.")
+    root = require_location("coco", location)
     records, bad, splits = read_coco(root)
     return index_records(root if root.is_dir() else root.parent, records, bad, data_cfg, image_labels, None, "COCO",
                          splits)
@@ -238,11 +258,9 @@ def index_csv(location: str, data_cfg, image_labels: bool = True) -> DatasetInde
     """``csv:FILE.csv``: images and their class (and split) from a label table (see ``kdefect.data.csv_labels``)."""
     from .csv_labels import read_csv_labels
 
-    path = Path(location).expanduser().resolve()
     if not image_labels:
         raise DataError(f"'{location}' is a label table, which has no boxes; detection needs VOC, YOLO or COCO data.")
-    if not path.is_file():
-        raise DataError(f"label table '{location}' does not exist.")
+    path = require_location("csv", location)
     rows, bad = read_csv_labels(path)
     if not rows:
         _apply_policy(bad, data_cfg, path.parent)  # under fail: one error naming every bad row
@@ -308,11 +326,9 @@ def index_names(location: str, data_cfg, image_labels: bool = True) -> DatasetIn
     """``names:DIR``: one folder of images whose names carry the class (``Cr_12.bmp``; ``kdefect.data.name_labels``)."""
     from .name_labels import named_images
 
-    root = Path(location).expanduser().resolve()
     if not image_labels:
         raise DataError(f"'{location}' has classes in its file names, and no boxes; detection needs VOC, YOLO or COCO.")
-    if not root.is_dir():
-        raise DataError(f"data folder '{location}' does not exist.")
+    root = require_location("names", location)
     rows, bad = named_images(root)
     classes = sorted({c for _, c, _ in rows})
     return _index_labelled(root, classes, [(p, classes.index(c), part) for p, c, part in rows], bad, data_cfg,

@@ -133,6 +133,28 @@ def test_a_config_typo_is_reported_before_tensorflow_loads(tmp_path, args):
     assert r.stderr.strip() == "error: unknown config key 'run_dir'. Did you mean 'runs_dir'?"
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["fit", "--data", "{missing}"], "data folder '{missing}' does not exist. Pass a folder with one subfolder per "
+                                     "class."),
+    (["fit", "--data", "voc:{missing}"], "VOC folder '{missing}' does not exist. It needs images/ and annotations/ "
+                                         "subfolders."),
+    (["cv", "--set", "data.source=csv:{missing}.csv"], "label table '{missing}.csv' does not exist."),
+    (["data", "check", "{missing}"], "data folder '{missing}' does not exist. Pass a folder with one subfolder per "
+                                     "class."),
+    (["data", "pack", "yolo:{missing}", "packed"], "YOLO folder '{missing}' does not exist."),
+])
+def test_a_missing_data_path_is_reported_before_tensorflow_loads(tmp_path, args, says):
+    """The commonest first mistake, a mistyped data path, answered in a second with the source's own message."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TF)
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    missing = str(tmp_path / "no_such_data")
+    r = subprocess.run([sys.executable, "-m", "kdefect", *[a.format(missing=missing) for a in args]], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip() == "error: " + says.format(missing=missing)
+
+
 def test_kdefect_without_click_says_what_to_install(tmp_path):
     """An edge-only install (no click): `kdefect --help` is one line and exit 2; `kdefect-edge --help` still works."""
     (tmp_path / "sitecustomize.py").write_text(BLOCK_CLICK)

@@ -73,14 +73,13 @@ def arm_env(src: Path | None) -> dict[str, str]:
             **({"PYTHONPATH": str(src), "PYTHONSAFEPATH": "1"} if src else {})}
 
 
-def check_arm(src: Path) -> str:
-    """The ``kdefect`` package a ``--code`` arm's child imports; SystemExit unless it is the one in ``src``."""
+def check_arm(src: Path) -> None:
+    """SystemExit unless a ``--code`` arm's child imports the ``kdefect`` package in ``src``."""
     r = subprocess.run([sys.executable, "-c", "import kdefect; print(kdefect.__file__)"], capture_output=True,
                        text=True, env=arm_env(src))
     found = Path(r.stdout.strip() or "?").resolve()
     if not found.is_relative_to(Path(src).resolve()):
         raise SystemExit(f"--code arm {src}: its child imports kdefect from {found}, not from {src}")
-    return str(found)
 
 
 def header() -> dict[str, Any]:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kdefect import __version__
 from kdefect.errors import KDefectError
+
+if TYPE_CHECKING:
+    from kdefect.config import Config
 
 
 class _Group(click.Group):
@@ -73,3 +76,16 @@ def add_verbosity_options(cmd: click.Command) -> None:
                                        callback=callback("verbose"), help="Debug logging, TensorFlow's included."))
     for sub in getattr(cmd, "commands", {}).values():
         add_verbosity_options(sub)
+
+
+def load_checked_config(config_path: str | None, overrides: list[str], extra: dict[str, Any] | None = None) -> Config:
+    """The command's config, with its local data path checked to exist. Both steps are TF-free: a command calls
+    this before it imports the engine, so a mistyped key or path is answered in under a second instead of after
+    TensorFlow's start-up (tests/cli/test_cli_ux.py hides TensorFlow to prove it)."""
+    from kdefect.config import load_config
+    from kdefect.data.sources import check_location
+
+    cfg = load_config(config_path, overrides, extra=extra)
+    check_location(cfg.data)
+    return cfg
+

@@ -23,12 +23,10 @@ def data() -> None:
 def pack(source: str, out: str, config_path: str | None, sets: tuple[str, ...], on_bad_image: str | None,
          shard_mb: float) -> None:
     """Pack SOURCE (a folder, voc:PATH, synthetic...) into OUT; then train with data.source=tfrecord:OUT."""
-    from kdefect.config import load_config
-    from kdefect.data.sources import check_location
+    from kdefect.cli.app import load_checked_config
 
     named = [f"data.source={source}"] + ([f"data.on_bad_image={on_bad_image}"] if on_bad_image else [])
-    cfg = load_config(config_path, [*sets, *named])
-    check_location(cfg.data)
+    cfg = load_checked_config(config_path, [*sets, *named])
     from kdefect.data.tfrecord import pack_dataset  # lazy, after the config: a typo is reported before TF loads
 
     man = pack_dataset(cfg.data, out, seed=cfg.seed, shard_mb=shard_mb)
@@ -47,16 +45,14 @@ def pack(source: str, out: str, config_path: str | None, sets: tuple[str, ...], 
 def check(source: str, config_path: str | None, sets: tuple[str, ...], task: str | None,
           on_bad_image: str | None) -> None:
     """Show how kdefect reads SOURCE (format, classes, split, profile, auto settings) without training."""
-    from kdefect.config import load_config
-    from kdefect.data.sources import check_location
+    from kdefect.cli.app import load_checked_config
+    from kdefect.data.profile import format_profile
+    from kdefect.data.sources import resolve_source
 
     named = [f"data.source={source}"] + ([f"task={task}"] if task else []) + (
         [f"data.on_bad_image={on_bad_image}"] if on_bad_image else [])
-    cfg = load_config(config_path, [*sets, *named])
-    check_location(cfg.data)
-    from kdefect.data.profile import format_profile  # lazy, after the config: a typo is reported before TF loads
-    from kdefect.data.sources import resolve_source
-    from kdefect.engine.trainer import plan_run
+    cfg = load_checked_config(config_path, [*sets, *named])
+    from kdefect.engine.trainer import plan_run  # lazy, after the config: a typo is reported before TF loads
 
     kind, _ = resolve_source(cfg.data)
     plan = plan_run(cfg)

@@ -30,7 +30,7 @@ def _overrides(sets: tuple[str, ...], **named: object) -> list[str]:
 def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data: str | None, backbone: str | None,
         epochs: int | None, name: str | None, on_bad_image: str | None, resume: str | None) -> None:
     """Train a model from a config; writes a complete run folder."""
-    from kdefect.config import load_config
+    from kdefect.cli.app import load_checked_config
     from kdefect.tasks.base import get_task
 
     named = {"data.source": data, "train.epochs": epochs, "name": name, "data.on_bad_image": on_bad_image}
@@ -41,14 +41,10 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         base = RunDir.open(resume, allow_failed=True).config().to_dict()
     if not resume or config_path or _overrides(sets, **named) or backbone:
         extra = None if config_path else base
-        cfg = load_config(config_path, _overrides(sets, **named), extra=extra)
+        cfg = load_checked_config(config_path, _overrides(sets, **named), extra=extra)
         if backbone:  # detectors keep their backbone under detect.*
             key = get_task(cfg.task).backbone_key
-            cfg = load_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
-    if cfg is not None:  # a mistyped data path, too, is reported before TensorFlow loads
-        from kdefect.data.sources import check_location
-
-        check_location(cfg.data)
+            cfg = load_checked_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
     from kdefect.engine import fit as fit_  # lazy, after the config: a typo is reported before TensorFlow loads
 
     run = fit_(cfg, quiet=ctx.obj["quiet"], resume=resume)

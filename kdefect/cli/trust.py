@@ -18,11 +18,9 @@ from kdefect.cli import main
 @click.pass_context
 def cv(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], folds: int, calibrate: bool) -> None:
     """Stratified K-fold cross-validation; each fold a run folder, plus cv_summary.json."""
-    from kdefect.config import load_config
-    from kdefect.data.sources import check_location
+    from kdefect.cli.app import load_checked_config
 
-    cfg = load_config(config_path, list(sets))
-    check_location(cfg.data)
+    cfg = load_checked_config(config_path, list(sets))
     from kdefect.trust.cv import cross_validate  # lazy, after the config: a typo is reported before TF loads
 
     summary = cross_validate(cfg, folds, calibrate=calibrate, quiet=ctx.obj["quiet"])

@@ -350,16 +350,13 @@ def fit(cfg: Config | None, split: dict[str, np.ndarray] | None = None, quiet: b
         save_model(model, run)
         paths = np.asarray(index.paths)
         eval_split = "test" if len(split.get("test", [])) else "val"
-        eval_paths = list(paths[split[eval_split]])
-        metrics = evaluate_model(model, eval_paths, index.labels[split[eval_split]],
-                                 index.classes, cfg, out_dir=run.path, good_label=cfg.data.good_label,
-                                 skipped=len(index.skipped), quiet=quiet,
-                                 probs=_cached_probs(run, model, eval_split, eval_paths) if cfg.trust.calibrate
-                                 else None)
+        eval_paths, eval_labels = list(paths[split[eval_split]]), index.labels[split[eval_split]]
+        probs = _cached_probs(run, model, eval_split, eval_paths) if cfg.trust.calibrate else None
+        metrics = evaluate_model(model, eval_paths, eval_labels, index.classes, cfg, out_dir=run.path,
+                                 good_label=cfg.data.good_label, skipped=len(index.skipped), quiet=quiet, probs=probs)
         metrics.update({"split": eval_split, "training": stats})
         run.write_json("metrics.json", metrics)
-        verdict = _judge(cfg, run, model, list(paths[split[eval_split]]), index.labels[split[eval_split]],
-                         index.classes)
+        verdict = _judge(cfg, run, model, eval_paths, eval_labels, index.classes)
         shutil.rmtree(run.path / STATE_DIR, ignore_errors=True)  # complete: nothing to resume, nothing in the manifest
         run.write_manifest()
     log.info("done: %s accuracy %.4f, macro recall %.4f -> %s", eval_split, metrics["accuracy"],

@@ -14,6 +14,8 @@ Data sets:
 - ``elpv_binary``: ELPV solar cells, good (p < 0.5) vs defective, Deitsch et al. (2019) / Buerhop-Lutz et al. (2018),
   CC BY-NC-SA 4.0 (``pip install elpv-dataset``; images are never committed);
 - ``elpv_levels``: ELPV, 4 defect-probability levels (good = p 0);
+- ``tile``: ``tools/tile_like.py``, a procedural stand-in for the set issue 10 was filed on (elongated grayscale
+  parts of many sizes, small defects, 77 % good, rarest class 2.6 %);
 - ``neu_cut``: NEU-DET with ``--neu-good`` as the good class (300 images) and the 5 other classes cut to 10 %
   (30 images each): a dominant good class on real steel images (class folders of symlinks in a temp dir).
 
@@ -58,7 +60,10 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         "stem_s2": ["model.backbone=tiny_cnn_s2"],
         # capacity: the from-scratch ResNet-18 layout at a quarter and half width instead of the 24k-weight CNN
         "resnet_q": ["model.backbone=resnet_small", "model.alpha=0.25"],
-        "resnet_h": ["model.backbone=resnet_small", "model.alpha=0.5"]}
+        "resnet_h": ["model.backbone=resnet_small", "model.alpha=0.5"],
+        # the geometry rule: auto letterboxes varied, elongated parts; these force the other two resize modes
+        "squash": ["data.resize=squash"],
+        "crop": ["data.resize=crop"]}
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",
            "op_escape_rate", "op_escape_upper95", "op_false_reject_rate", "review_share", "verdict",
            "train_accuracy", "val_accuracy", "epochs", "wall_seconds")  # the fit-gap pair: only sections that have it
@@ -88,7 +93,14 @@ def sources(names: list[str], tmp: Path, neu_good: str) -> dict[str, str]:
     table = {"elpv_binary": "elpv:binary", "elpv_levels": "elpv:levels", "synthetic": "synthetic"}
     out = {}
     for n in names:
-        out[n] = str(neu_cut(tmp / "neu_cut", neu_good)) if n == "neu_cut" else table[n]
+        if n == "neu_cut":
+            out[n] = str(neu_cut(tmp / "neu_cut", neu_good))
+        elif n == "tile":
+            from tile_like import write_tile_like
+
+            out[n] = str(write_tile_like(tmp / "tile"))
+        else:
+            out[n] = table[n]
     return out
 
 

@@ -78,14 +78,19 @@ def add_verbosity_options(cmd: click.Command) -> None:
         add_verbosity_options(sub)
 
 
-def load_checked_config(config_path: str | None, overrides: list[str], extra: dict[str, Any] | None = None) -> Config:
-    """The command's config, with its local data path checked to exist. Both steps are TF-free: a command calls
-    this before it imports the engine, so a mistyped key or path is answered in under a second instead of after
-    TensorFlow's start-up (tests/cli/test_cli_ux.py hides TensorFlow to prove it)."""
+def load_checked_config(config_path: str | None, overrides: list[str], extra: dict[str, Any] | None = None,
+                        *, model: bool = True) -> Config:
+    """The command's config, with its local data path (and with ``model``, its backbone) checked. Every step is
+    TF-free: a command calls this before it imports the engine, so a mistyped key, backbone or path is answered in
+    under a second instead of after TensorFlow's start-up (tests/cli/test_cli_ux.py hides TensorFlow to prove it).
+    The data commands pass ``model=False``: they never build the model."""
     from kdefect.config import load_config
+    from kdefect.core.catalogue import check_model_names
     from kdefect.data.sources import check_location
 
     cfg = load_config(config_path, overrides, extra=extra)
+    if model:
+        check_model_names(cfg)
     check_location(cfg.data)
     return cfg
 

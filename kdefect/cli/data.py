@@ -26,7 +26,7 @@ def pack(source: str, out: str, config_path: str | None, sets: tuple[str, ...], 
     from kdefect.cli.app import load_checked_config
 
     named = [f"data.source={source}"] + ([f"data.on_bad_image={on_bad_image}"] if on_bad_image else [])
-    cfg = load_checked_config(config_path, [*sets, *named])
+    cfg = load_checked_config(config_path, [*sets, *named], model=False)
     from kdefect.data.tfrecord import pack_dataset  # lazy, after the config: a typo is reported before TF loads
 
     man = pack_dataset(cfg.data, out, seed=cfg.seed, shard_mb=shard_mb)
@@ -51,7 +51,7 @@ def check(source: str, config_path: str | None, sets: tuple[str, ...], task: str
 
     named = [f"data.source={source}"] + ([f"task={task}"] if task else []) + (
         [f"data.on_bad_image={on_bad_image}"] if on_bad_image else [])
-    cfg = load_checked_config(config_path, [*sets, *named])
+    cfg = load_checked_config(config_path, [*sets, *named], model=False)
     from kdefect.engine.trainer import plan_run  # lazy, after the config: a typo is reported before TF loads
 
     kind, _ = resolve_source(cfg.data)

@@ -17,34 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdefect.core import detect_decode as dd
+from kdefect.core.catalogue import KCV_BACKBONES, detect_backbone_names
 from kdefect.core.registry import Registry
 from kdefect.data.boxes import BOX_FORMAT
 from kdefect.errors import ConfigError, ModelError
 from kdefect.keras import keras, keras_cv
-from kdefect.models.backbones.yolo import YOLO_V8
 from kdefect.models.compiled import build_training_state
 
 log = logging.getLogger(__name__)
-
-# name -> (keras-cv class, constructor kwargs); xs / s / m mirror keras-cv's presets (checked by param count)
-KCV_BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
-    **{name: ("YOLOV8Backbone", {"stackwise_channels": c, "stackwise_depth": d}) for name, (c, d) in YOLO_V8.items()},
-    "csp_darknet_tiny": ("CSPDarkNetBackbone", {"stackwise_channels": [48, 96, 192, 384],
-                                                "stackwise_depth": [1, 3, 3, 1]}),
-    "resnet_tiny_v1": ("ResNetBackbone", {"stackwise_filters": [64, 64, 96, 128], "stackwise_blocks": [1, 1, 1, 1],
-                                          "stackwise_strides": [1, 2, 2, 2], "block_type": "basic_block"}),
-    "resnet18_v1": ("ResNetBackbone", {"stackwise_filters": [64, 128, 256, 512], "stackwise_blocks": [2, 2, 2, 2],
-                                       "stackwise_strides": [1, 2, 2, 2], "block_type": "basic_block"}),
-    "resnet50_v1": ("ResNetBackbone", {"stackwise_filters": [64, 128, 256, 512], "stackwise_blocks": [3, 4, 6, 3],
-                                       "stackwise_strides": [1, 2, 2, 2], "block_type": "block"}),
-}
-
 
 def backbone_names() -> list[str]:
     """Every backbone a detector accepts (keras-cv ones plus kdefect's registry)."""
     from kdefect.models.backbones import BACKBONES
 
-    return sorted(KCV_BACKBONES) + [n for n in BACKBONES.names() if n not in KCV_BACKBONES]
+    return detect_backbone_names(BACKBONES)
 
 
 def _wrap_registry(name: str, shape: tuple[int, int, int], weights: str) -> keras.Model:

@@ -91,15 +91,15 @@ DETECT_MONITORS = ("val_loss", "val_map50")  # train.monitor values a detector a
 
 
 def _detect_preflight(cfg: Any, split: dict[str, Any], index: Any = None) -> None:
+    from kdefect.core.catalogue import check_detect_backbone
     from kdefect.errors import ConfigError
-    from kdefect.models.detectors import backbone_names  # lazy: keras-cv loads only for detection
+    from kdefect.models.backbones import BACKBONES
     from kdefect.tasks.warm_start import check_held_out
 
     if cfg.train.monitor not in ("auto", *DETECT_MONITORS):
         raise ConfigError(f"train.monitor={cfg.train.monitor} scores image labels; a detector keeps its epoch by "
                           f"{' or '.join(DETECT_MONITORS)} (or auto).")
-    if cfg.detect.backbone not in backbone_names():
-        raise ConfigError(f"detect.backbone '{cfg.detect.backbone}' is unknown. Available: {', '.join(backbone_names())}.")
+    check_detect_backbone(cfg.detect.backbone, BACKBONES)
     if index is not None and cfg.detect.backbone_weights not in ("none", "") and len(split.get("test", [])):
         check_held_out(cfg.detect.backbone_weights, [index.paths[i] for i in split["test"]])
 

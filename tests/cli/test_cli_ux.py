@@ -155,6 +155,26 @@ def test_a_missing_data_path_is_reported_before_tensorflow_loads(tmp_path, args,
     assert r.stderr.strip() == "error: " + says.format(missing=missing)
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["fit", "--set", "model.backbone=mobilenet_v4"], "unknown backbone 'mobilenet_v4'. Did you mean 'mobilenet_v2'?"),
+    (["fit", "--backbone", "resnet_smal"], "unknown backbone 'resnet_smal'. Did you mean 'resnet_small'?"),
+    (["cv", "--set", "model.backbone=tiny_cn"], "unknown backbone 'tiny_cn'. Did you mean 'tiny_cnn'?"),
+    (["fit", "--set", "task=detect", "--backbone", "yolo_v8_x"],
+     "detect.backbone 'yolo_v8_x' is unknown. Did you mean 'yolo_v8_xs'?"),
+    (["fit", "--set", "model.backbone=densenet121", "--set", "model.alpha=0.5"],
+     "model.alpha=0.5: backbone 'densenet121' has no width multiplier."),
+])
+def test_a_backbone_typo_is_reported_before_tensorflow_loads(tmp_path, args, says):
+    """Backbone names and their options come from a TF-free catalogue: a typo costs a second, with the closest name."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TF)
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    r = subprocess.run([sys.executable, "-m", "kdefect", *args], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith("error: " + says), r.stderr[-2000:]
+
+
 def test_kdefect_without_click_says_what_to_install(tmp_path):
     """An edge-only install (no click): `kdefect --help` is one line and exit 2; `kdefect-edge --help` still works."""
     (tmp_path / "sitecustomize.py").write_text(BLOCK_CLICK)

@@ -43,3 +43,31 @@ def test_every_backbone_registered_with_full_metadata():
     assert BACKBONES.meta("efficientnet_b0")["preprocess"] == "raw"
     assert BACKBONES.meta("densenet121")["preprocess"] == "torch"
     assert BACKBONES.meta("resnet_small")["attention_in_blocks"] is True
+
+
+def test_the_tf_free_catalogue_is_the_registry():
+    """The CLI checks names against the catalogue before TensorFlow loads: it must hold exactly what is built."""
+    from kdefect.core.catalogue import BACKBONE_FACTS, CATALOGUE, KCV_BACKBONES, detect_backbone_names
+    from kdefect.models.detectors import backbone_names
+
+    assert set(CATALOGUE.names()) == set(BACKBONE_FACTS) == set(BACKBONES.names())
+    assert {n: CATALOGUE.meta(n) for n in CATALOGUE} == {n: BACKBONES.meta(n) for n in BACKBONES}
+    assert detect_backbone_names() == backbone_names() and set(KCV_BACKBONES) <= set(backbone_names())
+
+
+def test_a_backbone_registered_from_python_passes_the_engine_check():
+    """Users may register their own backbone: the engine's check reads the live registry, not the catalogue."""
+    from kdefect.core.catalogue import check_backbone as catalogue_check
+    from kdefect.models.backbones import check_backbone
+
+    facts = dict(BACKBONES.meta("tiny_cnn"), supports_alpha=False)
+    BACKBONES.add("users_net", lambda inputs, **kw: inputs, **facts)
+    try:
+        check_backbone("users_net", 64)
+        with pytest.raises(ConfigError, match="has no width multiplier"):
+            check_backbone("users_net", 64, alpha=0.5)
+        with pytest.raises(ConfigError, match="unknown backbone 'users_net'"):
+            catalogue_check("users_net")
+    finally:  # the registry is module state: leave it as found
+        BACKBONES._items.pop("users_net")
+        BACKBONES._meta.pop("users_net")

@@ -13,22 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kdefect.core.catalogue import BACKBONE_FACTS
 from kdefect.keras import keras, tf
 from kdefect.models.backbones._common import check_imagenet_channels, finish
 from kdefect.models.registry import register_backbone
 from kdefect.models.weights import call_application
 
-# name: (constructor, preprocess, supports alpha, extra constructor kwargs, note)
-_APPS: dict[str, tuple[Callable[..., Any], str, bool, dict[str, Any], str]] = {
-    "mobilenet_v2": (keras.applications.MobileNetV2, "tf", True, {},
-                     "ImageNet weights exist for alpha 0.35, 0.5, 0.75, 1.0, 1.3, 1.4"),
-    "mobilenet_v3_small": (keras.applications.MobileNetV3Small, "tf", True, {"include_preprocessing": False},
+# name: (constructor, extra constructor kwargs, note); preprocessing and alpha support: kdefect.core.catalogue
+_APPS: dict[str, tuple[Callable[..., Any], dict[str, Any], str]] = {
+    "mobilenet_v2": (keras.applications.MobileNetV2, {}, "ImageNet weights exist for alpha 0.35, 0.5, 0.75, 1.0, 1.3, 1.4"),
+    "mobilenet_v3_small": (keras.applications.MobileNetV3Small, {"include_preprocessing": False},
                            "ImageNet weights for alpha 0.75 and 1.0; has its own SE blocks"),
-    "mobilenet_v3_large": (keras.applications.MobileNetV3Large, "tf", True, {"include_preprocessing": False},
+    "mobilenet_v3_large": (keras.applications.MobileNetV3Large, {"include_preprocessing": False},
                            "ImageNet weights for alpha 0.75 and 1.0; has its own SE blocks"),
-    "resnet50_v2": (keras.applications.ResNet50V2, "tf", False, {}, "ends with its post-norm ReLU"),
-    "densenet121": (keras.applications.DenseNet121, "torch", False, {}, "ends with its final BN-ReLU"),
-    "efficientnet_b0": (keras.applications.EfficientNetB0, "raw", False, {}, "own rescaling and SE blocks"),
+    "resnet50_v2": (keras.applications.ResNet50V2, {}, "ends with its post-norm ReLU"),
+    "densenet121": (keras.applications.DenseNet121, {}, "ends with its final BN-ReLU"),
+    "efficientnet_b0": (keras.applications.EfficientNetB0, {}, "own rescaling and SE blocks"),
 }
 
 
@@ -55,6 +55,6 @@ def _builder(name: str, ctor: Callable[..., Any], alpha_ok: bool, extra: dict[st
     return build
 
 
-for _name, (_ctor, _pre, _alpha, _extra, _note) in _APPS.items():
-    register_backbone(_name, preprocess=_pre, default_size=224, min_size=32, supports_alpha=_alpha, imagenet=True,
-                      attention_in_blocks=False)(_builder(_name, _ctor, _alpha, _extra, _note))
+for _name, (_ctor, _extra, _note) in _APPS.items():
+    _facts = BACKBONE_FACTS[_name]
+    register_backbone(_name, **_facts)(_builder(_name, _ctor, _facts["supports_alpha"], _extra, _note))

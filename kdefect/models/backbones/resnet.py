@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kdefect.core.catalogue import BACKBONE_FACTS
 from kdefect.errors import ModelError
 from kdefect.keras import keras, tf
 from kdefect.models.attention import apply_attention
@@ -34,10 +35,7 @@ def _basic_block(x: tf.Tensor, filters: int, stride: int, name: str, attention: 
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-@register_backbone(
-    "resnet_small", preprocess="tf", default_size=128, min_size=32, supports_alpha=True, imagenet=False,
-    attention_in_blocks=True,
-)
+@register_backbone("resnet_small", **BACKBONE_FACTS["resnet_small"])
 def build_resnet_small(
     inputs: tf.Tensor,
     *,

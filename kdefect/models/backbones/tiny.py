@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kdefect.core.catalogue import BACKBONE_FACTS
 from kdefect.keras import keras, tf
 from kdefect.models.attention import apply_attention
 from kdefect.models.backbones._common import finish, width
@@ -53,6 +54,5 @@ def _tiny(name: str, stem_stride: int) -> Callable[..., tf.Tensor]:
 
 # one registration per first-block variant: a full-resolution first block (stride 1), or a stride-2 stem
 for _name, _stride in (("tiny_cnn", 1), ("tiny_cnn_s2", 2)):
-    register_backbone(_name, preprocess="unit", default_size=64, min_size=16, supports_alpha=True, imagenet=False,
-                      attention_in_blocks=True)(_tiny(_name, _stride))
+    register_backbone(_name, **BACKBONE_FACTS[_name])(_tiny(_name, _stride))
 del _name, _stride

@@ -11,19 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kdefect.core.catalogue import BACKBONE_FACTS, YOLO_V8
 from kdefect.errors import ModelError
 from kdefect.keras import keras_cv, tf
 from kdefect.models.backbones._common import finish
 from kdefect.models.registry import register_backbone
-
-# name -> (stackwise_channels, stackwise_depth); xs = keras-cv's yolo_v8_xs_backbone preset = Ultralytics YOLOv8n
-YOLO_V8: dict[str, tuple[list[int], list[int]]] = {
-    "yolo_v8_tiny": ([8, 16, 32, 64], [1, 1, 1, 1]),
-    "yolo_v8_n": ([16, 32, 64, 128], [1, 2, 2, 1]),
-    "yolo_v8_xs": ([32, 64, 128, 256], [1, 2, 2, 1]),
-    "yolo_v8_s": ([64, 128, 256, 512], [1, 2, 2, 1]),
-    "yolo_v8_m": ([96, 192, 384, 768], [2, 4, 4, 2]),
-}
 
 
 def _builder(name: str) -> Callable[..., tf.Tensor]:
@@ -53,5 +45,4 @@ def _builder(name: str) -> Callable[..., tf.Tensor]:
 
 
 for _name in YOLO_V8:
-    register_backbone(_name, preprocess="unit", default_size=256, min_size=32, supports_alpha=False, imagenet=False,
-                      attention_in_blocks=False)(_builder(_name))
+    register_backbone(_name, **BACKBONE_FACTS[_name])(_builder(_name))

@@ -28,6 +28,7 @@ TRUST = "import kdefect.trust.verdict, kdefect.trust.calibrate, kdefect.trust.oo
 PROBES = {  # name -> (argv after the interpreter, expected exit code)
     "config_typo": (["-m", "kdefect", "fit", "--set", "run_dir=x"], 2),
     "missing_data_path": (["-m", "kdefect", "fit", "--data", "no_such_folder"], 2),
+    "backbone_typo": (["-m", "kdefect", "fit", "--set", "model.backbone=mobilenet_v4"], 2),
     "trust_imports": (["-c", TRUST], 0),
 }
 
@@ -45,23 +46,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--code", action="append", default=[], metavar="NAME=DIR", help="another commit's source tree")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--probes", nargs="+", default=list(PROBES), choices=list(PROBES))
+    ap.add_argument("--out", default="cli_errors", help="results name under tools/results")
     args = ap.parse_args()
     arms = {"now": (REPO, git_rev(REPO))} | {n: (src, rev) for n, src, rev in map(code_arm, args.code)}
     times: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as cwd:
         for _ in range(args.repeats):
-            for name, (argv, rc) in PROBES.items():
+            for name in args.probes:
+                argv, rc = PROBES[name]
                 for arm, (src, _) in arms.items():
                     times.setdefault((name, arm), []).append(probe(argv, rc, src, cwd))
     rows = [{"probe": p, "arm": a, "commit": arms[a][1], "median_s": round(statistics.median(t), 2),
              "min_s": round(min(t), 2), "max_s": round(max(t), 2), "runs": len(t)} for (p, a), t in times.items()]
     data = {**header(), "rows": rows}
-    write_json(RESULTS / "cli_errors.json", data)
+    write_json(RESULTS / f"{args.out}.json", data)
     m = data["machine"]
-    write_md(RESULTS / "cli_errors.md", "\n".join([
+    write_md(RESULTS / f"{args.out}.md", "\n".join([
         "# First errors: how long until the answer", "", f"Command: `{data['command']}`  ", f"Date: {data['date']}  ",
         f"Machine: {m['cpu']}, {m['cpu_count']} cores", "",
         "`config_typo`: `kdefect fit --set run_dir=x`; `missing_data_path`: `kdefect fit --data no_such_folder`; "
+        "`backbone_typo`: `kdefect fit --set model.backbone=mobilenet_v4`; "
         f"`trust_imports`: `python -c \"{TRUST}\"`. Fresh processes, empty working directory, arms interleaved.", "",
         md_table(rows, ["probe", "arm", "commit", "median_s", "min_s", "max_s", "runs"])]))
     for r in rows:

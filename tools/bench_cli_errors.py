@@ -61,16 +61,25 @@ def main() -> None:
              "min_s": round(min(t), 2), "max_s": round(max(t), 2), "runs": len(t)} for (p, a), t in times.items()]
     data = {**header(), "rows": rows}
     write_json(RESULTS / f"{args.out}.json", data)
-    m = data["machine"]
-    write_md(RESULTS / f"{args.out}.md", "\n".join([
-        "# First errors: how long until the answer", "", f"Command: `{data['command']}`  ", f"Date: {data['date']}  ",
-        f"Machine: {m['cpu']}, {m['cpu_count']} cores", "",
-        "`config_typo`: `kdefect fit --set run_dir=x`; `missing_data_path`: `kdefect fit --data no_such_folder`; "
-        "`backbone_typo`: `kdefect fit --set model.backbone=mobilenet_v4`; "
-        f"`trust_imports`: `python -c \"{TRUST}\"`. Fresh processes, empty working directory, arms interleaved.", "",
-        md_table(rows, ["probe", "arm", "commit", "median_s", "min_s", "max_s", "runs"])]))
+    write_page(data, args.out)
     for r in rows:
         print(r)
+
+
+def _typed(argv: list[str]) -> str:
+    """What the user types for a probe: ``kdefect ...`` for ``-m kdefect ...``, else ``python -c "..."``."""
+    return " ".join(["kdefect", *argv[2:]]) if argv[:2] == ["-m", "kdefect"] else f'python {argv[0]} "{argv[1]}"'
+
+
+def write_page(data: dict, out: str) -> None:
+    """``out``.md from its JSON: each probe that ran, what it types, then the table."""
+    m, ran = data["machine"], dict.fromkeys(r["probe"] for r in data["rows"])
+    said = "; ".join(f"`{p}`: `{_typed(PROBES[p][0])}`" for p in ran)
+    write_md(RESULTS / f"{out}.md", "\n".join([
+        "# First errors: how long until the answer", "", f"Command: `{data['command']}`  ", f"Date: {data['date']}  ",
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores", "",
+        f"{said}. Fresh processes, empty working directory, arms interleaved.", "",
+        md_table(data["rows"], ["probe", "arm", "commit", "median_s", "min_s", "max_s", "runs"])]))
 
 
 if __name__ == "__main__":

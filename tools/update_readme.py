@@ -25,6 +25,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("quickstart_overhead.md", "Quick start: resume snapshots every 30 s, no per-step callback cost, against the parent commit (issue 10)"),
          ("quickstart_code.md", "Quick start: this code against 94a9f3c, side by side (issue 10)"),
          ("cli_errors.md", "First errors: a mistyped key or data path answered before TensorFlow loads (issue 10)"),
+         ("cli_errors_backbone.md", "First errors: a mistyped backbone answered before TensorFlow loads"),
          ("callback_cost.md", "Training callbacks: seconds per quick start, per callback, against the parent commit"),
          ("first_step.md", "A fit's first epoch: one trace of the train step instead of two"),
          ("scale.md", "Scale: 50,000 images, packs, batch predict, two workers (issue 12)"),

@@ -15,7 +15,8 @@ Data sets:
   CC BY-NC-SA 4.0 (``pip install elpv-dataset``; images are never committed);
 - ``elpv_levels``: ELPV, 4 defect-probability levels (good = p 0);
 - ``tile``: ``tools/tile_like.py``, a procedural stand-in for the set issue 10 was filed on (elongated grayscale
-  parts of many sizes, small defects, 77 % good, rarest class 2.6 %);
+  parts of many sizes, small defects, 77 % good, rarest class 2.6 %); ``tile_small``: the same parts with a short
+  side of 32-64 px and a long side of at most 128 px (they fit the default ``data.max_auto_size``);
 - ``neu_cut``: NEU-DET with ``--neu-good`` as the good class (300 images) and the 5 other classes cut to 10 %
   (30 images each): a dominant good class on real steel images (class folders of symlinks in a temp dir).
 
@@ -63,6 +64,7 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         "resnet_h": ["model.backbone=resnet_small", "model.alpha=0.5"],
         # the geometry rule: auto letterboxes varied, elongated parts; these force the other two resize modes
         "squash": ["data.resize=squash"],
+        "letterbox": ["data.resize=letterbox"],
         "crop": ["data.resize=crop"]}
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",
            "op_escape_rate", "op_escape_upper95", "op_false_reject_rate", "review_share", "verdict",
@@ -95,10 +97,11 @@ def sources(names: list[str], tmp: Path, neu_good: str) -> dict[str, str]:
     for n in names:
         if n == "neu_cut":
             out[n] = str(neu_cut(tmp / "neu_cut", neu_good))
-        elif n == "tile":
+        elif n in ("tile", "tile_small"):
             from tile_like import write_tile_like
 
-            out[n] = str(write_tile_like(tmp / "tile"))
+            small = {"short_range": (32, 64), "max_long": 128} if n == "tile_small" else {}
+            out[n] = str(write_tile_like(tmp / n, **small))
         else:
             out[n] = table[n]
     return out

@@ -31,10 +31,11 @@ SHORT = (100, 250)
 MAX_ASPECT, MAX_LONG = 4.0, 600
 
 
-def render_part(cls: str, rng: np.random.Generator) -> np.ndarray:
+def render_part(cls: str, rng: np.random.Generator, short_range: tuple[int, int] = SHORT, max_long: int = MAX_LONG
+                ) -> np.ndarray:
     """One uint8 grayscale part (short x long, or turned upright) of class ``cls``."""
-    short = int(rng.integers(SHORT[0], SHORT[1] + 1))
-    long = int(min(round(short * np.exp(rng.uniform(0, np.log(MAX_ASPECT)))), MAX_LONG))
+    short = int(rng.integers(short_range[0], short_range[1] + 1))
+    long = int(min(round(short * np.exp(rng.uniform(0, np.log(MAX_ASPECT)))), max_long))
     img = _surface(long, rng)[:short]  # a strip of a square surface: the same grain and light along the part
     x0 = int(rng.integers(0, long - short + 1))
     if cls != "good":
@@ -48,8 +49,10 @@ def render_part(cls: str, rng: np.random.Generator) -> np.ndarray:
     return out.T.copy() if rng.random() < 0.5 else out
 
 
-def write_tile_like(root: Path, seed: int = 0, scale: float = 1.0) -> Path:
-    """Class folders of grayscale JPEGs under ``root``; ``scale`` shrinks every class count (tests, smoke runs)."""
+def write_tile_like(root: Path, seed: int = 0, scale: float = 1.0, short_range: tuple[int, int] = SHORT,
+                    max_long: int = MAX_LONG) -> Path:
+    """Class folders of grayscale JPEGs under ``root``; ``scale`` shrinks every class count (tests, smoke runs);
+    ``short_range`` and ``max_long`` size the parts (``tile_small`` in bench_recipe: parts that fit 128 px)."""
     from PIL import Image
 
     for ci, (cls, n) in enumerate(COUNTS.items()):
@@ -58,7 +61,7 @@ def write_tile_like(root: Path, seed: int = 0, scale: float = 1.0) -> Path:
         out = root / cls
         out.mkdir(parents=True, exist_ok=True)
         for i in range(max(1, round(n * scale))):
-            Image.fromarray(render_part(cls, rng), mode="L").save(out / f"{cls}_{i}.jpg", quality=90)
+            Image.fromarray(render_part(cls, rng, short_range, max_long), mode="L").save(out / f"{cls}_{i}.jpg", quality=90)
     return root
 
 
@@ -67,8 +70,10 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--short", type=int, nargs=2, default=list(SHORT), help="the range of the parts' short side")
+    ap.add_argument("--max-long", type=int, default=MAX_LONG)
     args = ap.parse_args()
-    print(write_tile_like(args.out, args.seed, args.scale))
+    print(write_tile_like(args.out, args.seed, args.scale, tuple(args.short), args.max_long))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ Rules (documented in docs/own-data.md):
   draw every class equally often per batch; detectors (classes counted by each
   image's dominant class) draw the images of rare classes more often by repeat
   factors (measured: tools/results/detect_rare.md);
-- ``data.resize``: ``letterbox`` when the images' aspect ratios differ (p90 / p10
-  > ``ASPECT_SPREAD``) and some are elongated (p90 >= ``ELONGATED``): squashing
-  would distort each part, and its defects, by a different amount; else ``squash``;
+- ``data.resize``: when the images' aspect ratios differ (p90 / p10 > ``ASPECT_SPREAD``) and some are elongated
+  (p90 >= ``ELONGATED``), the mode that keeps more of a median part's pixels at its ``auto`` size: ``letterbox``
+  (no distortion) when its canvas, the long side, fits under ``data.max_auto_size``; ``squash`` when the cap
+  binds, because a capped letterbox shrinks the part (and its small defects) by the aspect ratio again
+  (measured on ``tools/tile_like.py`` parts at 128 px, 3 seeds: tools/results/recipe.md, ``tile``); else ``squash``;
 - ``data.image_size``: square, the median short side (letterbox: long side)
   rounded down to a multiple of 32, between 32 and ``data.max_auto_size``.  Detection instead sizes
   the input so that the smallest boxes (p10 of each box's smaller side) keep ``MIN_BOX_PX`` pixels:
@@ -86,6 +88,18 @@ def _small_box_share(profile: dict[str, Any]) -> float | None:
     return ((profile.get("boxes") or {}).get("min_side_share") or {}).get("p10")
 
 
+def _pixels_kept(profile: dict[str, Any], image_size: Any, cap: int) -> dict[str, float]:
+    """The share of a median part's pixels each mode keeps at the size ``auto`` would give it (or the set size).
+
+    Why: at a CPU-sized input a letterbox shrinks an elongated part by its long side on both axes, so its small
+    defects lose more pixels than squashed ones; with room for the long side it keeps every pixel undistorted.
+    """
+    short, long_ = _stat(profile, "short_side", "median", 64.0), _stat(profile, "long_side", "median", 64.0)
+    fixed = min(image_size) if isinstance(image_size, list | tuple) else None
+    sq, lb = fixed or _floor32(short, cap), fixed or _floor32(long_, cap)
+    return {"squash": min(1.0, sq / short) * min(1.0, sq / long_), "letterbox": min(1.0, lb / long_) ** 2}
+
+
 def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> list[Choice]:
     """Replace every ``auto`` in ``cfg`` (in place) with a concrete value; return the choices made.
 
@@ -104,11 +118,15 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
     p10, p90 = _stat(profile, "aspect", "p10", 1.0), _stat(profile, "aspect", "p90", 1.0)
     if d.resize == "auto":
         varied = image_labels and p90 / max(p10, 1e-9) > ASPECT_SPREAD and p90 >= ELONGATED
-        d.resize = "letterbox" if varied else "squash"
-        out.append(Choice("data.resize", d.resize,
-                          f"aspect ratios p10 {p10:.2f} .. p90 {p90:.2f}: "
-                          + ("varied and elongated -> keep each part's shape" if varied
-                             else "similar -> use every pixel" if image_labels else "detection")))
+        why = "similar -> use every pixel" if image_labels else "detection"
+        d.resize = "squash"
+        if varied:
+            kept = _pixels_kept(profile, d.image_size, int(d.max_auto_size))
+            d.resize = "letterbox" if kept["letterbox"] > kept["squash"] else "squash"
+            why = (f"varied and elongated; a median part keeps {kept['squash']:.0%} of its pixels squashed, "
+                   f"{kept['letterbox']:.0%} letterboxed -> "
+                   + ("keep each part's shape" if d.resize == "letterbox" else "keep the pixels"))
+        out.append(Choice("data.resize", d.resize, f"aspect ratios p10 {p10:.2f} .. p90 {p90:.2f}: {why}"))
     share = _small_box_share(profile)
     if d.image_size == "auto" and not image_labels and share:
         hi = DETECT_SIZE_FACTOR * int(d.max_auto_size)

@@ -25,8 +25,21 @@ def test_dominant_good_class_and_elongated_parts():
     cfg = load_config()
     choices = {c.key: c for c in resolve_auto(cfg, _profile(ratio=30, short=150, long_=600, p10=1.1, p90=4.0))}
     assert cfg.data.sampling == "balanced" and "30.0:1" in str(choices["data.sampling"])
-    assert cfg.data.resize == "letterbox"
-    assert cfg.data.image_size == [128, 128]  # long side 600, capped by data.max_auto_size
+    # capped at 128 px, a letterbox would keep (128/600)^2 = 5 % of a part's pixels, squashing 128/150 x 128/600 = 18 %
+    assert cfg.data.resize == "squash" and "keeps 18% of its pixels squashed, 5% letterboxed" in str(
+        choices["data.resize"])
+    assert cfg.data.image_size == [128, 128]  # short side 150, capped by data.max_auto_size
+
+
+def test_elongated_parts_that_fit_the_cap_are_letterboxed():
+    """With room for the long side, a letterbox keeps every pixel undistorted; squashing to the short side would not."""
+    cfg = load_config()
+    choices = {c.key: c for c in resolve_auto(cfg, _profile(short=40, long_=100, p10=1.1, p90=3.0))}
+    assert cfg.data.resize == "letterbox" and "keep each part's shape" in str(choices["data.resize"])
+    assert cfg.data.image_size == [96, 96]  # the long side, rounded down to 32
+    cfg = load_config(None, ["data.image_size=[64, 64]"])  # a size set by hand: squashing keeps more at any size
+    resolve_auto(cfg, _profile(short=40, long_=100, p10=1.1, p90=3.0))
+    assert cfg.data.resize == "squash"
 
 
 def test_explicit_settings_are_never_overridden_and_no_good_class_monitors_recall():

@@ -15,13 +15,13 @@ Rules (documented in docs/own-data.md):
   draw every class equally often per batch; detectors (classes counted by each
   image's dominant class) draw the images of rare classes more often by repeat
   factors (measured: tools/results/detect_rare.md);
-- ``data.resize``: when the images' aspect ratios differ (p90 / p10 > ``ASPECT_SPREAD``) and some are elongated
-  (p90 >= ``ELONGATED``), the mode that keeps more of a median part's pixels at its ``auto`` size: ``letterbox``
-  (no distortion) when its canvas, the long side, fits under ``data.max_auto_size``; ``squash`` when the cap
-  binds, because a capped letterbox shrinks the part (and its small defects) by the aspect ratio again
-  (measured on ``tools/tile_like.py`` parts at 128 px, 3 seeds: tools/results/recipe.md, ``tile``); else ``squash``;
-- ``data.image_size``: square, the median short side (letterbox: long side)
-  rounded down to a multiple of 32, between 32 and ``data.max_auto_size``.  Detection instead sizes
+- ``data.resize``: ``squash``.  For varied, elongated parts (aspect p90 / p10 > ``ASPECT_SPREAD`` and p90 >=
+  ``ELONGATED``) a letterbox would keep each part's shape, but measured on such parts (``tools/tile_like.py``,
+  tools/results/recipe.md, ``tile*`` sections) it lost to squashing at an equal input size in every seed, at the
+  128 px cap (where it shrinks a part by its long side on both axes) and where the parts fit; the reason line
+  says so.  ``letterbox`` stays an explicit choice;
+- ``data.image_size``: square, the median short side (letterbox, and squashed varied, elongated parts: the long
+  side, measured better on ``tile_small``) rounded down to a multiple of 32, between 32 and ``data.max_auto_size``.  Detection instead sizes
   the input so that the smallest boxes (p10 of each box's smaller side) keep ``MIN_BOX_PX`` pixels:
   between 128 and ``DETECT_SIZE_FACTOR`` x ``data.max_auto_size``; a fixed size that shrinks them
   below that is warned about (``small_box_warning``);
@@ -88,18 +88,6 @@ def _small_box_share(profile: dict[str, Any]) -> float | None:
     return ((profile.get("boxes") or {}).get("min_side_share") or {}).get("p10")
 
 
-def _pixels_kept(profile: dict[str, Any], image_size: Any, cap: int) -> dict[str, float]:
-    """The share of a median part's pixels each mode keeps at the size ``auto`` would give it (or the set size).
-
-    Why: at a CPU-sized input a letterbox shrinks an elongated part by its long side on both axes, so its small
-    defects lose more pixels than squashed ones; with room for the long side it keeps every pixel undistorted.
-    """
-    short, long_ = _stat(profile, "short_side", "median", 64.0), _stat(profile, "long_side", "median", 64.0)
-    fixed = min(image_size) if isinstance(image_size, list | tuple) else None
-    sq, lb = fixed or _floor32(short, cap), fixed or _floor32(long_, cap)
-    return {"squash": min(1.0, sq / short) * min(1.0, sq / long_), "letterbox": min(1.0, lb / long_) ** 2}
-
-
 def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> list[Choice]:
     """Replace every ``auto`` in ``cfg`` (in place) with a concrete value; return the choices made.
 
@@ -116,16 +104,12 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
         out.append(Choice("data.sampling", d.sampling, f"imbalance {ratio:.1f}:1 "
                           + (f">= {IMBALANCE_BALANCE:g}:1 -> {how}" if balanced else "-> plain shuffling")))
     p10, p90 = _stat(profile, "aspect", "p10", 1.0), _stat(profile, "aspect", "p90", 1.0)
+    varied = image_labels and p90 / max(p10, 1e-9) > ASPECT_SPREAD and p90 >= ELONGATED
     if d.resize == "auto":
-        varied = image_labels and p90 / max(p10, 1e-9) > ASPECT_SPREAD and p90 >= ELONGATED
-        why = "similar -> use every pixel" if image_labels else "detection"
         d.resize = "squash"
-        if varied:
-            kept = _pixels_kept(profile, d.image_size, int(d.max_auto_size))
-            d.resize = "letterbox" if kept["letterbox"] > kept["squash"] else "squash"
-            why = (f"varied and elongated; a median part keeps {kept['squash']:.0%} of its pixels squashed, "
-                   f"{kept['letterbox']:.0%} letterboxed -> "
-                   + ("keep each part's shape" if d.resize == "letterbox" else "keep the pixels"))
+        why = ("varied and elongated, but a letterbox lost to squashing on such parts at an equal size -> "
+               "use every pixel (set data.resize=letterbox to keep each part's shape)" if varied
+               else "similar -> use every pixel" if image_labels else "detection")
         out.append(Choice("data.resize", d.resize, f"aspect ratios p10 {p10:.2f} .. p90 {p90:.2f}: {why}"))
     share = _small_box_share(profile)
     if d.image_size == "auto" and not image_labels and share:
@@ -138,12 +122,14 @@ def resolve_auto(cfg: Any, profile: dict[str, Any], has_val: bool = True) -> lis
                           f"{share * side:.0f} px or more" + (f" (capped at {hi}: {need:.0f} px would keep "
                                                               f"{MIN_BOX_PX:.0f} px)" if need > hi else "")))
     if d.image_size == "auto":
-        name = "long_side" if d.resize == "letterbox" else "short_side"
+        squashed_long = varied and d.resize == "squash"  # elongated parts squashed to their short side lose pixels
+        name = "long_side" if d.resize == "letterbox" or squashed_long else "short_side"
         med = _stat(profile, name, "median", 64.0)
         side = _floor32(med, int(d.max_auto_size))
         d.image_size = [side, side]
-        out.append(Choice("data.image_size", d.image_size, f"median {name.replace('_', ' ')} {med:.0f} px, "
-                          f"capped at data.max_auto_size {d.max_auto_size}"))
+        out.append(Choice("data.image_size", d.image_size, f"median {name.replace('_', ' ')} {med:.0f} px"
+                          + (" (elongated parts: squashing keeps the long side's pixels)" if squashed_long else "")
+                          + f", capped at data.max_auto_size {d.max_auto_size}"))
     if cfg.train.monitor == "auto":
         good = d.good_label is not None and d.good_label in profile.get("classes", [])
         if not image_labels:

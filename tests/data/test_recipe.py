@@ -25,21 +25,18 @@ def test_dominant_good_class_and_elongated_parts():
     cfg = load_config()
     choices = {c.key: c for c in resolve_auto(cfg, _profile(ratio=30, short=150, long_=600, p10=1.1, p90=4.0))}
     assert cfg.data.sampling == "balanced" and "30.0:1" in str(choices["data.sampling"])
-    # capped at 128 px, a letterbox would keep (128/600)^2 = 5 % of a part's pixels, squashing 128/150 x 128/600 = 18 %
-    assert cfg.data.resize == "squash" and "keeps 18% of its pixels squashed, 5% letterboxed" in str(
-        choices["data.resize"])
+    assert cfg.data.resize == "squash" and "letterbox lost to squashing" in str(choices["data.resize"])
     assert cfg.data.image_size == [128, 128]  # short side 150, capped by data.max_auto_size
 
 
-def test_elongated_parts_that_fit_the_cap_are_letterboxed():
-    """With room for the long side, a letterbox keeps every pixel undistorted; squashing to the short side would not."""
+def test_elongated_parts_are_squashed_even_when_they_fit_and_a_set_letterbox_sizes_by_the_long_side():
     cfg = load_config()
-    choices = {c.key: c for c in resolve_auto(cfg, _profile(short=40, long_=100, p10=1.1, p90=3.0))}
-    assert cfg.data.resize == "letterbox" and "keep each part's shape" in str(choices["data.resize"])
-    assert cfg.data.image_size == [96, 96]  # the long side, rounded down to 32
-    cfg = load_config(None, ["data.image_size=[64, 64]"])  # a size set by hand: squashing keeps more at any size
     resolve_auto(cfg, _profile(short=40, long_=100, p10=1.1, p90=3.0))
-    assert cfg.data.resize == "squash"
+    # the long side (100 px, rounded down to 96): squashed to the short side (32 px) these parts lost to 64 px
+    assert cfg.data.resize == "squash" and cfg.data.image_size == [96, 96]
+    cfg = load_config(None, ["data.resize=letterbox"])  # chosen by hand: kept, and the canvas holds the long side
+    choices = {c.key: c for c in resolve_auto(cfg, _profile(short=40, long_=100, p10=1.1, p90=3.0))}
+    assert "data.resize" not in choices and cfg.data.resize == "letterbox" and cfg.data.image_size == [96, 96]
 
 
 def test_explicit_settings_are_never_overridden_and_no_good_class_monitors_recall():

@@ -31,6 +31,7 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         epochs: int | None, name: str | None, on_bad_image: str | None, resume: str | None) -> None:
     """Train a model from a config; writes a complete run folder."""
     from kdefect.cli.app import load_checked_config
+    from kdefect.config import load_config
     from kdefect.tasks.base import get_task
 
     named = {"data.source": data, "train.epochs": epochs, "name": name, "data.on_bad_image": on_bad_image}
@@ -41,10 +42,10 @@ def fit(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], data
         base = RunDir.open(resume, allow_failed=True).config().to_dict()
     if not resume or config_path or _overrides(sets, **named) or backbone:
         extra = None if config_path else base
+        if backbone:  # detectors keep their backbone under detect.*: the task says which key --backbone sets
+            key = get_task(load_config(config_path, _overrides(sets, **named), extra=extra).task).backbone_key
+            named[key] = backbone
         cfg = load_checked_config(config_path, _overrides(sets, **named), extra=extra)
-        if backbone:  # detectors keep their backbone under detect.*
-            key = get_task(cfg.task).backbone_key
-            cfg = load_checked_config(config_path, _overrides(sets, **named, **{key: backbone}), extra=extra)
     from kdefect.engine import fit as fit_  # lazy, after the config: a typo is reported before TensorFlow loads
 
     run = fit_(cfg, quiet=ctx.obj["quiet"], resume=resume)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdefect.core.registry import Registry
+from kdefect.core.registry import Registry, closest_hint
 from kdefect.errors import ConfigError
 
 
@@ -97,11 +97,8 @@ def check_detect_backbone(name: str, registry: Registry = CATALOGUE) -> None:
     """Raise ConfigError, with the closest name, if no detector takes backbone ``name``."""
     names = detect_backbone_names(registry)
     if name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"detect.backbone '{name}' is unknown.{hint} Available: {', '.join(names)}.")
+        raise ConfigError(f"detect.backbone '{name}' is unknown.{closest_hint(name, names)} "
+                          f"Available: {', '.join(names)}.")
 
 
 def check_model_names(cfg: Any) -> None:

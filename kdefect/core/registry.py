@@ -10,12 +10,18 @@ TF-free, in the core, so that any layer (and ``config``, for its choices) can ho
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from kdefect.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def closest_hint(name: str, names: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the valid name closest to a mistyped ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 class Registry:
@@ -46,10 +52,8 @@ class Registry:
     def _key(self, name: str) -> str:
         key = str(name).lower()
         if key not in self._items:
-            close = difflib.get_close_matches(key, list(self._items), n=1, cutoff=0.5)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
-                f"unknown {self.kind} '{name}'.{hint} Available: {', '.join(self.names())}."
+                f"unknown {self.kind} '{name}'.{closest_hint(key, self._items)} Available: {', '.join(self.names())}."
             )
         return key
 

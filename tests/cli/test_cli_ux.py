@@ -175,6 +175,18 @@ def test_a_backbone_typo_is_reported_before_tensorflow_loads(tmp_path, args, say
     assert r.stderr.startswith("error: " + says), r.stderr[-2000:]
 
 
+def test_backbone_option_replaces_the_config_backbone_before_it_is_checked(tmp_path):
+    """`--backbone` overrides the config's backbone: only the one the run would use is checked, and named."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TF)
+    (tmp_path / "cfg.yaml").write_text("model:\n  backbone: no_such_net\n")
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    r = subprocess.run([sys.executable, "-m", "kdefect", "fit", "--config", "cfg.yaml", "--backbone", "tiny_cn"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith("error: unknown backbone 'tiny_cn'. Did you mean 'tiny_cnn'?"), r.stderr[-2000:]
+
+
 def test_kdefect_without_click_says_what_to_install(tmp_path):
     """An edge-only install (no click): `kdefect --help` is one line and exit 2; `kdefect-edge --help` still works."""
     (tmp_path / "sitecustomize.py").write_text(BLOCK_CLICK)

@@ -64,6 +64,9 @@ ARMS: dict[str, list[str]] = {
     "tiny_cnn_s2": ["model.backbone=tiny_cnn_s2"],
     # resume snapshots at every epoch end (before train.snapshot_every_s) or every 30 s (shipped)
     "snapshot_every_epoch": ["train.snapshot_every_s=0"],
+    # a shorter cosine schedule (it still decays to its floor by the last epoch): does 40 epochs buy the verdict?
+    "epochs30": ["train.epochs=30"],
+    "epochs25": ["train.epochs=25"],
 }
 
 

@@ -11,7 +11,11 @@ flips and their quarter turns: 8 views, square inputs only). Each arm averages s
 P(good) threshold on validation for each escape target (``kdefect.trust.operating_point``, as ``fit`` does),
 and reports it on the test split.
 
-    python tools/bench_tta.py RUN [RUN...] --label NAME --targets 0.01 0.05   -> tools/results/tta.{json,md}
+With ``--ensemble`` the runs' probabilities are also averaged across runs, view arm by view arm: a deep ensemble
+(Lakshminarayanan et al. 2017) of runs trained on one split with different seeds (``--set seed=N --set
+data.split_from=FIRST_RUN``). It would cost one model per member on the device; it is scored before it is built.
+
+    python tools/bench_tta.py RUN [RUN...] --label NAME --targets 0.01 0.05 [--ensemble] -> tools/results/tta.{json,md}
 """
 
 from __future__ import annotations
@@ -47,34 +51,58 @@ def auroc_good(p_good: np.ndarray, y: np.ndarray, good: int) -> float:
     return auroc(p_good[y != good], p_good[y == good])
 
 
-def score_run(run_path: Path, targets: list[float], arms: list[str]) -> list[dict[str, Any]]:
+def score_run(run_path: Path, targets: list[float], arms: list[str]
+              ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Rows per view arm, and each arm's val/test probabilities (for ``--ensemble``)."""
     from kdefect.core.run import RunDir
-    from kdefect.engine.metrics import classification_metrics
     from kdefect.tasks.heads import load_model
     from kdefect.tasks.outputs import split_images
-    from kdefect.trust.operating_point import choose_threshold, evaluate_threshold
 
     run = RunDir.open(run_path)
     classes, _ = run.classes()
     good = classes.index(run.config().data.good_label)
     model = load_model(run.model_path)
-    (_, yv, xv), (_, yt, xt) = split_images(run, "val"), split_images(run, "test")
+    (pathv, yv, xv), (patht, yt, xt) = split_images(run, "val"), split_images(run, "test")
     square = xv.shape[1] == xv.shape[2]
-    rows = []
+    rows, probs = [], {}
     for arm in arms:
         if arm == "dihedral" and not square:
             continue
         pv, pt = mean_probs(model, xv, VIEWS[arm]), mean_probs(model, xt, VIEWS[arm])
-        m = classification_metrics(yt, pt, classes, good_label=classes[good])
-        row = {"run": run_path.name, "views": arm, "n_views": VIEWS[arm], "test_n": len(yt),
-               "accuracy": m["accuracy"], "macro_recall": m["macro_recall"],
-               "auroc_good": auroc_good(pt[:, good], yt, good)}
-        for t in targets:
-            op = evaluate_threshold(pt, yt, good, choose_threshold(pv[:, good], yv, good, t))
-            row[f"frr@{t:g}"] = op["false_reject_rate"]
-            row[f"escapes@{t:g}"] = f"{op['escapes']}/{op['defective']}"
-        rows.append(row)
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        probs[arm] = {"pv": pv, "pt": pt, "yv": yv, "yt": yt, "paths": (pathv, patht), "classes": classes,
+                      "good": good}
+        rows.append(score_row(run_path.name, arm, probs[arm], targets))
+    return rows, probs
+
+
+def score_row(name: str, arm: str, p: dict[str, Any], targets: list[float]) -> dict[str, Any]:
+    """Accuracy, macro recall, AUROC and the operating point chosen on val for each escape target, on test."""
+    from kdefect.engine.metrics import classification_metrics
+    from kdefect.trust.operating_point import choose_threshold, evaluate_threshold
+
+    good, yt = p["good"], p["yt"]
+    m = classification_metrics(yt, p["pt"], p["classes"], good_label=p["classes"][good])
+    row = {"run": name, "views": arm, "n_views": VIEWS[arm], "test_n": len(yt),
+           "accuracy": m["accuracy"], "macro_recall": m["macro_recall"],
+           "auroc_good": auroc_good(p["pt"][:, good], yt, good)}
+    for t in targets:
+        op = evaluate_threshold(p["pt"], yt, good, choose_threshold(p["pv"][:, good], p["yv"], good, t))
+        row[f"frr@{t:g}"] = op["false_reject_rate"]
+        row[f"escapes@{t:g}"] = f"{op['escapes']}/{op['defective']}"
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return row
+
+
+def ensemble_rows(scored: list[dict[str, dict[str, Any]]], targets: list[float]) -> list[dict[str, Any]]:
+    """The runs' probabilities averaged per view arm: a deep ensemble (runs that differ only in their seed)."""
+    rows = []
+    for arm in scored[0]:
+        members = [s[arm] for s in scored if arm in s]
+        if any(m["paths"] != members[0]["paths"] for m in members):
+            raise SystemExit("--ensemble needs runs on the same split (train them with data.split_from=FIRST_RUN)")
+        avg = {**members[0], "pv": np.mean([m["pv"] for m in members], 0),
+               "pt": np.mean([m["pt"] for m in members], 0)}
+        rows.append(score_row(f"ensemble of {len(members)}", arm, avg, targets))
     return rows
 
 
@@ -84,14 +112,20 @@ def main() -> None:
     ap.add_argument("--label", required=True, help="results section name")
     ap.add_argument("--targets", nargs="+", type=float, default=[0.01, 0.05], help="escape targets")
     ap.add_argument("--arms", nargs="+", default=list(VIEWS), choices=list(VIEWS))
+    ap.add_argument("--ensemble", action="store_true",
+                    help="also score the runs' mean probabilities (runs on one split that differ in their seed)")
     args = ap.parse_args()
-    rows = [r for p in args.runs for r in score_run(p, args.targets, args.arms)]
+    scored = [score_run(p, args.targets, args.arms) for p in args.runs]
+    rows = [r for run_rows, _ in scored for r in run_rows]
+    if args.ensemble:
+        rows += ensemble_rows([probs for _, probs in scored], args.targets)
     data = merge_results(OUT, args.label, {"targets": args.targets, "rows": rows})
-    lines = ["# Test-time augmentation: one view against the average of flipped views, same weights", "",
+    lines = ["# Averaged predictions: one view against flipped views (TTA), one run against an ensemble of runs", "",
              "Each run is scored as trained (`one`), and on the mean softmax over 4 flips (`flips`) or 8 flips and "
              "quarter turns (`dihedral`). `frr@T` / `escapes@T`: test false-reject rate and escapes at the P(good) "
              "threshold chosen on validation for escape target T. `auroc_good`: how well P(good) ranks good parts "
-             "above defective ones on test.", ""]
+             "above defective ones on test. `ensemble of N` rows average the softmax of N runs that differ only in "
+             "their seed (same split), view arm by view arm.", ""]
     for name, sec in data.items():
         cols = ["run", "views", "accuracy", "macro_recall", "auroc_good",
                 *[f"{k}@{t:g}" for t in sec["targets"] for k in ("frr", "escapes")]]

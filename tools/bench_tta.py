@@ -70,7 +70,7 @@ def score_run(run_path: Path, targets: list[float], arms: list[str]
             continue
         pv, pt = mean_probs(model, xv, VIEWS[arm]), mean_probs(model, xt, VIEWS[arm])
         probs[arm] = {"pv": pv, "pt": pt, "yv": yv, "yt": yt, "paths": (pathv, patht), "classes": classes,
-                      "good": good}
+                      "good": good, "elpv": elpv_groups(patht)}
         rows.append(score_row(run_path.name, arm, probs[arm], targets))
     return rows, probs
 
@@ -85,12 +85,28 @@ def score_row(name: str, arm: str, p: dict[str, Any], targets: list[float]) -> d
     row = {"run": name, "views": arm, "n_views": VIEWS[arm], "test_n": len(yt),
            "accuracy": m["accuracy"], "macro_recall": m["macro_recall"],
            "auroc_good": auroc_good(p["pt"][:, good], yt, good)}
+    for name_, (keep, defective) in (p.get("elpv") or {}).items():  # ELPV: where the ranking fails
+        row[f"auroc_{name_}"] = auroc_good(p["pt"][keep, good], np.where(defective[keep], 1 - good, good), good)
     for t in targets:
         op = evaluate_threshold(p["pt"], yt, good, choose_threshold(p["pv"][:, good], p["yv"], good, t))
         row[f"frr@{t:g}"] = op["false_reject_rate"]
         row[f"escapes@{t:g}"] = f"{op['escapes']}/{op['defective']}"
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return row
+
+
+def elpv_groups(paths: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """For an ELPV run: (mask, defective) of the certain cells (p 0 against p 1) and of each cell type (p >= 0.5
+    defective). Is a poor AUROC the uncertain labels (p 1/3, 2/3) or the images? None for any other data."""
+    if not paths or "/elpv/" not in paths[0].replace("\\", "/"):
+        return None
+    from kdefect.data.elpv import elpv_labels
+
+    files, probs, types, _ = elpv_labels()
+    by_stem = {f.stem: (float(pr), t) for f, pr, t in zip(files, probs, types)}
+    pr, ty = np.array([by_stem[Path(q).stem][0] for q in paths]), np.array([by_stem[Path(q).stem][1] for q in paths])
+    return {"certain": ((pr == 0) | (pr == 1), pr >= 0.5), "mono": (ty == "mono", pr >= 0.5),
+            "poly": (ty == "poly", pr >= 0.5)}
 
 
 def ensemble_rows(scored: list[dict[str, dict[str, Any]]], targets: list[float]) -> list[dict[str, Any]]:
@@ -127,7 +143,8 @@ def main() -> None:
              "above defective ones on test. `ensemble of N` rows average the softmax of N runs that differ only in "
              "their seed (same split), view arm by view arm.", ""]
     for name, sec in data.items():
-        cols = ["run", "views", "accuracy", "macro_recall", "auroc_good",
+        extra = [c for c in ("auroc_certain", "auroc_mono", "auroc_poly") if any(c in r for r in sec["rows"])]
+        cols = ["run", "views", "accuracy", "macro_recall", "auroc_good", *extra,
                 *[f"{k}@{t:g}" for t in sec["targets"] for k in ("frr", "escapes")]]
         lines += [*section_lines(name, sec, f"Machine: {sec['machine']['cpu']}, {sec['machine']['cpu_count']} cores"),
                   "", md_table(sec["rows"], cols)]

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kdefect.core.files import in_clutter
 from kdefect.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,10 @@ TIFF_EXTS = frozenset({".tif", ".tiff"})
 TF_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "MPO"})
 
 
-def is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def list_files(folder: Path) -> list[Path]:
-    """Every non-hidden file below ``folder`` (recursive, sorted, hidden folders skipped)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_hidden(p, folder))
+    """Every file below ``folder`` (recursive, sorted), less hidden and system files and folders
+    (``kdefect.core.files``: Thumbs.db, __MACOSX/, ...)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not in_clutter(p, folder))
 
 
 def is_image_name(path: str | Path) -> bool:

@@ -17,6 +17,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from kdefect.core.files import is_clutter
+
 from .images import is_image_name, list_files
 from .split import SPLIT_FOLDERS
 
@@ -59,10 +61,10 @@ def named_images(root: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str
 def looks_named(root: Path) -> bool:
     """True for a folder of loose images (or of split folders of them) only, whose names give >= 2 classes with
     >= 2 images each."""
-    dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    dirs = [d for d in root.iterdir() if d.is_dir() and not is_clutter(d.name)]
     if any(d.name.lower() not in SPLIT_FOLDERS or any(x.is_dir() for x in d.iterdir()) for d in dirs):
         return False
-    names = [p.name for d in (root, *dirs) for p in d.iterdir() if p.is_file() and is_image_name(p)]
+    names = [p.name for d in (root, *dirs) for p in d.iterdir() if p.is_file() and is_image_name(p) and not is_clutter(p.name)]
     classes = Counter(class_of(n) for n in names)
     if not names or classes.pop(None, 0) > len(names) // 10:  # most names must follow the pattern
         return False

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdefect.core.files import is_clutter
 from kdefect.errors import ConfigError, DataError
 from kdefect.utils.io import atomic_dir, write_text
 
@@ -35,7 +36,7 @@ SPLIT_RANK = {"train": 0, "val": 1, "test": 2, "": 3}
 def split_subdirs(root: Path) -> list[tuple[str, Path]]:
     """``[(split, folder), ...]`` for the split-named subfolders of ``root`` (train/, valid/, test/ ...), sorted."""
     return [(SPLIT_FOLDERS[d.name.lower()], d) for d in sorted(root.iterdir())
-            if d.is_dir() and not d.name.startswith(".") and d.name.lower() in SPLIT_FOLDERS]
+            if d.is_dir() and not is_clutter(d.name) and d.name.lower() in SPLIT_FOLDERS]
 
 
 def _allocate(n: int, fractions: Sequence[float]) -> list[int]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdefect.core.files import in_clutter
 from kdefect.errors import EdgeError
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ class Item:
     frame: np.ndarray | None = None
 
 
-def _visible(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".")
+def _visible(p: Path, root: Path) -> bool:
+    return p.is_file() and not in_clutter(p, root)
 
 
 def iter_files(paths: Iterable[str | Path], stop: threading.Event, recursive: bool = False) -> Iterator[Item]:
@@ -43,7 +44,7 @@ def iter_files(paths: Iterable[str | Path], stop: threading.Event, recursive: bo
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in (p.rglob("*") if recursive else p.iterdir()) if _visible(f))
+            files = sorted(f for f in (p.rglob("*") if recursive else p.iterdir()) if _visible(f, p))
         else:
             files = [p]  # a missing file becomes an error record, not a crash
         for f in files:
@@ -67,7 +68,7 @@ def watch_folder(folder: str | Path, stop: threading.Event, poll_s: float = 0.5,
 
     def listing() -> list[Path]:
         try:
-            return sorted(f for f in (folder.rglob("*") if recursive else folder.iterdir()) if _visible(f))
+            return sorted(f for f in (folder.rglob("*") if recursive else folder.iterdir()) if _visible(f, folder))
         except OSError as exc:  # folder unmounted for a moment: try again next poll
             log.warning("cannot list watched folder %s (%s); retrying", folder, exc)
             return []

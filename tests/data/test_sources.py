@@ -28,6 +28,12 @@ def mixed(tmp_path):
     _img(root / "scratch" / "f.jpeg", size=(300, 200))
     (root / "scratch" / ".DS_Store").write_bytes(b"junk")  # hidden: ignored
     (root / ".hidden").mkdir()
+    # what operating systems and archivers leave beside images: neither bad images nor classes
+    (root / "good" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (root / "scratch" / "desktop.ini").write_text("[.ShellClassInfo]")
+    (root / "__MACOSX" / "good").mkdir(parents=True)
+    (root / "__MACOSX" / "good" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (root / "System Volume Information").mkdir()
     return root
 
 

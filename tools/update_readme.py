@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "tools" / "results"
 ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (issue 10)"),
-         ("tta.md", "Test-time augmentation on ELPV: one view against flipped views, same weights (issue 10)"),
+         ("tta.md", "Averaged predictions on ELPV: flipped views (TTA) and an ensemble of seeds, same weights (issue 10)"),
          ("classify.md", "Classification on NEU-DET (issue 2)"), ("export_neu.md", "INT8 export on NEU-DET (2 QAT epochs)"),
          ("export_neu_qat5.md", "INT8 export on NEU-DET (5 QAT epochs)"),
          ("qat_select_neu.md", "Which QAT epoch to export"),
@@ -24,6 +24,7 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
          ("quickstart_stem.md", "Quick start: tiny_cnn vs tiny_cnn_s2 (stride-2 first convolution) side by side (issue 10)"),
          ("quickstart_overhead.md", "Quick start: resume snapshots every 30 s, no per-step callback cost, against the parent commit (issue 10)"),
          ("quickstart_code.md", "Quick start: this code against 94a9f3c, side by side (issue 10)"),
+         ("quickstart_epochs.md", "Quick start: 40, 30 or 25 epochs side by side (issue 10)"),
          ("cli_errors.md", "First errors: a mistyped key or data path answered before TensorFlow loads (issue 10)"),
          ("cli_errors_backbone.md", "First errors: a mistyped backbone answered before TensorFlow loads"),
          ("callback_cost.md", "Training callbacks: seconds per quick start, per callback, against the parent commit"),

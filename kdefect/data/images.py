@@ -22,7 +22,8 @@ from kdefect.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+# .jfif / .jpe: JPEG under the names Windows and some cameras save it with (decoded by content, like every file)
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".tif", ".tiff"})
 TIFF_EXTS = frozenset({".tif", ".tiff"})
 # Pillow format names tf.io.decode_image can read directly; TIFF goes through Pillow (see pipeline.py).
 TF_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "MPO"})

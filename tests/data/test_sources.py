@@ -26,6 +26,7 @@ def mixed(tmp_path):
     _img(root / "scratch" / "d.tif", "L")
     _img(root / "scratch" / "e.TIFF")
     _img(root / "scratch" / "f.jpeg", size=(300, 200))
+    _img(root / "scratch" / "g.jfif", fmt="JPEG")  # JPEG as Windows often names it
     (root / "scratch" / ".DS_Store").write_bytes(b"junk")  # hidden: ignored
     (root / ".hidden").mkdir()
     # what operating systems and archivers leave beside images: neither bad images nor classes
@@ -44,9 +45,10 @@ def _cfg(source, **kw):
 def test_folder_formats_and_modes(mixed):
     idx = index_dataset(_cfg(mixed))
     assert idx.classes == ["good", "scratch"]
-    assert sorted(p.rsplit("/", 1)[-1] for p in idx.paths) == ["a.jpg", "b.PNG", "c.bmp", "d.tif", "e.TIFF", "f.jpeg"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in idx.paths) == ["a.jpg", "b.PNG", "c.bmp", "d.tif", "e.TIFF", "f.jpeg",
+                                                                   "g.jfif"]
     assert all(p.startswith(str(mixed.resolve())) for p in idx.paths)
-    assert idx.labels.dtype.kind == "i" and np.bincount(idx.labels).tolist() == [3, 3]
+    assert idx.labels.dtype.kind == "i" and np.bincount(idx.labels).tolist() == [3, 4]
     assert idx.skipped == [] and idx.boxes is None
 
 
@@ -75,7 +77,7 @@ def test_bad_files_skip_records_them(mixed):
     idx = index_dataset(_cfg(mixed, on_bad_image="skip"))
     assert {p.rsplit("/", 1)[-1] for p, _ in idx.skipped} == bad
     assert all(reason for _, reason in idx.skipped)
-    assert len(idx) == 6
+    assert len(idx) == 7  # the 7 good files of the fixture
 
 
 def test_empty_class_folder(mixed):

@@ -64,13 +64,14 @@ def score_run(run_path: Path, targets: list[float], arms: list[str]
     model = load_model(run.model_path)
     (pathv, yv, xv), (patht, yt, xt) = split_images(run, "val"), split_images(run, "test")
     square = xv.shape[1] == xv.shape[2]
+    groups = elpv_groups(patht)  # labels.csv read once per run
     rows, probs = [], {}
     for arm in arms:
         if arm == "dihedral" and not square:
             continue
         pv, pt = mean_probs(model, xv, VIEWS[arm]), mean_probs(model, xt, VIEWS[arm])
         probs[arm] = {"pv": pv, "pt": pt, "yv": yv, "yt": yt, "paths": (pathv, patht), "classes": classes,
-                      "good": good, "elpv": elpv_groups(patht)}
+                      "good": good, "elpv": groups}
         rows.append(score_row(run_path.name, arm, probs[arm], targets))
     return rows, probs
 

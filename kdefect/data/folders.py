@@ -14,7 +14,7 @@ from pathlib import Path
 from kdefect.core.files import is_clutter
 from kdefect.errors import DataError
 
-from .images import is_image_name, list_files
+from .images import is_image_name, list_files, loose_images
 from .masks import MASK_DIRS, drop_masks, is_mask_folder
 from .split import SPLIT_FOLDERS, split_subdirs
 
@@ -41,7 +41,7 @@ def _split_layout(root: Path) -> list[tuple[str, Path]] | None:
             log.warning("'%s' is split into %s; its folder '%s' is not a split name (%s) and is left out", root,
                         "/, ".join(x.name for x in classes) + "/", d.name, ", ".join(sorted(SPLIT_FOLDERS)))
     for d in classes:
-        if loose := [p for p in d.iterdir() if p.is_file() and is_image_name(p) and not is_clutter(p.name)]:
+        if loose := loose_images(d):
             log.warning("%d image(s) lie directly in '%s', outside its class folders, and are left out", len(loose), d)
     return [(split, c) for split, d in named for c in classes[d]]
 
@@ -66,7 +66,7 @@ def class_folder_entries(root: Path) -> tuple[list[str], list[tuple[str, int, st
                         "folders inside each split folder, name the images <class>_<number> (Cr_12.bmp: read "
                         f"as names:{root}), or list them in a label table (csv:FILE).")
     if not classes:
-        loose = [p for p in root.iterdir() if p.is_file() and is_image_name(p) and not is_clutter(p.name)]
+        loose = loose_images(root)
         hint = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise DataError(f"data folder '{root}' has no class subfolders{hint}. Put each class's images in its own "
                         "subfolder, e.g. good/ and scratch/; or name them <class>_<number> (Cr_12.bmp) and use "

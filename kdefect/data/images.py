@@ -35,6 +35,11 @@ def list_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not in_clutter(p, folder))
 
 
+def loose_images(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (not below it), clutter left out (a Mac's ``._x.jpg`` is no image)."""
+    return [p for p in folder.iterdir() if p.is_file() and is_image_name(p) and not in_clutter(p, folder)]
+
+
 def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kdefect.core.files import is_clutter
 
-from .images import is_image_name, list_files
+from .images import is_image_name, list_files, loose_images
 from .split import SPLIT_FOLDERS
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def looks_named(root: Path) -> bool:
     dirs = [d for d in root.iterdir() if d.is_dir() and not is_clutter(d.name)]
     if any(d.name.lower() not in SPLIT_FOLDERS or any(x.is_dir() for x in d.iterdir()) for d in dirs):
         return False
-    names = [p.name for d in (root, *dirs) for p in d.iterdir() if p.is_file() and is_image_name(p) and not is_clutter(p.name)]
+    names = [p.name for d in (root, *dirs) for p in loose_images(d)]
     classes = Counter(class_of(n) for n in names)
     if not names or classes.pop(None, 0) > len(names) // 10:  # most names must follow the pattern
         return False

@@ -7,6 +7,7 @@ or TFLite) scores exactly the images the run never trained on.
 from __future__ import annotations
 
 import copy
+import difflib
 import csv
 import io
 import logging
@@ -107,10 +108,24 @@ def labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str]
     index = own_test_part(index, data)  # a data set split into train/ test/: its test/ images only
     unknown = sorted(set(index.classes) - set(classes))
     if unknown:
+        hints = "".join(_rename_hint(u, sorted(set(classes) - set(index.classes))) for u in unknown)
         raise DataError(f"'{data}' has classes the model was not trained on: {', '.join(unknown)}. "
-                        f"The model knows: {', '.join(classes)}.")
+                        f"The model knows: {', '.join(classes)}.{hints} Class names are matched exactly; leave out "
+                        "the images of a class the model never saw.")
     remap = np.array([classes.index(c) for c in index.classes])
     return list(index.paths), remap[index.labels], len(index.skipped)
+
+
+def _squeeze(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def _rename_hint(name: str, missing: list[str]) -> str:
+    """`` 'Scratch' looks like the model's 'scratch': rename it.`` when a known class absent from the data matches
+    ``name`` up to case and separators (or closely), else ``""``: folders named on another machine often differ so."""
+    same = [c for c in missing if _squeeze(c) == _squeeze(name)]
+    close = same or difflib.get_close_matches(name, missing, n=1, cutoff=0.75)
+    return f" '{name}' looks like the model's '{close[0]}': rename it." if close else ""
 
 
 def _with_image_verdict(task: Any, target: Path, data: str | None, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -130,6 +130,19 @@ def test_evaluate_on_a_split_data_set_reads_only_its_test_folder(tmp_path):
     assert sorted(labels.tolist()) == [0, 0, 1, 1, 1]  # in the model's class order
 
 
+def test_evaluate_names_the_class_a_renamed_folder_looks_like(tmp_path):
+    from kdefect.config import Config
+    from kdefect.engine.evaluator import labelled_data
+
+    root = _presplit(tmp_path / "ds", {"test": {"OK": 2, "Pitted-Surface": 2, "weld": 2}})
+    with pytest.raises(DataError) as err:
+        labelled_data(str(root / "test"), Config(), ["ok", "pitted_surface", "scratch"])
+    msg = str(err.value)
+    assert "not trained on: OK, Pitted-Surface, weld" in msg
+    assert "'OK' looks like the model's 'ok'" in msg and "'Pitted-Surface' looks like the model's 'pitted_surface'" in msg
+    assert "'weld' looks like" not in msg  # no known class resembles it: no guess
+
+
 def test_data_check_shows_the_split_and_writes_nothing(tmp_path):
     from click.testing import CliRunner
 

@@ -7,8 +7,8 @@ or TFLite) scores exactly the images the run never trained on.
 from __future__ import annotations
 
 import copy
-import difflib
 import csv
+import difflib
 import io
 import logging
 import re

@@ -67,10 +67,14 @@ ARMS = {"previous": PREVIOUS, "auto": [],
         "letterbox": ["data.resize=letterbox"],
         "crop": ["data.resize=crop"],
         # the quick start's schedule cut from 40 to 30 epochs (cosine, to its floor by the last): what it costs here
-        "epochs30": ["train.epochs=30"]}
+        "epochs30": ["train.epochs=30"],
+        # in-domain warm start: the same network first trained on NEU-DET (steel, 6 defect classes; a model a
+        # plant may already have), then on this data from those weights. The NEU time counts in the budget.
+        "neu_warm": []}
+WARM_SHARE = 0.4  # neu_warm: the share of the config's train.time_budget_s spent on NEU-DET
 COLUMNS = ("dataset", "arm", "image_size", "resize", "sampling", "monitor", "accuracy", "macro_recall", "degenerate",
            "op_escape_rate", "op_escape_upper95", "op_false_reject_rate", "review_share", "verdict",
-           "train_accuracy", "val_accuracy", "epochs", "wall_seconds")  # the fit-gap pair: only sections that have it
+           "train_accuracy", "val_accuracy", "epochs", "pretrain_seconds", "pretrain_accuracy", "wall_seconds")  # the fit-gap pair: only sections that have it
 NEU_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 
 
@@ -117,6 +121,10 @@ def run_arm(dataset: str, source: str, arm: str, runs_dir: str, extra: list[str]
             *ARMS[arm], *extra]
     cfg = load_config(config, over)
     t0 = time.perf_counter()
+    pre: dict[str, Any] = {}
+    if arm == "neu_warm":
+        over, pre = _neu_pretrain(cfg, config, over, runs_dir, dataset, extra)
+        cfg = load_config(config, over)
     run = fit(cfg, quiet=True)
     wall = time.perf_counter() - t0
     m, cal = run.read_json("metrics.json"), run.read_json("calibration.json")
@@ -133,8 +141,32 @@ def run_arm(dataset: str, source: str, arm: str, runs_dir: str, extra: list[str]
         "op_false_reject_rate": op.get("false_reject_rate"), "review_share": v["review_share"],
         "verdict": v["verdict"], "reasons": v["reasons"], "best_epoch": m["training"]["best_epoch"],
         "epochs": m["training"]["epochs_run"], "train_seconds": m["training"]["train_seconds"],
-        "wall_seconds": round(wall, 1), **_fit_gap(run.path / "history.csv", m["training"]["best_epoch"]),
+        "wall_seconds": round(wall, 1), **_fit_gap(run.path / "history.csv", m["training"]["best_epoch"]), **pre,
     }
+
+
+def _neu_pretrain(cfg: Any, config: Path, over: list[str], runs_dir: str, dataset: str, extra: list[str]
+                  ) -> tuple[list[str], dict[str, Any]]:
+    """Train the same network on NEU-DET for ``WARM_SHARE`` of the budget; the overrides that start from it."""
+    from kdefect.data.neu import neu_dir
+    from kdefect.engine import fit
+
+    if neu_dir() is None:
+        raise SystemExit("neu_warm needs NEU-DET: set KDEFECT_NEU_DIR")
+    budget = cfg.train.time_budget_s
+    if not budget:
+        raise SystemExit("neu_warm needs train.time_budget_s in the config: the NEU time counts inside it")
+    size = cfg.data.image_size if cfg.data.image_size != "auto" else [cfg.data.max_auto_size] * 2
+    pcfg = load_config(config, [f"runs_dir={runs_dir}", f"name={dataset}-neu-pretrain", "data.source=neu",
+                                "data.good_label=null", "data.label_rule=filename", f"data.image_size={list(size)}",
+                                "data.resize=squash", "data.sampling=shuffle",
+                                f"train.time_budget_s={budget * WARM_SHARE:.0f}", *extra])
+    prun = fit(pcfg, quiet=True)
+    pm = prun.read_json("metrics.json")
+    spent = float(pm["training"]["train_seconds"])
+    print(f"  NEU-DET pre-training: accuracy {pm['accuracy']:.4f} in {spent:.0f} s", flush=True)
+    return ([*over, f"model.weights={prun.path / 'model.keras'}", f"train.time_budget_s={max(budget - spent, 60):.0f}"],
+            {"pretrain_seconds": round(spent, 1), "pretrain_accuracy": pm["accuracy"]})
 
 
 def _fit_gap(history: Path, best_epoch: int | None) -> dict[str, float | None]:

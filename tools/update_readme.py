@@ -5,6 +5,7 @@ The README quotes results files verbatim, so every figure in it has a command, a
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -44,7 +45,12 @@ ORDER = [("recipe.md", "Own data beyond NEU: auto recipe, READY verdict, ELPV (i
 
 
 def section() -> str:
-    parts = []
+    spec = importlib.util.spec_from_file_location("kdefect_glance", ROOT / "tools" / "glance.py")
+    glance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glance)  # by path: tools/ is no package, and PYTHONSAFEPATH keeps it off sys.path
+    parts = ["### At a glance: each headline target against what was measured\n\n_Generated from the files named in "
+             "the last column (`tools/glance.py`); each file holds the command, the machine and the date, and the "
+             "reasons for every miss._\n\n" + glance.table()]
     for name, title in ORDER:
         f = RESULTS / name
         if not f.is_file():

@@ -27,9 +27,10 @@ Rules (documented in docs/own-data.md):
   below that is warned about (``small_box_warning``);
 - ``train.monitor``: ``val_frr_at_escape`` with a good class, else ``val_macro_recall``.
 
-Not settings but warnings: a class that looks defect-free (``ok``, ``normal``, ``MT_Free``, ``NODefect_images``)
-while ``data.good_label`` names no class (``good_label_warning``: without a good class there is no escape rate and
-no operating point), and (``few_images_warning``): a class with fewer than ``FEW_TRAIN`` training or
+Not a setting but an error: a class that looks defect-free (``ok``, ``normal``, ``MT_Free``, ``NODefect_images``,
+or the good label in another case or spelling) while ``data.good_label`` names no class (``good_label_problem``:
+without a good class there is no escape rate and no operating point). Not settings but warnings
+(``few_images_warning``): a class with fewer than ``FEW_TRAIN`` training or
 ``FEW_TEST`` test images can hardly be learnt, and its test recall proves little (1 of 1 found has a 95 %
 lower bound of 2.5 %), whatever the verdict says of it. RetinaNet only (``anchor_warning``): a class of which
 under ``ANCHOR_MIN_COVER`` of the boxes reach an anchor at the positive IoU is never learned.
@@ -202,11 +203,20 @@ def few_images_warning(profile: dict[str, Any]) -> str | None:
             "or merge a rare class into a related one.")
 
 
-def good_label_warning(classes: list[str], good_label: str | None) -> str | None:
-    """A warning when ``data.good_label`` is not a class but one looks defect-free, else None."""
+def _squeeze(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def good_label_problem(classes: list[str], good_label: str | None) -> str | None:
+    """Why ``data.good_label`` is wrong for these classes (it names none, yet one looks defect-free), else None.
+
+    ``fit`` and ``data check`` stop on it: trained on, the run would have no escape rate, no operating point and
+    no pass/fail rule, and its verdict would judge recall alone. ``data.good_label=null`` says no class is good.
+    """
     if not good_label or good_label in classes:
         return None
-    likely = [c for c in classes if GOOD_NAME.search(c) and not NOT_GOOD.search(c)]
+    same = [c for c in classes if _squeeze(c) == _squeeze(good_label)]  # 'Good', 'OK_parts' for 'ok-parts'
+    likely = same or [c for c in classes if GOOD_NAME.search(c) and not NOT_GOOD.search(c)]
     if not likely:
         return None
     return (f"data.good_label '{good_label}' is not a class, but {', '.join(repr(c) for c in likely)} looks "

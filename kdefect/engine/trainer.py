@@ -58,7 +58,7 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
         Choice,
         anchor_warning,
         few_images_warning,
-        good_label_warning,
+        good_label_problem,
         resolve_auto,
         small_box_warning,
     )
@@ -70,6 +70,8 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
     image_labels = get_task(cfg.task).image_labels
     index = index_dataset(cfg.data, image_labels)
     good = cfg.data.good_label if image_labels else None
+    if problem := (good_label_problem(index.classes, good) if image_labels else None):
+        raise DataError(problem)  # before any hashing or training: the run could never judge escapes
     folders: tuple[str | None, str | None] = (None, None)  # data.split_folders resolved, and why
     if index.packed is not None:  # `kdefect data pack` checked, de-duplicated, split and profiled it once
         split, profile, dropped = index.packed.plan(split, cfg.data)
@@ -95,8 +97,7 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
         cfg.data.split_folders = folders[0]
         choices.insert(0, Choice("data.split_folders", folders[0], folders[1]))
     profile["recipe"] = [{"key": c.key, "value": c.value, "reason": c.reason} for c in choices]
-    warns = ([good_label_warning(index.classes, cfg.data.good_label), few_images_warning(profile)] if image_labels
-             else [small_box_warning(profile, cfg.data.image_size)])
+    warns = [few_images_warning(profile)] if image_labels else [small_box_warning(profile, cfg.data.image_size)]
     if cfg.task == "detect" and index.packed is None:  # boxes the detector's anchors can never learn
         sizes = [(f.width, f.height) for f in scan.infos(index.paths)]
         warns.append(anchor_warning(cfg.detect, cfg.data.image_size, index.boxes, index.box_labels, sizes,

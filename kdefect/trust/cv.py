@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kdefect.core.run import RunDir
-from kdefect.errors import ConfigError
+from kdefect.errors import ConfigError, DataError
 from kdefect.tasks.base import get_task
 from kdefect.utils.io import write_json, write_text
 
@@ -81,8 +81,11 @@ def cross_validate(cfg: Any, folds: int = 5, fit_fn: Callable[..., Any] | None =
     if fit_fn is None:
         from kdefect.engine import fit as fit_fn
     from kdefect.data.profile import dedupe_index
+    from kdefect.data.recipe import good_label_problem
 
     index, _ = dedupe_index(index_dataset(cfg.data), cfg.data.duplicates)  # as fit indexes it
+    if problem := good_label_problem(index.classes, cfg.data.good_label):  # before any fold's folder exists
+        raise DataError(problem)
     if index.split_names is not None:  # K folds cover every image once as test, so a given split cannot hold
         log.warning("cross-validation pools the data set's own split folders (%s) and makes %d folds of all "
                     "%d images; `kdefect fit` keeps the given split", ", ".join(sorted(set(index.split_names))),

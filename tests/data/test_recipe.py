@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from kdefect.config import load_config
 from kdefect.data.recipe import resolve_auto
 
@@ -110,17 +114,43 @@ def test_few_images_are_named_with_what_their_recall_can_prove():
 
 
 def test_a_defect_free_looking_class_is_named_when_good_label_misses():
-    from kdefect.data.recipe import good_label_warning
+    from kdefect.data.recipe import good_label_problem
 
     for classes, likely in [(["MT_Blowhole", "MT_Free"], "MT_Free"), (["Defect_images", "NODefect_images"],
                             "NODefect_images"), (["def_front", "ok_front"], "ok_front"), (["crack", "Normal"], "Normal"),
-                            (["non_defective", "defective"], "non_defective")]:
-        warn = good_label_warning(classes, "good")
-        assert f"Set data.good_label={likely} " in warn and "no escape rate" in warn, classes
-    assert good_label_warning(["crazing", "inclusion"], "good") is None  # NEU: no class is defect-free
-    assert good_label_warning(["not_good", "not_ok", "goods_damaged"], "good") is None
-    assert good_label_warning(["ok", "scratch"], "ok") is None  # set right
-    assert good_label_warning(["ok", "scratch"], None) is None  # null: the user said there is none
+                            (["non_defective", "defective"], "non_defective"), (["Good", "scratch"], "Good")]:
+        problem = good_label_problem(classes, "good")
+        assert f"Set data.good_label={likely} " in problem and "no escape rate" in problem, classes
+    assert "Set data.good_label=Accepted_Parts " in good_label_problem(["Accepted_Parts", "dent"], "accepted parts")
+    assert good_label_problem(["crazing", "inclusion"], "good") is None  # NEU: no class is defect-free
+    assert good_label_problem(["not_good", "not_ok", "goods_damaged"], "good") is None
+    assert good_label_problem(["ok", "scratch"], "ok") is None  # set right
+    assert good_label_problem(["ok", "scratch"], None) is None  # null: the user said there is none
+
+
+def test_fit_and_cv_stop_before_training_when_good_label_misses_the_good_class(tmp_path):
+    from click.testing import CliRunner
+
+    from kdefect.cli import main
+    from kdefect.config import load_config
+    from kdefect.engine.trainer import plan_run
+    from kdefect.errors import DataError
+    from kdefect.trust.cv import cross_validate
+
+    for cls in ("OK", "scratch"):
+        (tmp_path / "ds" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((16, 16), i * 9 + (cls == "OK") * 100, np.uint8)).save(tmp_path / "ds" / cls / f"{i}.png")
+    over = [f"runs_dir={tmp_path / 'runs'}", f"data.source={tmp_path / 'ds'}", "data.batch_size=4"]
+    cfg = load_config(None, over)  # data.good_label defaults to 'good'
+    with pytest.raises(DataError, match="Set data.good_label=OK "):
+        plan_run(cfg)
+    with pytest.raises(DataError, match="Set data.good_label=OK "):
+        cross_validate(cfg, folds=2, fit_fn=lambda *a, **k: pytest.fail("trained"))
+    assert not (tmp_path / "runs").exists()  # no run folder, no fold folder
+    r = CliRunner().invoke(main, ["data", "check", str(tmp_path / "ds")])
+    assert r.exit_code != 0 and "Set data.good_label=OK" in r.output
+    assert plan_run(load_config(None, [*over, "data.good_label=null"])).index.classes == ["OK", "scratch"]
 
 
 def test_retinanet_anchors_that_reach_too_few_boxes_of_a_class_are_named():

@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=QUICKSTART, help="base config (default: the quick start)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kdefect.models.weights").setLevel(logging.INFO)  # neu_warm: show what loaded
     rows = []
     with tempfile.TemporaryDirectory(prefix="kdefect-recipe-") as tmp:
         for name, src in sources(args.datasets, Path(tmp), args.neu_good).items():

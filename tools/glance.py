@@ -17,7 +17,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # recipe.json sections that run configs/elpv_cls_resnet_small.yaml (the ELPV recipe), and those that run the
 # shipped quick-start defaults with only data.source / data.good_label changed, with the arm that is the default
-ELPV_RECIPE = ("elpv_target", "elpv_30min", "elpv_192", "elpv_224", "elpv_regularised", "elpv_arms_600")
+ELPV_RECIPE = ("elpv_target", "elpv_30min", "elpv_192", "elpv_224", "elpv_regularised", "elpv_arms_600",
+               "elpv_neu_warm")
 SHIPPED = {"defaults_40_epochs": "auto", "elpv_binary_balanced": "auto", "stem": "stem_s2", "capacity": "stem_s2"}
 
 

@@ -20,19 +20,38 @@ log = logging.getLogger(__name__)
 LOCAL_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
+def weights_path(weights: str | Path) -> Path:
+    """The file behind ``model.weights``: the path itself, or a kdefect run folder's ``model.keras``.
+
+    A run folder is accepted because that is what a user has at hand: the run of another line, product or data
+    set, whose network becomes the starting point (``detect.backbone_weights`` takes a run the same way).
+    ModelError when neither exists.
+    """
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise ModelError(f"model.weights '{weights}' is a folder but not a kdefect run (no config.yaml); give a "
+                             "run folder or a .h5 / .weights.h5 / .keras file.")
+        if not (path / "model.keras").is_file():
+            raise ModelError(f"model.weights: run '{weights}' has no model.keras; did its fit finish?")
+        return path / "model.keras"
+    if not path.is_file():
+        raise ModelError(
+            f"weights file '{weights}' does not exist. Use model.weights=none (random init), "
+            "model.weights=imagenet (download), a kdefect run folder or the path of a .h5 / .weights.h5 / .keras file."
+        )
+    if not path.name.endswith(LOCAL_SUFFIXES):
+        raise ModelError(f"weights file '{weights}' is not a .h5, .weights.h5 or .keras file; save weights in one "
+                         "of those.")
+    return path
+
+
 def weights_kind(weights: str | None) -> str:
-    """'none', 'imagenet' or 'file' (the file must exist, else ModelError naming it)."""
+    """'none', 'imagenet' or 'file' (a file or a run folder that exists, else ModelError naming it)."""
     w = "none" if weights in (None, "", "none", "None") else str(weights)
     if w in ("none", "imagenet"):
         return w
-    path = Path(w).expanduser()
-    if not path.is_file():
-        raise ModelError(
-            f"weights file '{w}' does not exist. Use model.weights=none (random init), "
-            "model.weights=imagenet (download) or the path of a .h5 / .weights.h5 / .keras file."
-        )
-    if not path.name.endswith(LOCAL_SUFFIXES):
-        raise ModelError(f"weights file '{w}' is not a .h5, .weights.h5 or .keras file; save weights in one of those.")
+    weights_path(w)
     return "file"
 
 
@@ -62,15 +81,15 @@ def _is_positional_h5(path: Path) -> bool:
 
 
 def load_local_weights(model: keras.Model, path: str | Path, strict: bool = True) -> int:
-    """Load ``path`` into ``model`` by layer name, skipping shape mismatches; returns layers loaded.
+    """Load ``path`` (a file, or a run folder's model.keras) into ``model`` by layer name, skipping shape
+    mismatches; returns layers loaded.
 
     ``.keras`` and legacy ``.h5`` files load by name. A Keras-3 layout ``.weights.h5``
     stores weights by position, so it loads only into the identical architecture
     (with ``strict=False`` it is skipped here and returns 0). ModelError when the file
     cannot be read or not a single layer matches (wrong backbone).
     """
-    path = Path(path).expanduser()
-    weights_kind(str(path))
+    path = weights_path(path)
     try:
         if path.suffix == ".keras":
             source = _weight_map(keras.models.load_model(path, compile=False))

@@ -41,6 +41,21 @@ def test_local_weights_saved_by_kdefect_load(tmp_path, filename):
     assert other.output.shape[-1] == 5
 
 
+def test_a_run_folder_is_a_weights_source(tmp_path):
+    run = tmp_path / "runs" / "other_line"
+    run.mkdir(parents=True)
+    src = build_classifier(6, "tiny_cnn", (32, 32), attention="se")
+    with pytest.raises(ModelError, match="not a kdefect run"):
+        build_classifier(2, "tiny_cnn", (32, 32), attention="se", weights=str(run))
+    (run / "config.yaml").write_text("task: classify\n")
+    with pytest.raises(ModelError, match="has no model.keras; did its fit finish"):
+        build_classifier(2, "tiny_cnn", (32, 32), attention="se", weights=str(run))
+    src.save(run / "model.keras")
+    warm = build_classifier(2, "tiny_cnn", (32, 32), attention="se", weights=str(run))  # another class count
+    for name in ("tiny_conv1", "tiny_conv3", "attention_reduce"):
+        np.testing.assert_array_equal(warm.get_layer(name).get_weights()[0], src.get_layer(name).get_weights()[0])
+
+
 def test_weights_from_another_backbone_is_model_error(tmp_path):
     path = tmp_path / "tiny.h5"
     build_classifier(2, "tiny_cnn", (32, 32)).save_weights(path)

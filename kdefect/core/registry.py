@@ -24,6 +24,11 @@ def closest_hint(name: str, names: Iterable[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+def loose_name(name: str) -> str:
+    """``name`` without case or separators: 'Pitted-Surface' and 'pitted_surface' are one class to a person."""
+    return "".join(ch for ch in str(name).casefold() if ch.isalnum())
+
+
 class Registry:
     """Map names to objects (builders, classes) plus free-form metadata."""
 

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from kdefect.core.registry import loose_name
+
 IMBALANCE_BALANCE = 3.0
 # a box below 8 px at the input is smaller than one cell of the detectors' finest feature map (stride 8)
 MIN_BOX_PX = 8.0
@@ -203,10 +205,6 @@ def few_images_warning(profile: dict[str, Any]) -> str | None:
             "or merge a rare class into a related one.")
 
 
-def _squeeze(name: str) -> str:
-    return "".join(ch for ch in name.casefold() if ch.isalnum())
-
-
 def good_label_problem(classes: list[str], good_label: str | None) -> str | None:
     """Why ``data.good_label`` is wrong for these classes (it names none, yet one looks defect-free), else None.
 
@@ -215,7 +213,7 @@ def good_label_problem(classes: list[str], good_label: str | None) -> str | None
     """
     if not good_label or good_label in classes:
         return None
-    same = [c for c in classes if _squeeze(c) == _squeeze(good_label)]  # 'Good', 'OK_parts' for 'ok-parts'
+    same = [c for c in classes if loose_name(c) == loose_name(good_label)]  # 'Good', 'OK_parts' for 'ok-parts'
     likely = same or [c for c in classes if GOOD_NAME.search(c) and not NOT_GOOD.search(c)]
     if not likely:
         return None

@@ -19,7 +19,7 @@ from kdefect.core.registry import Registry
 from kdefect.errors import ConfigError, DataError
 
 from .folders import class_folder_entries
-from .images import check_images, is_image_name, list_files
+from .images import IMAGE_EXTS, check_images, is_image_name, list_files
 from .index import DatasetIndex  # re-exported: the index every source returns
 from .split import split_subdirs
 from .voc import ImageLookup, image_label, parse_voc, voc_annotation_dir
@@ -80,10 +80,22 @@ MISSING = {
 }
 
 
+ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
+
 def require_location(kind: str, location: str) -> Path:
     """The resolved path of a ``kind`` source; DataError (``MISSING``'s message) when it is not there."""
     path = Path(location).expanduser().resolve()
     need, message = MISSING[kind]
+    if need == "dir" and path.is_file():  # data sets are shipped as archives: say so, not "does not exist"
+        if path.name.lower().endswith(ARCHIVES):
+            unpack = ("python -m zipfile -e '{0}' FOLDER" if path.suffix.lower() == ".zip" else
+                      "tar -xf '{0}' -C FOLDER" if ".tar" in path.name.lower() or path.suffix.lower() == ".tgz"
+                      else "an archive tool").format(location)
+            raise DataError(f"'{location}' is an archive; kdefect reads folders. Unpack it first ({unpack}), "
+                            "then pass the folder.")
+        what = message.format(location).split(". ", 1)  # keep the second sentence: what the folder must hold
+        raise DataError(f"'{location}' is a file, not a folder." + (f" {what[1]}" if len(what) > 1 else ""))
     if not (path.is_dir() if need == "dir" else path.is_file() if need == "file" else path.exists()):
         raise DataError(message.format(location))
     return path
@@ -117,7 +129,8 @@ def _index_labelled(root: Path, classes: list[str], entries: list[tuple[str, int
     bad += [(p, why) for (p, _, _), why in zip(entries, reasons) if why]
     kept = [e for e, why in zip(entries, reasons) if not why]
     if not kept and not bad:
-        raise DataError(f"no images found below '{root}'. Supported: jpg, jpeg, png, bmp, tif, tiff.")
+        raise DataError(f"no images found below '{root}'. Supported: "
+                        f"{', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTS))}.")
     skipped = _apply_policy(bad, data_cfg, root)
     labels = np.asarray([c for _, c, _ in kept], np.int64)
     _check_classes(classes, np.bincount(labels, minlength=len(classes)), root, what)

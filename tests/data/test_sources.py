@@ -92,6 +92,26 @@ def test_single_class(tmp_path):
         index_dataset(_cfg(tmp_path))
 
 
+def test_an_archive_or_a_file_given_as_the_data_folder_says_what_it_is(tmp_path):
+    import zipfile
+
+    from kdefect.config import DataConfig
+    from kdefect.data.sources import check_location
+
+    archive = tmp_path / "parts.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("good/a.png", b"")
+    with pytest.raises(DataError, match=r"is an archive; kdefect reads folders\. Unpack it first \(python -m zipfile"):
+        index_dataset(_cfg(archive))
+    tarball = tmp_path / "parts.tar.gz"
+    tarball.write_bytes(b"")
+    with pytest.raises(DataError, match=r"tar -xf"):  # before TensorFlow loads, as the CLI checks
+        check_location(DataConfig(source=str(tarball)))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"is a file, not a folder\. Pass a folder with one subfolder per class"):
+        index_dataset(_cfg(tmp_path / "notes.txt"))
+
+
 def test_missing_and_empty(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         index_dataset(_cfg(tmp_path / "nope"))

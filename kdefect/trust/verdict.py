@@ -104,6 +104,11 @@ def assess(probs: np.ndarray, labels: np.ndarray, classes: list[str], good_label
     if out["review_share"] > targets.max_review_share:
         reasons.append(f"review share {out['review_share']:.1%} > {targets.max_review_share:.1%} "
                        f"(parts below confidence {review_below:.3f} go to a human)")
+    if gi is None:  # say what is not judged: a forgotten good label looks like a clean bill of health otherwise
+        said = "null" if not good_label else f"'{good_label}', not a class here"
+        out["notes"] = [f"no good class (data.good_label {said}): no escape rate, false-reject rate or operating "
+                        "point is judged, only recall and review. If one class is defect-free, set "
+                        "data.good_label to it and fit again."]
     out["reasons"] = reasons
     out["ready"] = not reasons
     out["verdict"] = READY if not reasons else NOT_READY

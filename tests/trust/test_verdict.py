@@ -79,6 +79,11 @@ def test_no_good_class_judges_recall_and_review_only():
     v = assess(_onehot(list(y)), y, CLASSES, None, {"temperature": 1.0, "review_below": 0.5},
                Targets(min_class_recall=0.9))
     assert v["ready"] and "escape_rate" not in v
+    assert "note: no good class (data.good_label null): no escape rate" in format_verdict(v)  # said, not implied
+    named = format_verdict(assess(_onehot(list(y)), y, CLASSES, "ok", {"review_below": 0.5}))
+    assert "data.good_label 'ok', not a class here" in named and "set data.good_label to it" in named
+    with_good = assess(_onehot(list(y)), y, CLASSES, "good", _thresholds())
+    assert "notes" not in with_good and "note:" not in format_verdict(with_good)
 
 
 @pytest.mark.parametrize("upper", [0.01, 0.05, 0.1])

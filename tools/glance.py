@@ -83,12 +83,12 @@ def _edge() -> list[dict[str, Any]]:
 
 
 def _quickstart() -> list[dict[str, Any]]:
-    pages = [(n, a) for n, a in (("quickstart_stem.json", "tiny_cnn_s2"), ("quickstart_code.json", "shipped"),
-                                 ("quickstart_epochs.json", "shipped")) if _load(n)]
+    pages = {n: (d, a) for n, a in (("quickstart_stem.json", "tiny_cnn_s2"), ("quickstart_code.json", "shipped"),
+                                    ("quickstart_epochs.json", "shipped")) if (d := _load(n))}
     if not pages:
         return []
-    sums = [_load(n)["summary"][a] for n, a in pages]
-    names = ", ".join(n.replace(".json", ".md") for n, _ in pages)
+    sums = [d["summary"][a] for d, a in pages.values()]
+    names = ", ".join(n.replace(".json", ".md") for n in pages)
     ready = f"{sum(s['ready'] for s in sums)} of {sum(s['runs'] for s in sums)} runs"
     return [_row("Quick start", "READY verdict, shipped config, 5 seeds per page", ready, "every run",
                  all(s["ready"] == s["runs"] for s in sums), names),

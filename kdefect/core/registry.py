@@ -18,15 +18,24 @@ from kdefect.errors import ConfigError
 T = TypeVar("T")
 
 
-def closest_hint(name: str, names: Iterable[str]) -> str:
-    """`` Did you mean 'x'?`` for the valid name closest to a mistyped ``name``, or ``""`` when none is close."""
-    close = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.5)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
 def loose_name(name: str) -> str:
     """``name`` without case or separators: 'Pitted-Surface' and 'pitted_surface' are one class to a person."""
     return "".join(ch for ch in str(name).casefold() if ch.isalnum())
+
+
+def closest_name(name: str, names: Iterable[str], cutoff: float = 0.5) -> str | None:
+    """The name in ``names`` that ``name`` was meant to be: equal up to case and separators, else the closest
+    spelling (difflib ratio >= ``cutoff``); None when none is close."""
+    names = list(names)
+    same = [n for n in names if loose_name(n) == loose_name(name)]
+    close = same or difflib.get_close_matches(str(name), names, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def closest_hint(name: str, names: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the valid name closest to a mistyped ``name``, or ``""`` when none is close."""
+    close = closest_name(name, names)
+    return f" Did you mean '{close}'?" if close else ""
 
 
 class Registry:

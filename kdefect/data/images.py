@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kdefect.core.files import in_clutter
+from kdefect.core.files import in_clutter, is_clutter
 from kdefect.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def list_files(folder: Path) -> list[Path]:
 
 def loose_images(folder: Path) -> list[Path]:
     """The image files directly in ``folder`` (not below it), clutter left out (a Mac's ``._x.jpg`` is no image)."""
-    return [p for p in folder.iterdir() if p.is_file() and is_image_name(p) and not in_clutter(p, folder)]
+    return [p for p in folder.iterdir() if p.is_file() and is_image_name(p) and not is_clutter(p.name)]
 
 
 def is_image_name(path: str | Path) -> bool:

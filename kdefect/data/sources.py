@@ -9,13 +9,12 @@ bad-input policy (``data.on_bad_image``) is applied once, here.  TF-free.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from kdefect.core.registry import Registry
+from kdefect.core.registry import Registry, loose_name
 from kdefect.errors import ConfigError, DataError
 
 from .folders import class_folder_entries
@@ -62,9 +61,9 @@ def _check_classes(classes: list[str], counts: np.ndarray, root: Path, what: str
         )
     alike: dict[str, list[str]] = {}
     for c in classes:  # 'Crack' in train/, 'crack' in test/; 'OK' and 'ok ' in a label table
-        alike.setdefault(re.sub(r"[\s_\-]+", "", c.lower()), []).append(c)
+        alike.setdefault(loose_name(c), []).append(c)
     for group in (g for g in alike.values() if len(g) > 1):
-        log.warning("%ss %s in '%s' differ only in case, spaces, '_' or '-': they are trained as different classes. "
+        log.warning("%ss %s in '%s' differ only in case or separators (spaces, '_', '-'): they are trained as different classes. "
                     "Rename them to one name if they are the same.", what, " and ".join(repr(c) for c in group), root)
 
 
@@ -80,7 +79,13 @@ MISSING = {
 }
 
 
-ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+def _unpack_command(name: str, location: str) -> str | None:
+    """How to unpack an archive named ``name`` (lower case), or None when it is no archive."""
+    if name.endswith(".zip"):
+        return f"python -m zipfile -e '{location}' FOLDER"
+    if name.endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")):
+        return f"tar -xf '{location}' -C FOLDER"
+    return "an archive tool" if name.endswith((".7z", ".rar")) else None
 
 
 def require_location(kind: str, location: str) -> Path:
@@ -88,10 +93,7 @@ def require_location(kind: str, location: str) -> Path:
     path = Path(location).expanduser().resolve()
     need, message = MISSING[kind]
     if need == "dir" and path.is_file():  # data sets are shipped as archives: say so, not "does not exist"
-        if path.name.lower().endswith(ARCHIVES):
-            unpack = ("python -m zipfile -e '{0}' FOLDER" if path.suffix.lower() == ".zip" else
-                      "tar -xf '{0}' -C FOLDER" if ".tar" in path.name.lower() or path.suffix.lower() == ".tgz"
-                      else "an archive tool").format(location)
+        if unpack := _unpack_command(path.name.lower(), location):
             raise DataError(f"'{location}' is an archive; kdefect reads folders. Unpack it first ({unpack}), "
                             "then pass the folder.")
         what = message.format(location).split(". ", 1)  # keep the second sentence: what the folder must hold

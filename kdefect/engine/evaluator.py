@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import difflib
 import io
 import logging
 import re
@@ -19,7 +18,7 @@ import numpy as np
 
 from kdefect.config import Config
 from kdefect.core.calibration import apply_temperature, load_calibration, thresholds_from
-from kdefect.core.registry import loose_name
+from kdefect.core.registry import closest_name
 from kdefect.core.run import RunDir
 from kdefect.core.sidecar import read_sidecar
 from kdefect.engine.metrics import classification_metrics, plot_confusion_matrix
@@ -120,9 +119,8 @@ def labelled_data(data: str, cfg: Config, classes: list[str]) -> tuple[list[str]
 def _rename_hint(name: str, missing: list[str]) -> str:
     """`` 'Scratch' looks like the model's 'scratch': rename it.`` when a known class absent from the data matches
     ``name`` up to case and separators (or closely), else ``""``: folders named on another machine often differ so."""
-    same = [c for c in missing if loose_name(c) == loose_name(name)]
-    close = same or difflib.get_close_matches(name, missing, n=1, cutoff=0.75)
-    return f" '{name}' looks like the model's '{close[0]}': rename it." if close else ""
+    close = closest_name(name, missing, cutoff=0.75)
+    return f" '{name}' looks like the model's '{close}': rename it." if close else ""
 
 
 def _with_image_verdict(task: Any, target: Path, data: str | None, metrics: dict[str, Any]) -> dict[str, Any]:

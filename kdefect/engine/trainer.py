@@ -70,7 +70,7 @@ def plan_run(cfg: Config, split: dict[str, np.ndarray] | None = None) -> RunPlan
     image_labels = get_task(cfg.task).image_labels
     index = index_dataset(cfg.data, image_labels)
     good = cfg.data.good_label if image_labels else None
-    if problem := (good_label_problem(index.classes, good) if image_labels else None):
+    if problem := good_label_problem(index.classes, good):  # None without a label (and for detection)
         raise DataError(problem)  # before any hashing or training: the run could never judge escapes
     folders: tuple[str | None, str | None] = (None, None)  # data.split_folders resolved, and why
     if index.packed is not None:  # `kdefect data pack` checked, de-duplicated, split and profiled it once
